@@ -1,0 +1,89 @@
+"""`edgeseg eval`: Dice, IoU, precision, recall, HD95 of a model on a labelled folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from edgeseg.cli.common import (
+    ChannelOrderOpt,
+    ForegroundOpt,
+    InputMaxOpt,
+    InputSizeOpt,
+    NormalizationOpt,
+    ThresholdOpt,
+    TrustOpt,
+    handle_errors,
+    out,
+    progress_bar,
+    resolve_metadata,
+)
+
+
+@handle_errors
+def eval_(
+    model: Path = typer.Argument(..., help="Model: .keras, legacy .h5 or SavedModel folder."),
+    data: Path = typer.Option(..., "--data", help="Folder with images/ and masks/."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the scores as JSON."),
+    per_image: bool = typer.Option(False, "--per-image", help="Print a row per image."),
+    overlap: int = typer.Option(32, "--overlap", help="Tile overlap in pixels."),
+    trust_model: bool = TrustOpt,
+    input_size: str | None = InputSizeOpt,
+    normalization: str | None = NormalizationOpt,
+    input_max: float | None = InputMaxOpt,
+    threshold: float | None = ThresholdOpt,
+    foreground_value: int | None = ForegroundOpt,
+    channel_order: str | None = ChannelOrderOpt,
+) -> None:
+    """Score MODEL on a labelled folder; large images are tiled, never squashed."""
+    from rich.table import Table
+
+    from edgeseg.model.loading import load_model
+    from edgeseg.train.data import find_pairs
+    from edgeseg.train.evaluate import evaluate
+
+    find_pairs(data)  # check the data before paying for loading the model
+    loaded = load_model(model, trust_model=trust_model)
+    meta = resolve_metadata(
+        model,
+        loaded.input_shape,
+        loaded.output_shape,
+        input_size=input_size,
+        normalization=normalization,
+        input_max=input_max,
+        threshold=threshold,
+        foreground_value=foreground_value,
+        channel_order=channel_order,
+    )
+    with progress_bar() as bar:
+        task = bar.add_task("segmenting", total=None)
+        report = evaluate(
+            loaded.predict,
+            meta,
+            data,
+            model_name=str(model),
+            overlap=overlap,
+            progress=lambda i, n: bar.update(task, completed=i, total=n),
+        )
+    table = Table(title=f"{model.name} on {data} ({report.n_images} images)")
+    for col in ("class", "image", "Dice", "IoU", "precision", "recall", "accuracy", "HD95 px"):
+        table.add_column(col, justify="left" if col in ("class", "image") else "right")
+    for c in report.classes:
+        rows = list(c.per_image) if per_image else []
+        for name, s in [*rows, ("pooled", c.pooled)]:
+            table.add_row(
+                c.name,
+                name,
+                f"{s.dice:.4f}",
+                f"{s.iou:.4f}",
+                f"{s.precision:.4f}",
+                f"{s.recall:.4f}",
+                f"{s.pixel_accuracy:.4f}",
+                f"{s.hd95:.2f}",
+            )
+    out.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        out.print(f"wrote {json_out}")

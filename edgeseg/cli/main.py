@@ -1,0 +1,51 @@
+"""The `edgeseg` command: one Typer module per command, composed here.
+
+Command modules import only Typer, Rich and light edgeseg modules at import time; each
+command imports what it needs (TensorFlow, LiteRT, OpenCV) inside its body.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from edgeseg import __version__
+from edgeseg.cli import eval as eval_cmd
+from edgeseg.cli import samples as samples_cmd
+from edgeseg.cli import train as train_cmd
+
+app = typer.Typer(
+    name="edgeseg",
+    help="Take a trained U-Net to edge devices: train, convert, run live, measure.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgeseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Take a trained U-Net to edge devices: train, convert, run live, measure."""
+
+
+app.command("samples")(samples_cmd.samples)
+app.command("train")(train_cmd.train)
+app.command("eval")(eval_cmd.eval_)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

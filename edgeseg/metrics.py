@@ -1,0 +1,346 @@
+"""Binary segmentation scores: overlap metrics from pixel counts and the 95th percentile
+Hausdorff distance (HD95).
+
+Masks are arrays of identical shape: bool, integers (non-zero is foreground) or floats holding
+only 0 and 1 (a probability map must be thresholded first; it is rejected rather than
+silently binarised).
+
+Empty-mask conventions, chosen so that a model that correctly predicts "nothing here" on an
+empty image is not punished:
+
+- Dice and IoU are 1.0 when both masks are empty.
+- Precision with no predicted positives is 1.0 if the truth is empty too, else 0.0.
+- Recall with no positives in the truth is 1.0.
+- HD95 is 0.0 when both masks are empty and NaN when exactly one is.
+
+HD95 follows medpy's ``hd95``: the surface of a mask is the mask minus its erosion by the
+4-connected (cross) structuring element, with pixels outside the image counted as background
+(so the surface is an 8-connected outline and a mask touching the image edge has a surface
+there). Each surface pixel of one mask gets its exact Euclidean distance to the nearest surface
+pixel of the other; the distances of both directions are pooled and the 95th percentile
+(numpy's linear interpolation) is reported, times the pixel ``spacing``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from edgeseg.errors import DataError
+
+__all__ = [
+    "PooledScores",
+    "Scores",
+    "confusion",
+    "dice",
+    "hd95",
+    "iou",
+    "multiclass_dice",
+    "pixel_accuracy",
+    "precision",
+    "recall",
+    "score",
+]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Scores of a binary segmentation against its ground truth.
+
+    All overlap scores are in [0, 1]. ``hd95`` is in pixels times the spacing; NaN when
+    exactly one of prediction and truth is empty, 0.0 when both are.
+    """
+
+    dice: float
+    iou: float
+    precision: float
+    recall: float
+    pixel_accuracy: float
+    hd95: float
+
+    def as_dict(self) -> dict[str, float]:
+        """The scores by name, e.g. for JSON reports (NaN stays NaN)."""
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+def confusion(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int, int]:
+    """Pixel counts (tp, fp, fn, tn) of two masks of identical shape.
+
+    Raises:
+        DataError: on a shape mismatch, zero-size masks, or values that are not a mask.
+    """
+    p, t = _masks(pred, truth)
+    return _counts(p, t)
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice = 2 tp / (2 tp + fp + fn); 1.0 when both masks are empty."""
+    tp, fp, fn, _ = confusion(pred, truth)
+    return _dice(tp, fp, fn)
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union = tp / (tp + fp + fn); 1.0 when both masks are empty."""
+    tp, fp, fn, _ = confusion(pred, truth)
+    return _iou(tp, fp, fn)
+
+
+def precision(pred: np.ndarray, truth: np.ndarray) -> float:
+    """tp / (tp + fp); with nothing predicted, 1.0 if the truth is empty too, else 0.0."""
+    tp, fp, fn, _ = confusion(pred, truth)
+    return _precision(tp, fp, fn)
+
+
+def recall(pred: np.ndarray, truth: np.ndarray) -> float:
+    """tp / (tp + fn); 1.0 when the truth is empty."""
+    tp, _, fn, _ = confusion(pred, truth)
+    return _recall(tp, fn)
+
+
+def pixel_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Fraction of pixels where prediction and truth agree."""
+    return _accuracy(*confusion(pred, truth))
+
+
+def hd95(pred: np.ndarray, truth: np.ndarray, spacing: float = 1.0) -> float:
+    """95th percentile symmetric Hausdorff distance between the surfaces of two 2-D masks.
+
+    Args:
+        pred, truth: (H, W) masks of identical shape.
+        spacing: physical size of a pixel (isotropic), e.g. micrometres per pixel.
+
+    Returns:
+        Distance in pixels times ``spacing``; 0.0 when both masks are empty, NaN when exactly
+        one is.
+
+    Raises:
+        DataError: on a shape mismatch, masks that are not 2-D, or a non-positive spacing.
+        MissingDependencyError: if OpenCV is not installed.
+    """
+    p, t = _masks(pred, truth)
+    return _hd95(p, t, _spacing(spacing))
+
+
+def score(pred: np.ndarray, truth: np.ndarray, spacing: float = 1.0) -> Scores:
+    """All scores of one 2-D prediction against its truth (see :class:`Scores`)."""
+    p, t = _masks(pred, truth)
+    return _scores(_counts(p, t), _hd95(p, t, _spacing(spacing)))
+
+
+class PooledScores:
+    """Scores over a set of images, accumulated one image at a time.
+
+    Dice, IoU, precision, recall and pixel accuracy are computed from the tp/fp/fn/tn counts
+    summed over all pixels of all images (large objects weigh more than small ones, and an
+    empty image does not count as a perfect 1.0). HD95 is the mean of the per-image HD95 over
+    the images where it is finite (images where exactly one mask is empty are left out).
+    """
+
+    def __init__(self, spacing: float = 1.0) -> None:
+        """``spacing``: physical size of a pixel, applied to HD95."""
+        self._spacing = _spacing(spacing)
+        self._counts = np.zeros(4, dtype=np.int64)
+        self._hd95_sum = 0.0
+        self._hd95_n = 0
+        self.n_images = 0
+
+    @property
+    def counts(self) -> tuple[int, int, int, int]:
+        """Pooled (tp, fp, fn, tn) so far."""
+        tp, fp, fn, tn = (int(c) for c in self._counts)
+        return tp, fp, fn, tn
+
+    def add(self, pred: np.ndarray, truth: np.ndarray) -> Scores:
+        """Add one image's (H, W) prediction and truth masks; returns that image's scores."""
+        p, t = _masks(pred, truth)
+        counts = _counts(p, t)
+        distance = _hd95(p, t, self._spacing)
+        self._counts += counts
+        if math.isfinite(distance):
+            self._hd95_sum += distance
+            self._hd95_n += 1
+        self.n_images += 1
+        return _scores(counts, distance)
+
+    def result(self) -> Scores:
+        """The pooled scores of all images added so far.
+
+        Raises:
+            DataError: if no image has been added.
+        """
+        if self.n_images == 0:
+            raise DataError("no images were scored")
+        distance = self._hd95_sum / self._hd95_n if self._hd95_n else math.nan
+        return _scores(self.counts, distance)
+
+
+def multiclass_dice(
+    pred_labels: np.ndarray, truth_labels: np.ndarray, num_classes: int
+) -> list[float]:
+    """Per-class Dice of two integer label maps of identical shape.
+
+    Args:
+        pred_labels, truth_labels: integer arrays with values in [0, num_classes).
+        num_classes: number of classes, background included.
+
+    Returns:
+        ``num_classes`` floats; a class absent from both maps scores 1.0.
+
+    Raises:
+        DataError: on a shape mismatch, non-integer labels or labels out of range.
+    """
+    if not isinstance(num_classes, int | np.integer) or num_classes < 1:
+        raise DataError(f"num_classes must be a positive integer, got {num_classes!r}")
+    num_classes = int(num_classes)
+    pred = _labels(pred_labels, "pred_labels", num_classes)
+    truth = _labels(truth_labels, "truth_labels", num_classes)
+    if pred.shape != truth.shape:
+        raise DataError(f"label maps differ in shape: pred {pred.shape}, truth {truth.shape}")
+    # One pass over the pixels: a num_classes x num_classes confusion matrix (rows = truth).
+    matrix = np.bincount(
+        (truth.ravel().astype(np.int64) * num_classes + pred.ravel()),
+        minlength=num_classes * num_classes,
+    ).reshape(num_classes, num_classes)
+    tp = np.diag(matrix)
+    fp = matrix.sum(axis=0) - tp
+    fn = matrix.sum(axis=1) - tp
+    return [_dice(int(a), int(b), int(c)) for a, b, c in zip(tp, fp, fn, strict=True)]
+
+
+# --------------------------------------------------------------------------------------------
+# Internals
+
+
+def _as_mask(x: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype == np.bool_:
+        return arr
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr != 0
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all((arr == 0) | (arr == 1)):
+            raise DataError(f"{name} is a float array with values other than 0 and 1; threshold it")
+        return arr != 0
+    raise DataError(f"{name} must be a boolean or integer mask, got dtype {arr.dtype}")
+
+
+def _masks(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p, t = _as_mask(pred, "pred"), _as_mask(truth, "truth")
+    if p.shape != t.shape:
+        raise DataError(f"pred and truth differ in shape: {p.shape} vs {t.shape}")
+    if p.size == 0:
+        raise DataError(f"pred and truth have no pixels (shape {p.shape})")
+    return p, t
+
+
+def _labels(x: np.ndarray, name: str, num_classes: int) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"{name} must be an integer label map, got dtype {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+        raise DataError(
+            f"{name} has labels in [{arr.min()}, {arr.max()}], outside [0, {num_classes - 1}]"
+        )
+    return arr
+
+
+def _spacing(spacing: float) -> float:
+    try:
+        value = float(spacing)
+    except (TypeError, ValueError):
+        raise DataError(f"spacing must be a number, got {spacing!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise DataError(f"spacing must be positive, got {spacing!r}")
+    return value
+
+
+def _counts(p: np.ndarray, t: np.ndarray) -> tuple[int, int, int, int]:
+    tp = int(np.count_nonzero(p & t))
+    fp = int(np.count_nonzero(p)) - tp
+    fn = int(np.count_nonzero(t)) - tp
+    return tp, fp, fn, p.size - tp - fp - fn
+
+
+def _dice(tp: int, fp: int, fn: int) -> float:
+    denominator = 2 * tp + fp + fn
+    return 2 * tp / denominator if denominator else 1.0
+
+
+def _iou(tp: int, fp: int, fn: int) -> float:
+    denominator = tp + fp + fn
+    return tp / denominator if denominator else 1.0
+
+
+def _precision(tp: int, fp: int, fn: int) -> float:
+    if tp + fp:
+        return tp / (tp + fp)
+    return 1.0 if fn == 0 else 0.0
+
+
+def _recall(tp: int, fn: int) -> float:
+    return tp / (tp + fn) if tp + fn else 1.0
+
+
+def _accuracy(tp: int, fp: int, fn: int, tn: int) -> float:
+    return (tp + tn) / (tp + fp + fn + tn)
+
+
+def _scores(counts: tuple[int, int, int, int], distance: float) -> Scores:
+    tp, fp, fn, tn = counts
+    return Scores(
+        dice=_dice(tp, fp, fn),
+        iou=_iou(tp, fp, fn),
+        precision=_precision(tp, fp, fn),
+        recall=_recall(tp, fn),
+        pixel_accuracy=_accuracy(tp, fp, fn, tn),
+        hd95=distance,
+    )
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool: mask pixels with a 4-neighbour outside the mask or outside the image."""
+    padded = np.pad(mask, 1, mode="constant", constant_values=False)
+    interior = (
+        padded[1:-1, 1:-1]
+        & padded[:-2, 1:-1]
+        & padded[2:, 1:-1]
+        & padded[1:-1, :-2]
+        & padded[1:-1, 2:]
+    )
+    return mask & ~interior
+
+
+def _hd95(p: np.ndarray, t: np.ndarray, spacing: float) -> float:
+    if p.ndim != 2:
+        raise DataError(f"HD95 needs 2-D masks, got shape {p.shape}")
+    p_any, t_any = bool(p.any()), bool(t.any())
+    if not (p_any or t_any):
+        return 0.0
+    if p_any != t_any:
+        return math.nan
+    from edgeseg._optional import cv2
+
+    cv = cv2()
+    # Every surface pixel lies inside the bounding box of the union of the masks, so the
+    # distance transforms can run on that box alone (small objects in big frames are common).
+    union = p | t
+    rows = np.flatnonzero(union.any(axis=1))
+    cols = np.flatnonzero(union.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    # Just outside the box both masks are background, exactly what _surface pads with.
+    p_surface, t_surface = _surface(p[box]), _surface(t[box])
+
+    def distance_to(surface: np.ndarray) -> np.ndarray:
+        # distanceTransform measures from each non-zero pixel to the nearest zero pixel, so the
+        # surface is the zero set. DIST_MASK_PRECISE gives the exact Euclidean distance.
+        src = (~surface).astype(np.uint8)
+        return cv.distanceTransform(src, cv.DIST_L2, cv.DIST_MASK_PRECISE)
+
+    distances = np.concatenate(
+        [distance_to(t_surface)[p_surface], distance_to(p_surface)[t_surface]]
+    )
+    return float(np.percentile(distances.astype(np.float64), 95)) * spacing

@@ -1,0 +1,230 @@
+"""What a model needs to be run: the one definition every step reads and writes.
+
+`train` writes it beside the model as a sidecar ``<stem>.edgeseg.json``; `convert` embeds it
+in every artefact. For a model that has none (anyone else's U-Net), it is inferred from the
+model's tensor shapes and completed by command-line flags, with defaults that suit 8-bit
+microscopy.
+
+Conventions, fixed here so that every stage agrees:
+
+- Images flow through edgeseg in RGB order (or gray); OpenCV reads BGR, and the readers
+  convert at the edge.
+- ``normalization`` turns a frame into float32 in about [0, 1] *before* tiling, on the whole
+  frame:
+  ``"scale"`` divides by ``input_max`` (None: the dtype's maximum, 255 for 8-bit frames and
+  65535 for 16-bit ones; set ``input_max=4095`` for a 12-bit camera stored in 16 bits);
+  ``"percentile"`` maps the frame's ``percentiles`` (low, high) to 0 and 1 (robust to bit
+  depth and exposure, the usual choice for fluorescence microscopy);
+  ``"minmax"`` maps the frame's minimum and maximum to 0 and 1.
+- ``num_classes == 1``: a sigmoid output, foreground where the probability exceeds
+  ``threshold``; a binary training mask marks foreground with ``foreground_value`` (255 for
+  most data sets, 0 for ISBI 2012's membranes). ``num_classes >= 2``: a softmax output over
+  K classes, masks hold class indices 0..K-1, and the label is the argmax.
+- ``output_border``: pixels lost on each side by a valid-padding U-Net (its output is the
+  input minus ``2 * output_border`` in each dimension, centred).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edgeseg.errors import ModelError
+
+SCHEMA_VERSION = 1
+SIDECAR_SUFFIX = ".edgeseg.json"
+NORMALIZATIONS = ("scale", "percentile", "minmax")
+CHANNEL_ORDERS = ("GRAY", "RGB", "BGR")
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Everything needed to feed a model frames and read masks back (schema version 1)."""
+
+    input_size: tuple[int, int]
+    channels: int = 1
+    channel_order: str = "GRAY"
+    normalization: str = "scale"
+    input_max: float | None = None
+    percentiles: tuple[float, float] = (1.0, 99.8)
+    num_classes: int = 1
+    class_names: tuple[str, ...] = ("foreground",)
+    foreground_value: int | None = 255
+    threshold: float = 0.5
+    output_border: int = 0
+    pixel_size_um: float | None = None
+    # Free-form provenance (training data, source model hash, recipe); JSON-serialisable.
+    provenance: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        h, w = self.input_size
+        problems = []
+        if h <= 0 or w <= 0:
+            problems.append(f"input_size must be positive, got {self.input_size}")
+        if self.channels not in (1, 3):
+            problems.append(f"channels must be 1 or 3, got {self.channels}")
+        if self.channel_order not in CHANNEL_ORDERS:
+            problems.append(f"channel_order must be one of {CHANNEL_ORDERS}")
+        if (self.channels == 1) != (self.channel_order == "GRAY"):
+            problems.append(
+                f"channel_order {self.channel_order} does not fit {self.channels} channel(s)"
+            )
+        if self.normalization not in NORMALIZATIONS:
+            problems.append(f"normalization must be one of {NORMALIZATIONS}")
+        if self.input_max is not None and not self.input_max > 0:
+            problems.append("input_max must be positive")
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            problems.append(f"percentiles must satisfy 0 <= low < high <= 100, got {lo}, {hi}")
+        if self.num_classes < 1:
+            problems.append("num_classes must be >= 1")
+        expected_names = 1 if self.num_classes == 1 else self.num_classes
+        if len(self.class_names) != expected_names:
+            problems.append(
+                f"{len(self.class_names)} class name(s) for {self.num_classes} class(es)"
+            )
+        if not 0.0 < self.threshold < 1.0:
+            problems.append(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.output_border < 0 or 2 * self.output_border >= min(h, w):
+            problems.append(f"output_border {self.output_border} does not fit the input size")
+        if self.pixel_size_um is not None and not (
+            math.isfinite(self.pixel_size_um) and self.pixel_size_um > 0
+        ):
+            problems.append("pixel_size_um must be a positive number")
+        if problems:
+            raise ModelError("invalid model metadata: " + "; ".join(problems))
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(h, w) of the model output."""
+        b = 2 * self.output_border
+        return (self.input_size[0] - b, self.input_size[1] - b)
+
+    def with_updates(self, **changes: Any) -> ModelMetadata:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        d["percentiles"] = list(self.percentiles)
+        d["class_names"] = list(self.class_names)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelMetadata:
+        if not isinstance(data, dict):
+            raise ModelError("invalid model metadata: expected a JSON object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ModelError(
+                f"model metadata has schema version {version!r}; this edgeseg reads version "
+                f"{SCHEMA_VERSION} (upgrade edgeseg, or pass the metadata as flags)"
+            )
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(f"invalid model metadata: unknown field(s) {', '.join(unknown)}")
+        try:
+            kwargs = dict(data)
+            kwargs["input_size"] = _int_pair(kwargs["input_size"])
+            if "percentiles" in kwargs:
+                kwargs["percentiles"] = tuple(float(p) for p in kwargs["percentiles"])
+            if "class_names" in kwargs:
+                kwargs["class_names"] = tuple(str(n) for n in kwargs["class_names"])
+            return cls(**kwargs)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"invalid model metadata: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelMetadata:
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelError(f"model metadata is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+
+def _int_pair(value: Any) -> tuple[int, int]:
+    h, w = value
+    return (int(h), int(w))
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    """``unet.keras`` → ``unet.edgeseg.json``; a SavedModel dir ``unet/`` → the same name."""
+    p = Path(model_path)
+    if p.is_dir() or not p.suffix:
+        return p.parent / (p.name + SIDECAR_SUFFIX)
+    return p.with_name(p.stem + SIDECAR_SUFFIX)
+
+
+def write_sidecar(meta: ModelMetadata, model_path: str | Path) -> Path:
+    path = sidecar_path(model_path)
+    path.write_text(meta.to_json() + "\n")
+    return path
+
+
+def read_sidecar(model_path: str | Path) -> ModelMetadata | None:
+    """The sidecar's metadata, or None when the model has none."""
+    path = sidecar_path(model_path)
+    if not path.is_file():
+        return None
+    try:
+        return ModelMetadata.from_json(path.read_bytes())
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
+
+
+def class_names_for(num_classes: int, names: list[str] | None = None) -> tuple[str, ...]:
+    """Default class names: ("foreground",) for a binary model, class0..classK-1 otherwise."""
+    if names:
+        return tuple(names)
+    if num_classes == 1:
+        return ("foreground",)
+    return ("background", *(f"class{i}" for i in range(1, num_classes)))
+
+
+def infer_metadata(
+    input_shape: tuple[int | None, ...],
+    output_shape: tuple[int | None, ...],
+    **overrides: Any,
+) -> ModelMetadata:
+    """Metadata for a model without any, from its tensor shapes plus user flags.
+
+    ``input_shape`` is (batch, H, W, C) and ``output_shape`` (batch, h, w, K). Defaults suit
+    8-bit microscopy: gray or RGB, divide by the dtype's maximum, threshold 0.5.
+    """
+    _, h, w, c = input_shape
+    _, oh, ow, k = output_shape
+    if h is None or w is None:
+        if "input_size" not in overrides:
+            raise ModelError(
+                "the model accepts any image size; give the tile size with --input-size HxW"
+            )
+        h, w = overrides["input_size"]
+    if c not in (1, 3):
+        raise ModelError(f"the model takes {c}-channel images; edgeseg supports 1 or 3 channels")
+    border = 0
+    if oh is not None and ow is not None and (oh, ow) != (h, w):
+        if h - oh != w - ow or (h - oh) % 2:
+            raise ModelError(f"model output {oh}x{ow} is not a centred crop of its input {h}x{w}")
+        border = (h - oh) // 2
+    num_classes = int(k or 1)
+    defaults: dict[str, Any] = {
+        "input_size": (int(h), int(w)),
+        "channels": int(c),
+        "channel_order": "GRAY" if c == 1 else "RGB",
+        "num_classes": num_classes,
+        "class_names": class_names_for(num_classes),
+        "foreground_value": 255 if num_classes == 1 else None,
+        "output_border": border,
+    }
+    defaults.update({k_: v for k_, v in overrides.items() if v is not None})
+    return ModelMetadata(**defaults)

@@ -1,0 +1,83 @@
+"""Turn frames into what a model takes: pure numpy, the same for eval, calibration and run.
+
+Order matters and is fixed here: drop alpha, normalize the whole frame (before tiling, so
+tiles of one frame share one intensity mapping), then reduce or expand channels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeseg.errors import DataError
+from edgeseg.model.metadata import ModelMetadata
+
+# ITU-R BT.601 luma, the weights OpenCV uses for RGB → gray.
+_PERCENTILE_PIXELS = 512 * 512
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def drop_alpha(image: np.ndarray) -> np.ndarray:
+    """(H, W, 4) → (H, W, 3); (H, W, 1) → (H, W); anything else unchanged."""
+    if image.ndim == 3 and image.shape[2] == 4:
+        return image[..., :3]
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[..., 0]
+    return image
+
+
+def normalize(image: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+    """uint8/uint16/float array (any shape) → float32 in about [0, 1] by the metadata's rule."""
+    x = image.astype(np.float32, copy=False)
+    if meta.normalization == "scale":
+        if meta.input_max is not None:
+            top = float(meta.input_max)
+        elif np.issubdtype(image.dtype, np.integer):
+            top = float(np.iinfo(image.dtype).max)
+        else:
+            top = 1.0  # float frames are taken to be in [0, 1] already
+        return x * np.float32(1.0 / top)
+    if meta.normalization == "percentile":
+        # A strided subsample keeps this cheap on 2048² frames; the result is deterministic,
+        # so eval, calibration and the runtime still agree exactly.
+        step = max(1, int(np.sqrt(x.shape[0] * x.shape[1] / _PERCENTILE_PIXELS)))
+        lo, hi = np.percentile(x[::step, ::step], meta.percentiles)
+    else:  # minmax
+        lo, hi = float(x.min()), float(x.max())
+    scale = 1.0 / max(float(hi - lo), 1e-6)
+    return (x - np.float32(lo)) * np.float32(scale)
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W) or (H, W, 3) float array → (H, W, channels): gray is repeated, RGB uses luma."""
+    if image.ndim == 2:
+        image = image[..., None]
+    c = image.shape[2]
+    if c == channels:
+        return image
+    if c == 1 and channels == 3:
+        return np.repeat(image, 3, axis=2)
+    if c == 3 and channels == 1:
+        return (image @ _LUMA)[..., None]
+    raise DataError(
+        f"cannot turn a {c}-channel image into the {channels}-channel input the model takes"
+    )
+
+
+def prepare(image: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+    """A frame as read (RGB order, any bit depth, gray/RGB/RGBA) → float32 (H, W, C) model input.
+
+    Raises DataError for frames that cannot be reduced to the model's channels (a 2-channel
+    image, say).
+    """
+    if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
+        raise DataError(f"expected an image of shape (H, W[, C]), got {image.shape}")
+    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+        raise DataError(
+            f"cannot turn a {image.shape[2]}-channel image into the {meta.channels}-channel "
+            "input the model takes"
+        )
+    x = normalize(drop_alpha(image), meta)
+    x = to_channels(x, meta.channels)
+    if meta.channel_order == "BGR":
+        x = x[..., ::-1]
+    return np.ascontiguousarray(x, dtype=np.float32)

@@ -1,0 +1,298 @@
+"""Train a U-Net: random crops, augmentation, Dice + BCE, per-epoch validation on whole images.
+
+Validation segments every held-out image whole, by overlapping tiles, exactly as
+``edgeseg eval`` does, so the Dice printed per epoch is the Dice a user will measure.
+The weights of the best validation epoch are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeseg._optional import keras
+from edgeseg.errors import DataError
+from edgeseg.metrics import PooledScores
+from edgeseg.model.metadata import ModelMetadata, class_names_for, write_sidecar
+from edgeseg.model.predict import probabilities
+from edgeseg.model.unet import UNetConfig, build_unet
+from edgeseg.runtime.postprocess import labels_from_probabilities
+from edgeseg.train.augment import AugmentConfig, augment, random_crop
+from edgeseg.train.data import LabelledSet, load_labelled, split, synthetic_labelled
+from edgeseg.train.losses import dice_bce_loss, dice_ce_loss
+
+SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out: Path
+    data: str = SYNTHETIC
+    val: str | None = None
+    val_fraction: float = 0.2
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    foreground_value: int = 255
+    class_names: tuple[str, ...] | None = None
+    normalization: str = "percentile"
+    epochs: int = 20
+    steps_per_epoch: int = 50
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    max_minutes: float | None = None
+    seed: int = 0
+    synthetic_images: int = 200
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pixel_size_um: float | None = None
+    keep: str = "best"  # "best" validation epoch, or the "last" one (when val is a test set)
+    # "auto": bfloat16 compute where the CPU has native bf16 (AMX / AVX512-BF16), about twice
+    # as fast there; weights, head and the saved model stay float32.
+    precision: str = "auto"
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    epoch: int
+    loss: float
+    val_dice: float
+    val_iou: float
+    learning_rate: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_path: Path
+    metadata_path: Path
+    metadata: ModelMetadata
+    history: tuple[EpochLog, ...]
+    best_epoch: int
+    val_dice: float
+    val_iou: float
+    seconds: float
+
+
+def cpu_has_bf16() -> bool:
+    """True on CPUs with native bfloat16 arithmetic (Linux flags amx_bf16 or avx512_bf16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"amx_bf16", "avx512_bf16"} & set(flags.split()))
+
+
+def _policy(precision: str) -> str:
+    if precision == "auto":
+        return "mixed_bfloat16" if cpu_has_bf16() else "float32"
+    if precision in ("float32", "mixed_bfloat16", "mixed_float16"):
+        return precision
+    raise DataError(
+        f"precision must be auto, float32, mixed_bfloat16 or mixed_float16, got {precision!r}"
+    )
+
+
+def metadata_for(config: TrainConfig) -> ModelMetadata:
+    u = config.unet
+    return ModelMetadata(
+        input_size=u.input_size,
+        channels=u.channels,
+        channel_order="GRAY" if u.channels == 1 else "RGB",
+        normalization=config.normalization,
+        num_classes=u.num_classes,
+        class_names=class_names_for(
+            u.num_classes, list(config.class_names) if config.class_names else None
+        ),
+        foreground_value=config.foreground_value if u.num_classes == 1 else None,
+        output_border=u.output_border,
+        pixel_size_um=config.pixel_size_um,
+        provenance={
+            "trained_on": config.data,
+            "unet": u.to_dict(),
+            "seed": config.seed,
+            "precision": config.precision,
+        },
+    )
+
+
+def _load(config: TrainConfig, meta: ModelMetadata) -> tuple[LabelledSet, LabelledSet]:
+    if config.data == SYNTHETIC:
+        data = synthetic_labelled(config.synthetic_images, meta, seed=config.seed)
+    else:
+        data = load_labelled(config.data, meta)
+    if config.val:
+        val = (
+            synthetic_labelled(max(4, config.synthetic_images // 5), meta, seed=config.seed + 1)
+            if config.val == SYNTHETIC
+            else load_labelled(config.val, meta)
+        )
+        return data, val
+    return split(data, config.val_fraction, seed=config.seed)
+
+
+def _batches(
+    data: LabelledSet, meta: ModelMetadata, config: TrainConfig, rng: np.random.Generator
+) -> Any:
+    """A keras PyDataset of augmented random crops, sampled in proportion to image area."""
+    k = keras()
+    areas = np.array([t.size for t in data.targets], dtype=np.float64)
+    weights = areas / areas.sum()
+    b = meta.output_border
+    one_class = meta.num_classes == 1
+
+    class Crops(k.utils.PyDataset):
+        def __len__(self) -> int:
+            return config.steps_per_epoch
+
+        def __getitem__(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
+            xs, ys = [], []
+            for _ in range(config.batch_size):
+                i = int(rng.choice(len(data), p=weights))
+                x, y = random_crop(data.images[i], data.targets[i], meta.input_size, rng)
+                x, y = augment(x, y, rng, config.augment)
+                if b:
+                    y = y[b:-b, b:-b]
+                xs.append(x)
+                ys.append(y)
+            y_arr = np.stack(ys)
+            y_arr = y_arr[..., None].astype(np.float32) if one_class else y_arr.astype(np.int32)
+            return np.stack(xs), y_arr
+
+    return Crops(workers=1, use_multiprocessing=False)
+
+
+def validate(model: Any, val: LabelledSet, meta: ModelMetadata) -> tuple[float, float]:
+    """Pooled Dice and IoU over all validation pixels (foreground; mean of classes 1..K-1)."""
+
+    def predict(tiles: np.ndarray) -> np.ndarray:
+        return np.asarray(model(tiles, training=False))
+
+    n_fg = 1 if meta.num_classes == 1 else meta.num_classes - 1
+    pooled = [PooledScores() for _ in range(n_fg)]
+    for image, target in zip(val.images, val.targets, strict=True):
+        prob = probabilities(image, predict, meta, prepared=True)
+        labels = labels_from_probabilities(prob, meta)
+        for c, acc in enumerate(pooled, start=1):
+            acc.add(labels == c, target == c)
+    results = [p.result() for p in pooled]
+    return float(np.mean([r.dice for r in results])), float(np.mean([r.iou for r in results]))
+
+
+def train(
+    config: TrainConfig,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
+    """Train, keep the best validation epoch, write ``config.out`` and its metadata sidecar.
+
+    ``on_step(step, total_steps, loss)`` and ``on_epoch(log)`` report progress.
+    """
+    k = keras()
+    out = Path(config.out)
+    if out.suffix != ".keras":
+        raise DataError(f"--out must name a .keras file, got {out}")
+    if out.is_dir():
+        raise DataError(f"--out {out} is a folder; give a file name such as unet.keras")
+    _policy(config.precision)  # reject a bad value before loading any data
+    if config.keep not in ("best", "last"):
+        raise DataError(f"keep must be 'best' or 'last', got {config.keep!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = metadata_for(config)
+    train_set, val_set = _load(config, meta)
+    k.utils.set_random_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+
+    previous_policy = k.mixed_precision.global_policy()
+    k.mixed_precision.set_global_policy(_policy(config.precision))
+    try:
+        model = build_unet(config.unet)
+    finally:
+        k.mixed_precision.set_global_policy(previous_policy)
+    loss = dice_bce_loss() if meta.num_classes == 1 else dice_ce_loss(meta.num_classes)
+    model.compile(optimizer=k.optimizers.Adam(config.learning_rate), loss=loss)
+
+    total_steps = config.epochs * config.steps_per_epoch
+    budget = config.max_minutes * 60 if config.max_minutes else None
+    start = time.perf_counter()
+    history: list[EpochLog] = []
+    best: dict[str, Any] = {"dice": -1.0, "iou": 0.0, "epoch": 0, "weights": None}
+
+    def lr_at(step: int) -> float:
+        # Cosine decay to 2% over the run: over the wall-clock budget when one is given, so a
+        # run cut by --max-minutes still ends at a low learning rate. Short linear warm-up.
+        frac = (time.perf_counter() - start) / budget if budget else step / total_steps
+        warm = min(1.0, (step + 1) / 20)
+        low = config.learning_rate * 0.02
+        return warm * (
+            low + 0.5 * (config.learning_rate - low) * (1 + math.cos(math.pi * min(frac, 1.0)))
+        )
+
+    class Monitor(k.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.step = 0
+            self.epoch_start = time.perf_counter()
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.epoch_start = time.perf_counter()
+
+        def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+            self.model.optimizer.learning_rate.assign(lr_at(self.step))
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.step += 1
+            if on_step:
+                on_step(self.step, total_steps, float((logs or {}).get("loss", float("nan"))))
+            if budget and time.perf_counter() - start > budget:
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            dice, iou = validate(self.model, val_set, meta)
+            log = EpochLog(
+                epoch=epoch + 1,
+                loss=float((logs or {}).get("loss", float("nan"))),
+                val_dice=dice,
+                val_iou=iou,
+                learning_rate=float(np.asarray(self.model.optimizer.learning_rate)),
+                seconds=time.perf_counter() - self.epoch_start,
+            )
+            history.append(log)
+            if dice > best["dice"]:
+                best.update(dice=dice, iou=iou, epoch=epoch + 1, weights=self.model.get_weights())
+            if on_epoch:
+                on_epoch(log)
+
+    model.fit(
+        _batches(train_set, meta, config, rng),
+        epochs=config.epochs,
+        verbose=0,
+        callbacks=[Monitor()],
+    )
+    if config.keep == "best" and best["weights"] is not None:
+        model.set_weights(best["weights"])
+    elif history:
+        best.update(dice=history[-1].val_dice, iou=history[-1].val_iou, epoch=history[-1].epoch)
+    # Save a clean, uncompiled float32 copy: it loads anywhere without edgeseg's loss
+    # functions, and converters see float32 layers whatever precision training used.
+    clean = build_unet(config.unet)
+    clean.set_weights(model.get_weights())
+    try:
+        clean.save(out)
+    except OSError as exc:
+        raise DataError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    meta_path = write_sidecar(meta, out)
+    return TrainResult(
+        model_path=out,
+        metadata_path=meta_path,
+        metadata=meta,
+        history=tuple(history),
+        best_epoch=best["epoch"],
+        val_dice=best["dice"],
+        val_iou=best["iou"],
+        seconds=time.perf_counter() - start,
+    )
