@@ -17,7 +17,7 @@ from rich.console import Console
 from edgeseg.errors import EdgesegError
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,0 +1,183 @@
+"""`edgeseg train` / `eval` / `samples` end to end on tiny models, and their bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_pairs
+from test_cli import one_line_error
+from typer.testing import CliRunner
+
+from edgeseg.cli.main import app
+
+pytest.importorskip("keras")
+runner = CliRunner()
+TINY = ["--size", "32", "--base-filters", "4", "--depth", "2", "--batch-size", "4"]
+
+
+def test_samples_train_eval_on_synthetic(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    result = runner.invoke(app, ["samples", "--out", str(data), "-n", "6", "--size", "48"])
+    assert result.exit_code == 0, result.output
+    assert len(list((data / "images").iterdir())) == 6
+    model = tmp_path / "m.keras"
+    result = runner.invoke(
+        app,
+        ["train", "--data", str(data), *TINY, "--epochs", "2", "--steps-per-epoch", "2",
+         "--out", str(model)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "val Dice" in result.output and model.is_file()
+    meta = json.loads((tmp_path / "m.edgeseg.json").read_text())
+    assert meta["input_size"] == [32, 32] and meta["normalization"] == "percentile"
+    scores = tmp_path / "scores.json"
+    # 48² images with a 32² model: eval must tile.
+    result = runner.invoke(app, ["eval", str(model), "--data", str(data), "--json", str(scores)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(scores.read_text())
+    assert report["n_images"] == 6
+    pooled = report["classes"]["foreground"]["pooled"]
+    assert set(pooled) >= {"dice", "iou", "precision", "recall", "pixel_accuracy", "hd95"}
+
+
+def test_train_k_classes_from_16bit_rgb_tiff(tmp_path: Path) -> None:
+    data = write_pairs(
+        tmp_path / "d", n=3, size=(40, 40), image_dtype=np.uint16, channels=3,
+        suffix=".tif", mask_values=(0, 1, 2),
+    )  # fmt: skip
+    model = tmp_path / "k.keras"
+    result = runner.invoke(
+        app,
+        ["train", "--data", str(data), *TINY, "--channels", "3", "--num-classes", "3",
+         "--class-names", "bg,a,b", "--epochs", "1", "--steps-per-epoch", "1",
+         "--out", str(model)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "k.edgeseg.json").read_text())
+    assert meta["num_classes"] == 3 and meta["class_names"] == ["bg", "a", "b"]
+    assert meta["channel_order"] == "RGB" and meta["foreground_value"] is None
+    result = runner.invoke(app, ["eval", str(model), "--data", str(data)])
+    assert result.exit_code == 0, result.output
+
+
+def test_train_valid_padding_records_border(tmp_path: Path) -> None:
+    model = tmp_path / "v.keras"
+    result = runner.invoke(
+        app,
+        ["train", "--data", "synthetic", "--synthetic-images", "4", "--size", "44",
+         "--base-filters", "4", "--depth", "1", "--padding", "valid", "--epochs", "1",
+         "--steps-per-epoch", "1", "--batch-size", "2", "--out", str(model)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "v.edgeseg.json").read_text())
+    assert meta["output_border"] == 8  # 44 → 40 → 20 → 16 → 32 → 28
+
+
+def test_isbi_membranes_with_foreground_zero(tmp_path: Path, isbi: Path) -> None:
+    """Real data: ISBI 2012 marks membranes with 0; a 128² model tiles the 512² slices."""
+    from edgeseg.model.metadata import ModelMetadata
+    from edgeseg.train.data import load_labelled
+
+    meta = ModelMetadata(input_size=(128, 128), foreground_value=0, normalization="percentile")
+    data = load_labelled(isbi, meta)
+    assert len(data) == 30 and data.images[0].shape == (512, 512, 1)
+    membrane = np.mean([t.mean() for t in data.targets])
+    assert 0.1 < membrane < 0.35  # membranes are the minority class
+    model = tmp_path / "isbi.keras"
+    result = runner.invoke(
+        app,
+        ["train", "--data", str(isbi), "--foreground-value", "0", "--size", "128",
+         "--base-filters", "4", "--depth", "2", "--epochs", "1", "--steps-per-epoch", "2",
+         "--batch-size", "2", "--val-fraction", "0.1", "--out", str(model)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["eval", str(model), "--data", str(isbi), "--per-image"])
+    assert result.exit_code == 0, result.output
+    assert "pooled" in result.output
+
+
+# ---- bad inputs: each a one-line error and a non-zero exit ----------------------------------
+
+
+def _train(data: Path | str, out: Path, *extra: str):
+    return runner.invoke(
+        app,
+        ["train", "--data", str(data), *TINY, "--epochs", "1", "--steps-per-epoch", "1",
+         "--out", str(out), *extra],
+    )  # fmt: skip
+
+
+def test_missing_and_empty_data_folders(tmp_path: Path) -> None:
+    one_line_error(_train(tmp_path / "nope", tmp_path / "m.keras"), "not found")
+    (tmp_path / "empty").mkdir()
+    one_line_error(_train(tmp_path / "empty", tmp_path / "m.keras"), "images/")
+    (tmp_path / "empty" / "images").mkdir()
+    (tmp_path / "empty" / "masks").mkdir()
+    one_line_error(_train(tmp_path / "empty", tmp_path / "m.keras"), "no images")
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_images_without_masks(tmp_path: Path) -> None:
+    data = write_pairs(tmp_path / "d", n=3)
+    (data / "masks" / "1.png").unlink()
+    one_line_error(_train(data, tmp_path / "m.keras"), "without a mask", "1.png")
+
+
+def test_mismatched_sizes(tmp_path: Path) -> None:
+    data = write_pairs(tmp_path / "d", n=2)
+    write_pairs(tmp_path / "other", n=2, size=(20, 20))
+    (tmp_path / "other" / "masks" / "0.png").replace(data / "masks" / "0.png")
+    one_line_error(_train(data, tmp_path / "m.keras"), "0.png", "mask is 20x20")
+
+
+def test_unreadable_image(tmp_path: Path) -> None:
+    data = write_pairs(tmp_path / "d", n=2)
+    (data / "images" / "1.png").write_bytes(b"\x89PNG broken")
+    one_line_error(_train(data, tmp_path / "m.keras"), "cannot read", "1.png")
+
+
+def test_foreground_value_absent_from_masks(tmp_path: Path) -> None:
+    data = write_pairs(tmp_path / "d", n=2, mask_values=(0, 1))
+    one_line_error(_train(data, tmp_path / "m.keras"), "--foreground-value", "0, 1")
+
+
+def test_bad_class_index_and_output_path(tmp_path: Path) -> None:
+    data = write_pairs(tmp_path / "d", n=2, mask_values=(0, 7))
+    one_line_error(_train(data, tmp_path / "m.keras", "--num-classes", "3"), "class index")
+    one_line_error(_train(data, tmp_path / "m.h5"), ".keras")
+    (tmp_path / "dir.keras").mkdir()
+    one_line_error(_train(data, tmp_path / "dir.keras"), "is a folder")
+    one_line_error(_train(data, tmp_path / "m.keras", "--size", "30"), "multiple of 4")
+
+
+def test_eval_bad_models(tmp_path: Path, tiny_unet: Path) -> None:
+    data = write_pairs(tmp_path / "d", n=1, size=(32, 32))
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(tiny_unet.read_bytes()[:500])
+    one_line_error(runner.invoke(app, ["eval", str(corrupt), "--data", str(data)]), "corrupt")
+    odd = tmp_path / "model.onnx"
+    odd.write_bytes(b"x")
+    one_line_error(runner.invoke(app, ["eval", str(odd), "--data", str(data)]))
+    one_line_error(
+        runner.invoke(app, ["eval", str(tiny_unet), "--data", str(tmp_path / "none")]),
+        "not found",
+    )
+
+
+def test_eval_refuses_lambda_unless_trusted(tmp_path: Path) -> None:
+    import keras
+
+    inp = keras.Input((32, 32, 1))
+    out = keras.layers.Lambda(lambda t: t * 0.5)(inp)
+    model = keras.Model(inp, keras.layers.Conv2D(1, 1, activation="sigmoid")(out))
+    path = tmp_path / "lam.keras"
+    model.save(path)
+    data = write_pairs(tmp_path / "d", n=1, size=(32, 32))
+    one_line_error(
+        runner.invoke(app, ["eval", str(path), "--data", str(data)]), "Lambda", "--trust-model"
+    )
+    trusted = runner.invoke(app, ["eval", str(path), "--data", str(data), "--trust-model"])
+    assert trusted.exit_code == 0, trusted.output
