@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -16,7 +15,7 @@ from rich.console import Console
 
 from edgeseg.errors import EdgesegError
 
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -111,33 +110,20 @@ TrustOpt = typer.Option(
 )
 
 
-def resolve_metadata(
-    model_path: Path,
-    input_shape: tuple[int | None, ...],
-    output_shape: tuple[int | None, ...],
-    *,
+def metadata_flags(
     input_size: str | None = None,
     normalization: str | None = None,
     input_max: float | None = None,
     threshold: float | None = None,
     foreground_value: int | None = None,
     channel_order: str | None = None,
-) -> Any:
-    """The model's sidecar metadata (or metadata inferred from its shapes), flags applied."""
-    from edgeseg.model.metadata import infer_metadata, read_sidecar
-
-    overrides = {
+) -> dict[str, Any]:
+    """The metadata flags as keyword arguments for ``edgeseg.model.resolve``."""
+    return {
+        "input_size": parse_size(input_size),
         "normalization": normalization,
         "input_max": input_max,
         "threshold": threshold,
         "foreground_value": foreground_value,
-        "channel_order": channel_order.upper() if channel_order else None,
+        "channel_order": channel_order,
     }
-    size = parse_size(input_size)
-    if size is not None:
-        overrides["input_size"] = size
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    meta = read_sidecar(model_path)
-    if meta is None:
-        return infer_metadata(input_shape, output_shape, **overrides)
-    return meta.with_updates(**overrides) if overrides else meta

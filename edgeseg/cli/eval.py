@@ -16,9 +16,9 @@ from edgeseg.cli.common import (
     ThresholdOpt,
     TrustOpt,
     handle_errors,
+    metadata_flags,
     out,
     progress_bar,
-    resolve_metadata,
 )
 
 
@@ -41,21 +41,20 @@ def eval_(
     from rich.table import Table
 
     from edgeseg.model.loading import load_model
+    from edgeseg.model.metadata import read_sidecar
+    from edgeseg.model.resolve import apply_flags
     from edgeseg.train.data import find_pairs
     from edgeseg.train.evaluate import evaluate
 
     find_pairs(data)  # check the data before paying for loading the model
     loaded = load_model(model, trust_model=trust_model)
-    meta = resolve_metadata(
-        model,
+    meta = apply_flags(
+        read_sidecar(model),
         loaded.input_shape,
         loaded.output_shape,
-        input_size=input_size,
-        normalization=normalization,
-        input_max=input_max,
-        threshold=threshold,
-        foreground_value=foreground_value,
-        channel_order=channel_order,
+        **metadata_flags(
+            input_size, normalization, input_max, threshold, foreground_value, channel_order
+        ),
     )
     with progress_bar() as bar:
         task = bar.add_task("segmenting", total=None)
