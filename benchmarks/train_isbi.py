@@ -5,7 +5,7 @@ kept). The object is the membrane (mask value 0). For each seed, `edgeseg train`
 own process under a wall-clock budget, then `edgeseg eval` scores the held-out slices:
 Dice pooled over all held-out pixels and pixel accuracy. Prints each seed and the medians.
 
-    python benchmarks/train_isbi.py [--seeds 0 1 2] [--minutes 12] [--data ../shared/data/isbi2012]
+    python benchmarks/train_isbi.py [--seeds 0 1 2] [--minutes 13] [--data ../shared/data/isbi2012]
 
 Targets (issue 2): median Dice >= 0.80, pixel accuracy >= 0.92, each run under 15 minutes.
 """
@@ -37,7 +37,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--minutes", type=float, default=12.0, help="training budget per seed")
+    ap.add_argument("--minutes", type=float, default=13.0, help="training budget per seed")
     ap.add_argument("--keep", type=Path, default=None, help="keep models in this folder")
     ap.add_argument("extra", nargs="*", help="extra flags passed to edgeseg train (after --)")
     args = ap.parse_args()
@@ -57,7 +57,7 @@ def main() -> int:
             *edgeseg, "train", "--data", str(train_dir), "--val", str(test_dir),
             "--keep", "last", "--foreground-value", "0", "--size", "256",
             "--base-filters", "16", "--depth", "4", "--epochs", "1000",
-            "--steps-per-epoch", "40", "--max-minutes", str(args.minutes),
+            "--steps-per-epoch", "60", "--max-minutes", str(args.minutes),
             "--seed", str(seed), "--out", str(model), *args.extra,
         ]  # fmt: skip
         t0 = time.perf_counter()

@@ -9,7 +9,10 @@ from __future__ import annotations
 import typer
 
 from edgeseg import __version__
+from edgeseg.cli import calib as calib_cmd
+from edgeseg.cli import convert as convert_cmd
 from edgeseg.cli import eval as eval_cmd
+from edgeseg.cli import inspect as inspect_cmd
 from edgeseg.cli import samples as samples_cmd
 from edgeseg.cli import train as train_cmd
 
@@ -41,6 +44,9 @@ def _root(
 app.command("samples")(samples_cmd.samples)
 app.command("train")(train_cmd.train)
 app.command("eval")(eval_cmd.eval_)
+app.command("inspect")(inspect_cmd.inspect)
+app.command("convert")(convert_cmd.convert)
+app.add_typer(calib_cmd.calib_app, name="calib")
 
 
 def main() -> None:

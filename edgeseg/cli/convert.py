@@ -1,0 +1,93 @@
+"""`edgeseg convert`: fp16 / int8 TFLite artefacts with a parity report for each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgeseg.cli.common import (
+    ChannelOrderOpt,
+    ForegroundOpt,
+    InputMaxOpt,
+    InputSizeOpt,
+    NormalizationOpt,
+    ThresholdOpt,
+    TrustOpt,
+    err,
+    handle_errors,
+    metadata_flags,
+    out,
+)
+
+
+@handle_errors
+def convert(
+    model: Path = typer.Argument(..., help="Model: .keras, legacy .h5 or SavedModel folder."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the artefacts and report."),
+    fp16: bool = typer.Option(False, "--fp16", help="Build the fp16 recipe."),
+    int8: bool = typer.Option(False, "--int8", help="Build the int8 recipe (needs --calib)."),
+    recipe: list[str] = typer.Option(
+        [], "--recipe", help="Recipe name or .toml file (repeatable): fp32, fp16, int8, …"
+    ),
+    calib: str | None = typer.Option(
+        None,
+        "--calib",
+        help="Calibration source: image folder, glob, video, TIFF stack, or a set .npz "
+        "from `edgeseg calib build`.",
+    ),
+    val: Path | None = typer.Option(
+        None,
+        "--val",
+        help="Held-out frames for the parity check (images/ + masks/ adds Dice vs truth); "
+        "default: a held-out part of --calib never used for calibration.",
+    ),
+    n: int = typer.Option(200, "--n", "-n", help="Calibration tiles to keep."),
+    holdout: float = typer.Option(
+        0.2, "--holdout", help="Share of --calib frames held out for parity (without --val)."
+    ),
+    min_dice_agreement: float | None = typer.Option(
+        None,
+        "--min-dice-agreement",
+        help="int8 gate: minimum Dice between int8 and float masks (recipe default 0.95).",
+    ),
+    threads: int | None = typer.Option(None, "--threads", help="Threads for the parity check."),
+    seed: int = typer.Option(0, "--seed"),
+    trust_model: bool = TrustOpt,
+    input_size: str | None = InputSizeOpt,
+    normalization: str | None = NormalizationOpt,
+    input_max: float | None = InputMaxOpt,
+    threshold: float | None = ThresholdOpt,
+    foreground_value: int | None = ForegroundOpt,
+    channel_order: str | None = ChannelOrderOpt,
+) -> None:
+    """Convert MODEL to TFLite artefacts <stem>_<recipe>.tflite and prove what each one costs.
+
+    Each artefact embeds the model metadata (so `edgeseg run` needs no flags) and is scored
+    against the float model on held-out frames; the parity report is written as JSON and
+    Markdown. An int8 artefact below the agreement gate fails the command (the report stays).
+    """
+    from edgeseg.convert.pipeline import ConvertRequest, convert_model, resolve_recipes
+
+    recipes = resolve_recipes(recipe, fp16=fp16, int8=int8)
+    request = ConvertRequest(
+        model=model,
+        recipes=recipes,
+        out=out_dir,
+        calib=calib,
+        val=val,
+        n=n,
+        holdout=holdout,
+        seed=seed,
+        min_dice_agreement=min_dice_agreement,
+        trust_model=trust_model,
+        threads=threads,
+        flags=metadata_flags(
+            input_size, normalization, input_max, threshold, foreground_value, channel_order
+        ),
+    )
+    result = convert_model(request, say=lambda msg: err.print(msg, highlight=False))
+    out.print(result.report_md.read_text(), highlight=False, markup=False)
+    for path in result.artefacts:
+        out.print(f"wrote {path}", highlight=False)
+    out.print(f"wrote {result.report_json} and {result.report_md}", highlight=False)

@@ -1,0 +1,160 @@
+"""`edgeseg inspect`: what a .tflite model takes, gives, is made of and says about itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgeseg.cli.common import handle_errors, out
+
+NO_METADATA = "none: run/eval will infer it from the tensors and take normalization from flags"
+
+
+@handle_errors
+def inspect(
+    model: Path = typer.Argument(..., help="A .tflite model."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead."),
+) -> None:
+    """Show MODEL's runtime, input and output tensors, ops and embedded edgeseg metadata."""
+    from edgeseg.convert.tflite_meta import (
+        op_histogram,
+        parse_bytes,
+        read_model_bytes,
+        tensor_summary,
+    )
+    from edgeseg.runtime.backends import load_backend
+
+    data, label = read_model_bytes(model)
+    parse_bytes(data, label)  # a corrupt file is reported by its path, before any interpreter
+    summary = tensor_summary(data)
+    ops = op_histogram(data)
+    backend = load_backend(model)
+    embedded, meta, meta_error = _embedded(data)
+    report: dict[str, Any] = {
+        "model": str(model),
+        "size_bytes": summary.size_bytes,
+        "runtime": backend.runtime,
+        "input": _tensor(backend.input, summary.inputs[0].shape),
+        "output": _tensor(backend.output, summary.outputs[0].shape),
+        "subgraphs": summary.subgraphs,
+        "tensors": summary.tensors,
+        "operators": summary.operators,
+        "ops": ops,
+        "weight_bytes": summary.weight_bytes,
+        "metadata_entries": list(summary.metadata_names),
+        "metadata": meta.to_dict() if meta is not None else None,
+        "embedded": {k: v for k, v in embedded.items() if k != "metadata"} if embedded else None,
+    }
+    if meta_error:
+        report["metadata_error"] = meta_error
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    _print(report, embedded, meta_error)
+
+
+def _embedded(data: bytes) -> tuple[dict[str, Any] | None, Any, str | None]:
+    """(raw embedded JSON, ModelMetadata or None, why it is unreadable or None).
+
+    Unreadable metadata (a newer schema, a bad field) is shown, not fatal: inspecting such a
+    file is how one finds out what is wrong with it.
+    """
+    from edgeseg.convert.tflite_meta import read_embedded
+    from edgeseg.errors import ModelError
+    from edgeseg.model.metadata import ModelMetadata
+
+    try:
+        embedded = read_embedded(data)
+    except ModelError as exc:
+        return None, None, str(exc)
+    if embedded is None:
+        return None, None, None
+    try:
+        return embedded, ModelMetadata.from_dict(embedded.get("metadata")), None
+    except ModelError as exc:
+        return embedded, None, str(exc)
+
+
+def _tensor(info: Any, file_shape: tuple[int, ...]) -> dict[str, Any]:
+    d = info.to_dict()
+    d["shape_signature"] = list(file_shape)
+    d["quantized"] = info.quantized
+    return d
+
+
+def _print(report: dict[str, Any], embedded: dict[str, Any] | None, meta_error: str | None) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    out.print(
+        f"[bold]{escape(report['model'])}[/]: {_size(report['size_bytes'])}, "
+        f"{report['operators']} ops, {report['tensors']} tensors; "
+        f"runtime {escape(report['runtime'])}",
+        highlight=False,
+    )
+
+    tensors = Table(title="input and output")
+    for col in ("", "name", "shape", "dtype", "scale", "zero point"):
+        tensors.add_column(col, justify="right" if col in ("scale", "zero point") else "left")
+    notes = []
+    for role in ("input", "output"):
+        t = report[role]
+        if t["shape_signature"] != t["shape"]:
+            notes.append(f"{role} shape in the file: {_fmt(t['shape_signature'])}")
+        quantized = t["quantized"]
+        tensors.add_row(
+            role,
+            escape(t["name"]),
+            _fmt(t["shape"]),
+            t["dtype"],
+            f"{t['scale']:.6g}" if quantized else "-",
+            str(t["zero_point"]) if quantized else "-",
+        )
+    out.print(tensors)
+    if notes:
+        out.print("; ".join(notes) + " (-1: dynamic, run with batch 1)", highlight=False)
+
+    ops = Table(title="ops")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for name, count in report["ops"].items():
+        ops.add_row(escape(name), str(count))
+    out.print(ops)
+    weights = ", ".join(f"{k} {_size(v)}" for k, v in report["weight_bytes"].items())
+    out.print(f"weights: {weights or 'none'}", highlight=False)
+
+    if report["metadata"] is None and meta_error is None:
+        out.print(f"edgeseg metadata: {NO_METADATA}", highlight=False)
+        return
+    meta = Table(title="edgeseg metadata")
+    meta.add_column("field")
+    meta.add_column("value")
+    if meta_error:
+        meta.add_row("[red]error[/]", escape(meta_error))
+    for key, value in (report["metadata"] or {}).items():
+        meta.add_row(key, escape(_value(value)))
+    for key, value in (embedded or {}).items():
+        if key != "metadata":
+            meta.add_row(f"({escape(key)})", escape(_value(value)))
+    out.print(meta)
+
+
+def _fmt(shape: list[int]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n / (1024 * 1024):.1f} MB"

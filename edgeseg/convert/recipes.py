@@ -1,0 +1,115 @@
+"""Named conversion targets, read from TOML files a user can open and copy.
+
+Naming: ``<precision>[-<variant>]``. ``precision`` is ``fp32``, ``fp16`` or ``int8``
+(full-integer); a variant names what differs: ``uint8io`` (uint8 input/output tensors),
+``legacy`` (TensorFlow's older quantizer), ``edgetpu`` (constraints of the Coral compiler).
+Outputs are named ``<model stem>_<recipe name>.tflite``.
+
+Lookup for ``--recipe NAME``: a path to a ``.toml`` file; else ``NAME.toml`` in
+``./converters/recipes/`` (the user's own recipes, which win); else the recipes shipped with
+edgeseg (the project's ``converters/recipes/``).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edgeseg.errors import DataError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+PRECISIONS = ("fp32", "fp16", "int8")
+IO_TYPES = ("float32", "int8", "uint8")
+QUANTIZERS = ("default", "legacy")
+USER_DIR = Path("converters") / "recipes"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    precision: str
+    description: str = ""
+    io: str = "float32"
+    equalize: bool = False
+    quantizer: str = "default"
+    min_dice_agreement: float | None = None
+    edgetpu: bool = False
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"recipe {self.name!r}" + (f" ({self.source})" if self.source else "")
+        if self.precision not in PRECISIONS:
+            raise DataError(f"{where}: precision must be one of {PRECISIONS}")
+        if self.io not in IO_TYPES:
+            raise DataError(f"{where}: io must be one of {IO_TYPES}")
+        if self.precision != "int8" and self.io != "float32":
+            raise DataError(f"{where}: integer I/O needs precision int8")
+        if self.quantizer not in QUANTIZERS:
+            raise DataError(f"{where}: quantizer must be one of {QUANTIZERS}")
+        if self.edgetpu and self.precision != "int8":
+            raise DataError(f"{where}: the Edge TPU runs full-integer int8 models only")
+        if self.min_dice_agreement is not None and not 0 <= self.min_dice_agreement <= 1:
+            raise DataError(f"{where}: min_dice_agreement must be in [0, 1]")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.precision == "int8"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "source"}
+
+
+def _from_toml(text: str, source: str) -> Recipe:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DataError(f"recipe {source} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - set(Recipe.__dataclass_fields__) - {"source"})
+    if unknown:
+        raise DataError(f"recipe {source}: unknown key(s) {', '.join(unknown)}")
+    if "name" not in data or "precision" not in data:
+        raise DataError(f"recipe {source}: needs at least 'name' and 'precision'")
+    try:
+        return Recipe(**data, source=source)
+    except TypeError as exc:
+        raise DataError(f"recipe {source}: {exc}") from exc
+
+
+def _builtin() -> dict[str, Any]:
+    root = resources.files("edgeseg") / "data" / "converters" / "recipes"
+    if not root.is_dir():
+        return {}
+    return {p.name[:-5]: p for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def available(user_dir: Path = USER_DIR) -> dict[str, Recipe]:
+    """Every recipe by name: the built-in ones, overridden by the user's own."""
+    found = {name: _from_toml(p.read_text(), f"edgeseg:{name}") for name, p in _builtin().items()}
+    if user_dir.is_dir():
+        for p in sorted(user_dir.glob("*.toml")):
+            found[p.stem] = _from_toml(p.read_text(), str(p))
+    return found
+
+
+def load_recipe(name_or_path: str, user_dir: Path = USER_DIR) -> Recipe:
+    """A recipe by file path or by name (see the module docstring for the lookup order)."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise DataError(f"recipe file not found: {path}")
+        return _from_toml(path.read_text(), str(path))
+    user = user_dir / f"{name_or_path}.toml"
+    if user.is_file():
+        return _from_toml(user.read_text(), str(user))
+    builtin = _builtin()
+    if name_or_path in builtin:
+        return _from_toml(builtin[name_or_path].read_text(), f"edgeseg:{name_or_path}")
+    names = ", ".join(sorted(available(user_dir)))
+    raise DataError(f"unknown recipe {name_or_path!r}; available: {names}")

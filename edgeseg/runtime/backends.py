@@ -1,0 +1,302 @@
+"""Run a .tflite model: the one module that imports a TFLite runtime.
+
+The runtime is LiteRT (``ai-edge-litert``, the successor of ``tflite-runtime``) when it is
+installed, else ``tflite_runtime``, else ``tensorflow.lite``: whatever the device has. On a
+CPU, LiteRT applies XNNPACK by default; ``threads`` sets how many cores it uses.
+
+A backend takes float32 tiles and returns float32 probabilities whatever the model's own
+dtypes are: integer models are fed through :mod:`edgeseg.runtime.quant` at their edges.
+
+The file is validated before the interpreter sees it (identifier, size, a full flatbuffer
+parse and index checks in :mod:`edgeseg.convert.tflite_meta`), and every failure of the
+interpreter (construction, allocation, inference) becomes a one-line :class:`ModelError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeseg.errors import DataError, MissingDependencyError, ModelError
+from edgeseg.model.metadata import ModelMetadata
+from edgeseg.runtime.quant import TensorInfo, dequantize, quantize
+
+__all__ = ["TFLiteBackend", "interpreter_class", "load_backend"]
+
+# (distribution name, module, attribute holding the Interpreter class), in order of preference.
+_RUNTIMES = (
+    ("ai-edge-litert", "ai_edge_litert.interpreter", "Interpreter"),
+    ("tflite-runtime", "tflite_runtime.interpreter", "Interpreter"),
+    ("tensorflow", "tensorflow", "lite.Interpreter"),
+)
+
+# Dtypes an image input can have; anything else (bool, int32, strings) is not an image model.
+_IMAGE_DTYPES = ("float32", "float16", "int8", "uint8", "int16")
+
+_MAX_DETAIL = 200
+
+
+def interpreter_class() -> tuple[type, str]:
+    """(Interpreter class, "ai-edge-litert 2.3.0") of the first TFLite runtime installed.
+
+    Raises:
+        MissingDependencyError: none of LiteRT, tflite-runtime or TensorFlow is importable.
+    """
+    for dist, module_name, attr in _RUNTIMES:
+        if module_name == "tensorflow":
+            # Quiet TensorFlow's C++ start-up chatter, as edgeseg._optional.require does.
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        cls: Any = module
+        for part in attr.split("."):
+            cls = getattr(cls, part, None)
+        if cls is None:
+            continue
+        return cls, f"{dist} {_version(dist, module_name)}"
+    raise MissingDependencyError(
+        "no TFLite runtime is installed (tried ai-edge-litert, tflite-runtime and "
+        "tensorflow); install LiteRT with: pip install 'edgeseg[runtime]'"
+    )
+
+
+def _version(dist: str, module_name: str) -> str:
+    top = importlib.import_module(module_name.split(".")[0])
+    version = getattr(top, "__version__", None)
+    if version:
+        return str(version)
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "(unknown version)"
+
+
+class TFLiteBackend:
+    """A .tflite image-to-mask model on the CPU (XNNPACK) or a delegate.
+
+    Attributes:
+        path: The model file.
+        runtime: The runtime and its version, e.g. "ai-edge-litert 2.3.0".
+        input: The input tensor: (B, H, W, C) with B the model's batch (1 for a dynamic
+            batch, which is resized to 1), its dtype and quantization.
+        output: The output tensor: (B, h, w, K).
+        interpreter: The runtime's interpreter, for pure adapters that need it.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        threads: int | None = None,
+        experimental_delegates: list[Any] | None = None,
+    ) -> None:
+        from edgeseg.convert.tflite_meta import parse_bytes, read_model_bytes
+
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.path = Path(model_path)
+        self.threads = threads
+        data, label = read_model_bytes(self.path)
+        parse_bytes(data, label)  # a corrupt flatbuffer must not reach the C++ interpreter
+        cls, self.runtime = interpreter_class()
+        kwargs: dict[str, Any] = {"model_content": data}
+        if threads is not None:
+            kwargs["num_threads"] = int(threads)
+        if experimental_delegates:
+            kwargs["experimental_delegates"] = list(experimental_delegates)
+        try:
+            interpreter = cls(**kwargs)
+        except (ValueError, RuntimeError, OSError) as exc:
+            if "not a valid Flatbuffer" in str(exc):  # the runtime's own verifier said no
+                raise ModelError(
+                    f"{label} is not a valid .tflite model: {self.runtime} rejects the flatbuffer"
+                ) from exc
+            raise ModelError(f"{label} cannot be loaded by {self.runtime}: {_detail(exc)}") from exc
+        self.interpreter = interpreter
+        self.input, self.output = self._allocate(label)
+        self._metadata: ModelMetadata | None = None
+        self._metadata_read = False
+
+    def _allocate(self, label: str) -> tuple[TensorInfo, TensorInfo]:
+        """Check the model is image-to-mask, fix a dynamic batch to 1, allocate tensors."""
+        interp = self.interpreter
+        try:
+            inputs = interp.get_input_details()
+            outputs = interp.get_output_details()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{label} cannot be loaded by {self.runtime}: {_detail(exc)}") from exc
+        in_shapes = [_signature(d) for d in inputs]
+        out_shapes = [_signature(d) for d in outputs]
+        if (
+            len(inputs) != 1
+            or len(outputs) != 1
+            or len(in_shapes[0]) != 4
+            or len(out_shapes[0]) != 4
+            or np.dtype(inputs[0]["dtype"]).name not in _IMAGE_DTYPES
+        ):
+            dtypes = ", ".join(np.dtype(d["dtype"]).name for d in inputs)
+            raise ModelError(
+                f"{label} is not an image-to-mask model: input shape {_fmt_shapes(in_shapes)}"
+                f" ({dtypes}), output shape {_fmt_shapes(out_shapes)}; edgeseg needs one "
+                "(N, H, W, C) image input and one (N, h, w, K) mask output"
+            )
+        batch, h, w, c = in_shapes[0]
+        if min(h, w, c) < 1:
+            raise ModelError(
+                f"{label} has a dynamic input size {_fmt_shape(in_shapes[0])}; edgeseg runs "
+                "fixed-size tiles: convert the model with a fixed input size, e.g. "
+                "(1, 256, 256, C)"
+            )
+        try:
+            if batch < 1:
+                interp.resize_tensor_input(inputs[0]["index"], [1, h, w, c])
+            interp.allocate_tensors()
+            inp = _tensor_info(interp.get_input_details()[0], label)
+            out = _tensor_info(interp.get_output_details()[0], label)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(
+                f"{label} cannot be prepared by {self.runtime}: {_detail(exc)}"
+            ) from exc
+        if len(out.shape) != 4 or min(out.shape) < 1:
+            raise ModelError(
+                f"{label} is not an image-to-mask model: input shape {_fmt_shape(inp.shape)}, "
+                f"output shape {_fmt_shape(out.shape)} after allocation"
+            )
+        return inp, out
+
+    # ----------------------------------------------------------------------------------------
+
+    @property
+    def batch_size(self) -> int:
+        """How many tiles one invocation takes (1 for nearly every model)."""
+        return self.input.shape[0]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) of the model input."""
+        return (self.input.shape[1], self.input.shape[2])
+
+    def invoke(self, x: np.ndarray) -> np.ndarray:
+        """One raw inference: ``x`` in the model's input dtype and exact shape (B, H, W, C).
+
+        Returns a copy of the raw output, (B, h, w, K) in the model's output dtype.
+        """
+        x = np.asarray(x)
+        if x.dtype != np.dtype(self.input.dtype) or x.shape != self.input.shape:
+            raise DataError(
+                f"{self.path.name} takes {self.input.dtype} of shape "
+                f"{_fmt_shape(self.input.shape)}, got {x.dtype} of shape {_fmt_shape(x.shape)}"
+            )
+        try:
+            self.interpreter.set_tensor(self.input.index, x)
+            self.interpreter.invoke()
+            # get_tensor returns a copy: the next invoke cannot overwrite it.
+            return self.interpreter.get_tensor(self.output.index)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{self.path}: inference failed: {_detail(exc)}") from exc
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        """float32 (n, H, W, C) tiles → float32 (n, h, w, K) model outputs (probabilities).
+
+        Quantizes the input for integer models, runs the model ``batch_size`` tiles at a time
+        (the last batch padded with zeros), and dequantizes the output.
+        """
+        tiles = np.asarray(tiles)
+        _, h, w, c = self.input.shape
+        if tiles.ndim != 4 or tiles.shape[1:] != (h, w, c):
+            raise DataError(
+                f"{self.path.name} takes tiles of shape (n, {h}, {w}, {c}), "
+                f"got {_fmt_shape(tiles.shape)}"
+            )
+        if not self.input.quantized and self.input.dtype not in ("float32", "float16"):
+            raise ModelError(
+                f"{self.path}: its {self.input.dtype} input has no quantization parameters, "
+                "so float tiles cannot be mapped to it"
+            )
+        n, b = len(tiles), self.batch_size
+        result = np.empty((n, *self.output.shape[1:]), dtype=np.float32)
+        for start in range(0, n, b):
+            chunk = tiles[start : start + b]
+            k = len(chunk)
+            if k < b:
+                chunk = np.concatenate([chunk, np.zeros((b - k, h, w, c), chunk.dtype)])
+            raw = self.invoke(quantize(chunk, self.input))
+            result[start : start + k] = dequantize(raw[:k], self.output)
+        return result
+
+    def metadata(self) -> ModelMetadata | None:
+        """The edgeseg metadata embedded in the file, or None when it has none."""
+        if not self._metadata_read:
+            from edgeseg.convert.tflite_meta import read_metadata
+
+            self._metadata = read_metadata(self.path)
+            self._metadata_read = True
+        return self._metadata
+
+    def __repr__(self) -> str:
+        return (
+            f"TFLiteBackend({str(self.path)!r}, runtime={self.runtime!r}, "
+            f"input={self.input.dtype}{_fmt_shape(self.input.shape)}, "
+            f"output={self.output.dtype}{_fmt_shape(self.output.shape)})"
+        )
+
+
+def load_backend(model_path: str | Path, *, threads: int | None = None) -> TFLiteBackend:
+    """The CPU backend (LiteRT with XNNPACK) for a .tflite model."""
+    return TFLiteBackend(model_path, threads=threads)
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _signature(detail: dict[str, Any]) -> tuple[int, ...]:
+    """A tensor's shape signature (-1 for dynamic dimensions), else its shape."""
+    sig = detail.get("shape_signature")
+    if sig is None or len(sig) != len(detail["shape"]):
+        sig = detail["shape"]
+    return tuple(int(d) for d in sig)
+
+
+def _tensor_info(detail: dict[str, Any], label: str) -> TensorInfo:
+    params = detail.get("quantization_parameters") or {}
+    scales = np.asarray(params.get("scales", []))
+    if scales.size > 1:
+        raise ModelError(
+            f"{label}: tensor {detail['name']!r} is quantized per channel; edgeseg feeds "
+            "and reads only per-tensor quantized inputs and outputs"
+        )
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return TensorInfo(
+        name=str(detail["name"]),
+        index=int(detail["index"]),
+        shape=tuple(int(d) for d in detail["shape"]),
+        dtype=np.dtype(detail["dtype"]).name,
+        scale=float(scale),
+        zero_point=int(zero_point),
+    )
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join("None" if d < 0 else str(d) for d in shape) + ")"
+
+
+def _fmt_shapes(shapes: list[tuple[int, ...]]) -> str:
+    if len(shapes) == 1:
+        return _fmt_shape(shapes[0])
+    return "[" + ", ".join(_fmt_shape(s) for s in shapes) + "]"
+
+
+def _detail(exc: BaseException) -> str:
+    """The first line of a runtime's error, shortened, for a one-line message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
