@@ -47,7 +47,7 @@ def test_bad_recipe_files(tmp_path: Path, text: str, needle: str) -> None:
 
 
 def test_unknown_recipe_lists_the_available_ones(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="available: .*fp16"):
+    with pytest.raises(DataError, match=r"available: .*fp16"):
         load_recipe("int3", user_dir=tmp_path)
     with pytest.raises(DataError, match="not found"):
         load_recipe(str(tmp_path / "missing.toml"))
