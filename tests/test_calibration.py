@@ -165,6 +165,12 @@ def test_holdout_frames_never_in_the_set() -> None:
     assert all(name not in calib.manifest["holdout"] for name, _ in calib.manifest["tile_origins"])
 
 
+def test_split_holdout_contiguous_for_time_series() -> None:
+    kept, held = split_holdout(20, 0.25, 3, contiguous=True)
+    assert len(held) == 5 and held == list(range(held[0], held[0] + 5))
+    assert sorted(kept + held) == list(range(20))
+
+
 def test_split_holdout() -> None:
     assert split_holdout(10, 0.0, 0) == (list(range(10)), [])
     kept, held = split_holdout(10, 0.3, 1)

@@ -121,6 +121,15 @@ def test_convert_fp32_fp16_int8_with_parity(trap_model: Path, synth_data: Path, 
     assert by["int8"]["agreement"]["dice"] >= 0.95
     assert abs(by["int8"]["truth_dice_change"]) <= 0.02
     assert report["float_truth"]["dice"] > 0.7
+    # The artefact is evaluated like any model, from its embedded metadata alone.
+    scores = tmp_path / "int8_scores.json"
+    result = runner.invoke(
+        app,
+        ["eval", str(out / "trap_int8.tflite"), "--data", str(synth_data), "--json", str(scores)],
+    )
+    assert result.exit_code == 0, result.output
+    pooled = json.loads(scores.read_text())["classes"]["foreground"]["pooled"]
+    assert pooled["dice"] == pytest.approx(by["int8"]["truth"]["dice"], abs=1e-6)
 
 
 def test_int8_without_equalization_fails_the_gate_and_keeps_the_report(

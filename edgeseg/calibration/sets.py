@@ -38,7 +38,7 @@ import numpy as np
 from edgeseg.errors import DataError
 from edgeseg.model.metadata import ModelMetadata
 from edgeseg.runtime.preprocess import prepare
-from edgeseg.runtime.sources import FrameSource, open_file_source
+from edgeseg.runtime.sources import FrameSource, TiffStack, VideoFile, open_file_source
 from edgeseg.runtime.tiling import extract_tiles, plan_tiles
 
 __all__ = [
@@ -222,8 +222,14 @@ class CalibrationSet:
             raise DataError("calibration set does not fit the model: " + "; ".join(problems))
 
 
-def split_holdout(n_frames: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def split_holdout(
+    n_frames: int, fraction: float, seed: int, *, contiguous: bool = False
+) -> tuple[list[int], list[int]]:
     """Split frame indices 0..n_frames-1 into (calibration, held out), both ascending.
+
+    ``contiguous`` holds out one block of consecutive frames (at a random place) instead of
+    scattered ones: for videos and time-lapse stacks, whose neighbouring frames are nearly
+    identical, scattered held-out frames would be all but seen in calibration.
 
     Deterministic for a seed. ``round(fraction * n_frames)`` frames are held out, at least one
     when ``fraction > 0`` and ``n_frames >= 2``, and, unless ``fraction == 1``, at least one
@@ -241,7 +247,13 @@ def split_holdout(n_frames: int, fraction: float, seed: int) -> tuple[list[int],
         k = max(k, 1)
     if fraction < 1:
         k = min(k, max(n_frames - 1, 0))
-    perm = np.random.default_rng(seed).permutation(n_frames)
+    rng = np.random.default_rng(seed)
+    if contiguous:
+        first = int(rng.integers(0, n_frames - k + 1)) if n_frames else 0
+        held = list(range(first, first + k))
+        kept = [i for i in range(n_frames) if not first <= i < first + k]
+        return kept, held
+    perm = rng.permutation(n_frames)
     held = sorted(int(i) for i in perm[:k])
     kept = sorted(int(i) for i in perm[k:])
     return kept, held
@@ -303,7 +315,9 @@ def _build(
     n_frames = len(src)
     if n_frames == 0:
         raise DataError(f"{src.description} has no frames")
-    kept, held = split_holdout(n_frames, holdout, seed)
+    # Frames of one video or stack are a time series: hold out a block, not scattered frames.
+    series = isinstance(src, VideoFile | TiffStack)
+    kept, held = split_holdout(n_frames, holdout, seed, contiguous=series)
     if not kept:
         raise DataError(
             f"every frame of {src.description} is held out (holdout {holdout}); lower --holdout"

@@ -24,7 +24,9 @@ from edgeseg.cli.common import (
 
 @handle_errors
 def eval_(
-    model: Path = typer.Argument(..., help="Model: .keras, legacy .h5 or SavedModel folder."),
+    model: Path = typer.Argument(
+        ..., help="Model: .keras, legacy .h5, SavedModel folder or .tflite."
+    ),
     data: Path = typer.Option(..., "--data", help="Folder with images/ and masks/."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the scores as JSON."),
     per_image: bool = typer.Option(False, "--per-image", help="Print a row per image."),
@@ -40,18 +42,14 @@ def eval_(
     """Score MODEL on a labelled folder; large images are tiled, never squashed."""
     from rich.table import Table
 
-    from edgeseg.model.loading import load_model
-    from edgeseg.model.metadata import read_sidecar
-    from edgeseg.model.resolve import apply_flags
+    from edgeseg.model.resolve import open_predictor
     from edgeseg.train.data import find_pairs
     from edgeseg.train.evaluate import evaluate
 
     find_pairs(data)  # check the data before paying for loading the model
-    loaded = load_model(model, trust_model=trust_model)
-    meta = apply_flags(
-        read_sidecar(model),
-        loaded.input_shape,
-        loaded.output_shape,
+    predict, meta = open_predictor(
+        model,
+        trust_model=trust_model,
         **metadata_flags(
             input_size, normalization, input_max, threshold, foreground_value, channel_order
         ),
@@ -59,7 +57,7 @@ def eval_(
     with progress_bar() as bar:
         task = bar.add_task("segmenting", total=None)
         report = evaluate(
-            loaded.predict,
+            predict,
             meta,
             data,
             model_name=str(model),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgeseg.model.metadata import ModelMetadata, infer_metadata, read_sidecar
 
@@ -35,16 +38,33 @@ def model_metadata(
     """
     path = Path(model_path)
     if path.suffix.lower() == ".tflite":
-        from edgeseg.convert.tflite_meta import read_metadata
+        return open_predictor(path, **flags)[1]
+    meta = read_sidecar(path)
+    if meta is not None:
+        return apply_flags(meta, (), (), **flags)
+    return open_predictor(path, trust_model=trust_model, **flags)[1]
+
+
+def open_predictor(
+    model_path: str | Path,
+    *,
+    trust_model: bool = False,
+    threads: int | None = None,
+    **flags: Any,
+) -> tuple[Callable[[np.ndarray], np.ndarray], ModelMetadata]:
+    """A tile predictor and the metadata of any model file: .tflite, .keras, .h5, SavedModel.
+
+    The predictor maps float32 (n, H, W, C) tiles to float32 (n, h, w, K) probabilities.
+    """
+    path = Path(model_path)
+    if path.suffix.lower() == ".tflite":
         from edgeseg.runtime.backends import load_backend
 
-        backend = load_backend(path)
-        meta = read_metadata(path)
-        return apply_flags(meta, backend.input.shape, backend.output.shape, **flags)
-    meta = read_sidecar(path)
-    if meta is not None and not flags.get("input_size"):
-        return apply_flags(meta, (), (), **flags)
+        backend = load_backend(path, threads=threads)
+        meta = apply_flags(backend.metadata(), backend.input.shape, backend.output.shape, **flags)
+        return backend.predict, meta
     from edgeseg.model.loading import load_model
 
     loaded = load_model(path, trust_model=trust_model)
-    return apply_flags(meta, loaded.input_shape, loaded.output_shape, **flags)
+    meta = apply_flags(read_sidecar(path), loaded.input_shape, loaded.output_shape, **flags)
+    return loaded.predict, meta

@@ -26,7 +26,15 @@ from edgeseg.errors import DataError, MissingDependencyError, ModelError
 from edgeseg.model.metadata import ModelMetadata
 from edgeseg.runtime.quant import TensorInfo, dequantize, quantize
 
-__all__ = ["TFLiteBackend", "interpreter_class", "load_backend"]
+__all__ = [
+    "TFLiteBackend",
+    "cpu_sibling",
+    "edgetpu_devices",
+    "interpreter_class",
+    "load_backend",
+    "load_delegate",
+    "open_backend",
+]
 
 # (distribution name, module, attribute holding the Interpreter class), in order of preference.
 _RUNTIMES = (
@@ -300,3 +308,165 @@ def _detail(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text = lines[0] if lines else type(exc).__name__
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------------
+# Delegates: the Edge TPU and any delegate library given by path
+# --------------------------------------------------------------------------------------------
+
+# The Edge TPU runtime library by platform (as Coral's pycoral names it).
+EDGETPU_LIBRARY = {
+    "Linux": "libedgetpu.so.1",
+    "Darwin": "libedgetpu.1.dylib",
+    "Windows": "edgetpu.dll",
+}
+# USB ids of the Coral USB Accelerator: before (1a6e:089a) and after (18d1:9302) its firmware
+# is loaded by the first inference.
+EDGETPU_USB_IDS = (("1a6e", "089a"), ("18d1", "9302"))
+EDGETPU_INSTALL_HINT = (
+    "install libedgetpu1-std from Coral's apt repository "
+    "(https://coral.ai/docs/accelerator/get-started)"
+)
+DELEGATES = ("auto", "cpu", "edgetpu")
+
+
+def edgetpu_devices(sys_root: str | Path = "/") -> list[str]:
+    """Edge TPUs visible to this machine: ``usb:<bus>-<port>`` and ``pci:/dev/apex_N`` entries."""
+    root = Path(sys_root)
+    found = []
+    usb = root / "sys" / "bus" / "usb" / "devices"
+    if usb.is_dir():
+        for dev in sorted(usb.iterdir()):
+            try:
+                vendor = (dev / "idVendor").read_text().strip()
+                product = (dev / "idProduct").read_text().strip()
+            except OSError:
+                continue
+            if (vendor, product) in EDGETPU_USB_IDS:
+                found.append(f"usb:{dev.name} ({vendor}:{product})")
+    found += [f"pci:{p}" for p in sorted((root / "dev").glob("apex_*"))]
+    return found
+
+
+def _load_delegate_function() -> Any:
+    """The ``load_delegate`` of the runtime in use (LiteRT, tflite-runtime or TensorFlow)."""
+    _, runtime = interpreter_class()
+    if runtime.startswith("ai-edge-litert"):
+        from ai_edge_litert.interpreter import load_delegate
+    elif runtime.startswith("tflite-runtime"):
+        from tflite_runtime.interpreter import load_delegate  # type: ignore[import-not-found]
+    else:
+        import tensorflow as tf
+
+        load_delegate = tf.lite.experimental.load_delegate
+    return load_delegate
+
+
+def load_delegate(spec: str, options: dict[str, str] | None = None) -> tuple[Any, str]:
+    """Load the ``edgetpu`` delegate or a delegate library by path; (delegate, description).
+
+    Failures are told apart: the library is missing (MissingDependencyError), no Edge TPU is
+    attached, or the library does not fit this runtime (ModelError), each in one line.
+    """
+    import platform
+
+    load = _load_delegate_function()
+    _, runtime = interpreter_class()
+    if spec == "edgetpu":
+        library = EDGETPU_LIBRARY.get(platform.system(), "libedgetpu.so.1")
+    else:
+        library = spec
+        if not Path(spec).exists():
+            raise MissingDependencyError(f"delegate library not found: {spec}")
+    try:
+        delegate = load(library, options or {})
+    except (ValueError, OSError, RuntimeError) as exc:
+        text = str(exc)
+        missing = any(
+            s in text
+            for s in ("cannot open shared object", "No such file", "not found", "image not found")
+        )
+        if spec != "edgetpu":
+            raise ModelError(
+                f"cannot load delegate {library} with {runtime}: {_detail(exc)}"
+            ) from exc
+        if missing:
+            raise MissingDependencyError(
+                f"the Edge TPU library {library} is not installed; {EDGETPU_INSTALL_HINT}"
+            ) from exc
+        devices = edgetpu_devices()
+        if not devices:
+            raise DataError(
+                f"no Edge TPU attached: {library} loaded but found no device (looked for USB "
+                "1a6e:089a / 18d1:9302 and /dev/apex_*); plug in the Coral and check `lsusb`"
+            ) from exc
+        raise ModelError(
+            f"{library} is installed and an Edge TPU is attached ({devices[0]}), but the "
+            f"delegate could not be created with {runtime}: libedgetpu is built against one "
+            "TFLite version; use the interpreter that matches it (e.g. tflite-runtime from "
+            f"Coral's repository) ({_detail(exc)})"
+        ) from exc
+    return delegate, f"{spec} ({library})"
+
+
+def cpu_sibling(model_path: Path, meta: ModelMetadata | None) -> Path | None:
+    """The plain CPU model that stands in for an Edge TPU model, when it exists.
+
+    Named by the metadata's ``provenance["cpu_sibling"]``, else found by the compiler's naming
+    convention ``<stem>_edgetpu.tflite`` → ``<stem>.tflite``.
+    """
+    candidates = []
+    if meta is not None and meta.provenance.get("cpu_sibling"):
+        candidates.append(model_path.parent / str(meta.provenance["cpu_sibling"]))
+    if model_path.stem.endswith("_edgetpu"):
+        candidates.append(model_path.with_name(model_path.stem[: -len("_edgetpu")] + ".tflite"))
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def open_backend(
+    model_path: str | Path,
+    *,
+    delegate: str = "auto",
+    threads: int | None = None,
+    fallback: bool = False,
+    device: str | None = None,
+    warn: Any = None,
+) -> tuple[TFLiteBackend, str]:
+    """A backend for ``model_path`` with the delegate asked for; (backend, what was chosen).
+
+    ``delegate``: ``auto`` (the Edge TPU for ``*_edgetpu.tflite`` models, else the CPU with
+    XNNPACK), ``cpu``, ``edgetpu``, or a path to a delegate library. ``device`` selects one of
+    several Edge TPUs (``usb:0``, ``pci:0``). With ``fallback``, a delegate that cannot be
+    loaded is reported through ``warn(message)`` and the model's CPU sibling (or the model
+    itself, for a delegate library) runs on the CPU instead.
+    """
+    path = Path(model_path)
+    choice = delegate
+    if delegate == "auto":
+        choice = "edgetpu" if path.stem.endswith("_edgetpu") else "cpu"
+    if choice == "cpu":
+        backend = TFLiteBackend(path, threads=threads)
+        return backend, f"CPU (XNNPACK, {threads or 'default'} threads) via {backend.runtime}"
+    options = {"device": device} if (device and choice == "edgetpu") else None
+    try:
+        loaded, what = load_delegate(choice, options)
+        backend = TFLiteBackend(path, threads=threads, experimental_delegates=[loaded])
+        return backend, f"{what} via {backend.runtime}"
+    except (MissingDependencyError, DataError, ModelError) as exc:
+        if not fallback:
+            raise
+        target = path
+        if choice == "edgetpu":
+            from edgeseg.convert.tflite_meta import read_metadata
+
+            sibling = cpu_sibling(path, read_metadata(path))
+            if sibling is None:
+                raise ModelError(
+                    f"{exc}; and no CPU sibling of {path.name} was found for --fallback "
+                    f"(expected {path.stem.removesuffix('_edgetpu')}.tflite beside it)"
+                ) from exc
+            target = sibling
+        if warn:
+            warn(f"warning: {exc}; falling back to {target.name} on the CPU")
+        backend = TFLiteBackend(target, threads=threads)
+        return backend, f"CPU fallback (XNNPACK) for {target.name} via {backend.runtime}"
