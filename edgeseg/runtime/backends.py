@@ -362,6 +362,30 @@ def _load_delegate_function() -> Any:
     return load_delegate
 
 
+def _quiet_load(load: Any, library: str, options: dict[str, str]) -> tuple[Any, str]:
+    """(delegate, "") or (None, one-line reason), without stray tracebacks.
+
+    A delegate that fails half-way is collected by LiteRT's ``Delegate.__del__``, which then
+    raises AttributeError and Python prints "Exception ignored in …" with a traceback: it is
+    silenced here, and the half-built object collected while it is.
+    """
+    import gc
+    import sys
+
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda _unraisable: None
+    try:
+        try:
+            return load(library, options), ""
+        except (ValueError, OSError, RuntimeError) as exc:
+            text = _detail(exc)
+            exc.__traceback__ = None
+        gc.collect()
+        return None, text
+    finally:
+        sys.unraisablehook = hook
+
+
 def load_delegate(spec: str, options: dict[str, str] | None = None) -> tuple[Any, str]:
     """Load the ``edgetpu`` delegate or a delegate library by path; (delegate, description).
 
@@ -378,34 +402,30 @@ def load_delegate(spec: str, options: dict[str, str] | None = None) -> tuple[Any
         library = spec
         if not Path(spec).exists():
             raise MissingDependencyError(f"delegate library not found: {spec}")
-    try:
-        delegate = load(library, options or {})
-    except (ValueError, OSError, RuntimeError) as exc:
-        text = str(exc)
+    delegate, text = _quiet_load(load, library, options or {})
+    if delegate is None:
         missing = any(
             s in text
             for s in ("cannot open shared object", "No such file", "not found", "image not found")
         )
         if spec != "edgetpu":
-            raise ModelError(
-                f"cannot load delegate {library} with {runtime}: {_detail(exc)}"
-            ) from exc
+            raise ModelError(f"cannot load delegate {library} with {runtime}: {text}")
         if missing:
             raise MissingDependencyError(
                 f"the Edge TPU library {library} is not installed; {EDGETPU_INSTALL_HINT}"
-            ) from exc
+            )
         devices = edgetpu_devices()
         if not devices:
             raise DataError(
                 f"no Edge TPU attached: {library} loaded but found no device (looked for USB "
                 "1a6e:089a / 18d1:9302 and /dev/apex_*); plug in the Coral and check `lsusb`"
-            ) from exc
+            )
         raise ModelError(
             f"{library} is installed and an Edge TPU is attached ({devices[0]}), but the "
             f"delegate could not be created with {runtime}: libedgetpu is built against one "
             "TFLite version; use the interpreter that matches it (e.g. tflite-runtime from "
-            f"Coral's repository) ({_detail(exc)})"
-        ) from exc
+            f"Coral's repository) ({text})"
+        )
     return delegate, f"{spec} ({library})"
 
 
