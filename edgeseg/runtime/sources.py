@@ -310,7 +310,11 @@ class VideoFile:
         width = int(cap.get(cv.CAP_PROP_FRAME_WIDTH))
         height = int(cap.get(cv.CAP_PROP_FRAME_HEIGHT))
         fps = float(cap.get(cv.CAP_PROP_FPS) or 0.0)
-        self._n = self._count_frames(int(cap.get(cv.CAP_PROP_FRAME_COUNT)))
+        self.fps: float | None = fps if fps > 0 else None
+        # The container's frame count (0 when it has none): more than len(self) means the file
+        # is truncated or damaged, which a stream reports as a warning.
+        self.container_frames = max(int(cap.get(cv.CAP_PROP_FRAME_COUNT)), 0)
+        self._n = self._count_frames(self.container_frames)
         if self._n == 0:
             self.close()
             raise DataError(f"cannot decode any frame of {self._path}")
