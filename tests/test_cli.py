@@ -22,7 +22,17 @@ def _imported_after(code: str) -> set[str]:
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["eval", "--help"], []])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["train", "--help"],
+        ["eval", "--help"],
+        ["convert", "--help"],
+        ["run", "--help"],
+        [],
+    ],
+)
 def test_help_imports_no_heavy_library(argv: list[str]) -> None:
     code = (
         "import sys\n"

@@ -13,6 +13,7 @@ from edgeseg.cli import calib as calib_cmd
 from edgeseg.cli import convert as convert_cmd
 from edgeseg.cli import eval as eval_cmd
 from edgeseg.cli import inspect as inspect_cmd
+from edgeseg.cli import run as run_cmd
 from edgeseg.cli import samples as samples_cmd
 from edgeseg.cli import train as train_cmd
 
@@ -46,6 +47,7 @@ app.command("train")(train_cmd.train)
 app.command("eval")(eval_cmd.eval_)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("convert")(convert_cmd.convert)
+app.command("run")(run_cmd.run)
 app.add_typer(calib_cmd.calib_app, name="calib")
 
 

@@ -1,0 +1,376 @@
+"""Outputs of `edgeseg run`: video, label maps, CSV, window and the MJPEG HTTP stream."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import http.client
+import json
+import shutil
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import DataError, MissingDependencyError
+from edgeseg.imageio import read_image
+from edgeseg.runtime import sinks
+from edgeseg.runtime.sinks import (
+    CSV_FIELDS,
+    CsvSink,
+    MaskSink,
+    MjpegServer,
+    VideoSink,
+    WindowSink,
+    parse_stream_address,
+)
+
+cv2 = pytest.importorskip("cv2")
+
+RED = (230, 30, 30)
+
+
+def rendered(i: int = 0, h: int = 48, w: int = 64) -> np.ndarray:
+    """A gray frame with a red block (where an overlay would be) and a moving bright bar."""
+    frame = np.full((h, w, 3), 90, np.uint8)
+    frame[8:32, 8:32] = RED
+    frame[:, (40 + 2 * i) % w] = 250
+    return frame
+
+
+def labels_for(h: int = 48, w: int = 64) -> np.ndarray:
+    labels = np.zeros((h, w), np.uint8)
+    labels[8:32, 8:32] = 1
+    labels[40:44, 50:60] = 2
+    return labels
+
+
+RECORD = {"frame": 0, "inference_ms": 12.3456789, "objects": 2, "dropped": 0}
+
+
+# ---------------------------------------------------------------------------- video
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return frames
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_video_round_trip(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / "out" / f"run{suffix}"
+    with VideoSink(path, fps=10) as sink:
+        for i in range(5):
+            sink.write(i, rendered(i), labels_for(), RECORD)
+        sink.write(5, rendered(5, 96, 128), labels_for(96, 128), RECORD)  # another size
+        sink.write(6, rendered(6, 30, 40), labels_for(30, 40), RECORD)
+    assert sink.frames == 7
+    assert len(sink.warnings) == 1 and "resized" in sink.warnings[0]
+    frames = read_video(path)
+    assert len(frames) == 7
+    assert all(f.shape == (48, 64, 3) for f in frames)
+    block = frames[2][12:28, 12:28].reshape(-1, 3).mean(axis=0)
+    assert np.abs(block - RED).max() < 40  # colours survive RGB → BGR → codec → RGB
+    assert np.abs(frames[2][40:46, 2:6].mean() - 90) < 20
+    sink.close()  # idempotent
+    with pytest.raises(DataError, match="closed"):
+        sink.write(7, rendered(), labels_for(), RECORD)
+
+
+def test_video_frame_rate_set_later(tmp_path: Path) -> None:
+    sink = VideoSink(tmp_path / "late.avi", fps=0)
+    sink.fps = 7.0  # as `edgeseg run` does once the camera reports its rate
+    for i in range(3):
+        sink.write(i, rendered(i), labels_for(), RECORD)
+    sink.close()
+    cap = cv2.VideoCapture(str(tmp_path / "late.avi"))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(7.0, abs=0.1)
+    cap.release()
+
+
+def test_video_bad_paths(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"\.mp4 or \.avi"):
+        VideoSink(tmp_path / "run.xyz", fps=10)
+    (tmp_path / "folder.mp4").mkdir()
+    with pytest.raises(DataError, match="folder"):
+        VideoSink(tmp_path / "folder.mp4", fps=10)
+    with pytest.raises(DataError, match="frame rate"):
+        VideoSink(tmp_path / "run.avi", fps=-1)
+    VideoSink(tmp_path / "unused.mp4", fps=10).close()  # nothing written: no file, no error
+    assert not (tmp_path / "unused.mp4").exists()
+
+
+def test_video_folder_removed_while_recording(tmp_path: Path) -> None:
+    folder = tmp_path / "rec"
+    sink = VideoSink(folder / "run.avi", fps=10)
+    sink.write(0, rendered(), labels_for(), RECORD)
+    shutil.rmtree(folder)
+    with pytest.raises(DataError, match="removed"):
+        sink.write(1, rendered(1), labels_for(), RECORD)
+    with pytest.raises(DataError):
+        sink.close()
+
+
+def test_video_mp4_writer_that_cannot_open_names_avi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed_writer = SimpleNamespace(isOpened=lambda: False, release=lambda: None)
+    monkeypatch.setattr(VideoSink, "_open_writer", lambda self, *a: closed_writer)
+    with pytest.raises(DataError, match=r"\.avi"):
+        VideoSink(tmp_path / "run.mp4", fps=10)
+
+
+# ---------------------------------------------------------------------------- masks
+
+
+@pytest.mark.parametrize("fmt", ["png", "tif"])
+def test_masks_lossless_round_trip(tmp_path: Path, fmt: str) -> None:
+    folder = tmp_path / "masks" / "nested"
+    labels = labels_for()
+    with MaskSink(folder, fmt=fmt) as sink:
+        sink.write(7, rendered(), labels, RECORD)
+        sink.write(123456, rendered(), labels * 0, RECORD)
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [f"000007.{fmt}", f"123456.{fmt}"]  # no partial files left behind
+    back = read_image(folder / f"000007.{fmt}")
+    assert back.dtype == np.uint8
+    np.testing.assert_array_equal(back, labels)
+
+
+def test_masks_errors(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DataError, match="is a file"):
+        MaskSink(tmp_path / "afile")
+    with pytest.raises(DataError, match="png or tif"):
+        MaskSink(tmp_path / "m", fmt="jpg")
+    sink = MaskSink(tmp_path / "gone")
+    sink.write(0, rendered(), labels_for(), RECORD)
+    shutil.rmtree(tmp_path / "gone")
+    with pytest.raises(DataError, match="cannot write mask"):
+        sink.write(1, rendered(), labels_for(), RECORD)
+    with pytest.raises(DataError, match="uint8"):
+        sink.write(2, rendered(), labels_for().astype(np.float32), RECORD)
+
+
+# ---------------------------------------------------------------------------- CSV
+
+
+def test_csv_rows_complete_and_flushed(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "run.csv"
+    sink = CsvSink(path)
+    for i in range(3):
+        sink.write(i, rendered(), labels_for(), {**RECORD, "frame": i, "extra": "ignored"})
+    # Readable before close: every row is flushed as it is written.
+    rows = list(csv.DictReader(path.open(newline="")))
+    assert len(rows) == 3 and list(rows[0]) == list(CSV_FIELDS)
+    assert [r["frame"] for r in rows] == ["0", "1", "2"]
+    assert float(rows[1]["inference_ms"]) == pytest.approx(12.3457)
+    assert rows[2]["objects"] == "2" and rows[2]["latency_ms"] == ""
+    sink.close()
+    sink.close()
+    assert len(path.read_text().splitlines()) == 4
+
+
+def test_csv_custom_fields_and_numpy_values(tmp_path: Path) -> None:
+    path = tmp_path / "run.csv"
+    with CsvSink(path, ("frame", "timestamp_s", "objects")) as sink:
+        sink.write(0, rendered(), labels_for(), {"frame": np.int64(4), "timestamp_s": 0.5,
+                                                  "objects": np.int32(3)})  # fmt: skip
+        sink.write(1, rendered(), labels_for(), {"frame": 5, "timestamp_s": float("nan")})
+    rows = list(csv.reader(path.open(newline="")))
+    assert rows == [["frame", "timestamp_s", "objects"], ["4", "0.5", "3"], ["5", "", ""]]
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(DataError, match="folder"):
+        CsvSink(tmp_path / "dir.csv")
+
+
+# ---------------------------------------------------------------------------- window
+
+
+def test_window_without_gui_is_a_clean_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    if sinks._has_gui(cv2):
+        pytest.skip("this OpenCV has windows")
+    with pytest.raises(MissingDependencyError, match=r"pip install 'edgeseg\[gui\]'") as info:
+        WindowSink("test")
+    assert "--headless" in str(info.value) and "\n" not in str(info.value)
+
+
+def fake_cv2(keys: list[int]) -> SimpleNamespace:
+    calls: list[str] = []
+    return SimpleNamespace(
+        calls=calls,
+        error=cv2.error,
+        getBuildInformation=lambda: "  GUI:                           GTK3\n",
+        WINDOW_NORMAL=0,
+        WND_PROP_VISIBLE=4,
+        COLOR_RGB2BGR=cv2.COLOR_RGB2BGR,
+        cvtColor=cv2.cvtColor,
+        namedWindow=lambda title, flags: calls.append("named"),
+        imshow=lambda title, frame: calls.append("show"),
+        waitKey=lambda delay: keys.pop(0) if keys else -1,
+        getWindowProperty=lambda title, prop: 1.0,
+        destroyWindow=lambda title: calls.append("destroy"),
+    )
+
+
+def test_window_without_display_is_a_clean_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sinks, "cv2", lambda: fake_cv2([]))
+    monkeypatch.setattr(sinks.sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(DataError, match="no display") as info:
+        WindowSink("test")
+    assert "--headless" in str(info.value)
+
+
+def test_window_quits_on_q_or_escape(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in (ord("q"), 27):
+        fake = fake_cv2([-1, key])
+        monkeypatch.setattr(sinks, "cv2", lambda fake=fake: fake)
+        monkeypatch.setenv("DISPLAY", ":0")
+        with WindowSink("test") as window:
+            window.write(0, rendered(), labels_for(), RECORD)
+            assert not window.quit_requested
+            window.write(1, rendered(), labels_for(), RECORD)
+            assert window.quit_requested
+        window.close()
+        assert fake.calls == ["named", "show", "show", "destroy"]
+
+
+# ---------------------------------------------------------------------------- MJPEG
+
+
+def get(url: str) -> tuple[int, str, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.headers["Content-Type"], r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], b""
+
+
+def read_part(response: http.client.HTTPResponse) -> bytes:
+    """One JPEG from a multipart/x-mixed-replace body."""
+    line = response.fp.readline()
+    while line.strip() == b"":
+        line = response.fp.readline()
+    assert line.strip() == b"--edgesegframe"
+    headers = {}
+    while (line := response.fp.readline().strip()) != b"":
+        key, _, value = line.decode().partition(":")
+        headers[key.strip().lower()] = value.strip()
+    assert headers["content-type"] == "image/jpeg"
+    return response.fp.read(int(headers["content-length"]))
+
+
+def decode(jpeg: bytes) -> np.ndarray:
+    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def test_mjpeg_page_frame_stats_and_stream() -> None:
+    with MjpegServer(port=0) as server:
+        assert server.port > 0 and server.url == f"http://127.0.0.1:{server.port}/"
+        status, ctype, body = get(server.url)
+        assert status == 200 and ctype.startswith("text/html")
+        assert b"/stream.mjpg" in body and b"/stats.json" in body
+        assert get(server.url + "frame.jpg")[0] == 503  # nothing written yet
+        assert json.loads(get(server.url + "stats.json")[2]) == {}
+        assert get(server.url + "nothing")[0] == 404
+
+        server.write(0, rendered(0), labels_for(), {**RECORD, "latency_ms": float("nan")})
+        status, ctype, body = get(server.url + "frame.jpg")
+        assert status == 200 and ctype == "image/jpeg"
+        frame = decode(body)
+        assert frame.shape == (48, 64, 3)
+        assert np.abs(frame[12:28, 12:28].reshape(-1, 3).mean(0) - RED).max() < 30
+        stats = json.loads(get(server.url + "stats.json")[2])
+        assert stats["objects"] == 2 and stats["latency_ms"] is None
+
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", "/stream.mjpg")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        first = decode(read_part(response))  # the newest frame, sent at once
+        assert first.shape == (48, 64, 3)
+        server.write(1, rendered(1, 60, 80), labels_for(60, 80), {**RECORD, "frame": 1})
+        second = decode(read_part(response))
+        assert second.shape == (60, 80, 3)
+        conn.close()
+    server.close()  # idempotent
+    with pytest.raises(DataError, match="closed"):
+        server.write(2, rendered(), labels_for(), RECORD)
+
+
+def test_mjpeg_slow_client_does_not_block_and_close_releases_it() -> None:
+    server = MjpegServer(port=0, quality=95)
+    noise = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    frame_bytes = len(cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 95])[1])
+    server.write(0, noise, np.zeros((240, 320), np.uint8), RECORD)
+    client = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert client.recv(12).startswith(b"HTTP/1")  # connected, and then reads nothing more
+    for i in range(30):  # far more than the socket buffers hold: write() must not wait
+        server.write(i, np.roll(noise, i, axis=1), np.zeros((240, 320), np.uint8), RECORD)
+    server.close()
+    received = 0
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := client.recv(1 << 16):  # ends because close() released the client
+            received += len(chunk)
+    client.close()
+    assert received < 5 * frame_bytes  # a frame or two, never the backlog of 30
+
+
+def test_mjpeg_port_in_use() -> None:
+    first = MjpegServer(port=0)
+    try:
+        with pytest.raises(DataError, match=f"port {first.port} is in use on 127.0.0.1"):
+            MjpegServer(port=first.port)
+    finally:
+        first.close()
+    with pytest.raises(DataError, match="quality"):
+        MjpegServer(port=0, quality=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("8080", ("127.0.0.1", 8080)),
+        (" 0 ", ("127.0.0.1", 0)),
+        ("0.0.0.0:8080", ("0.0.0.0", 8080)),
+        ("localhost:9000", ("localhost", 9000)),
+        ("[::1]:8080", ("::1", 8080)),
+    ],
+)
+def test_parse_stream_address(text: str, expected: tuple[str, int]) -> None:
+    assert parse_stream_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "http", "70000", ":8080", "::1", "[::1]", "a:b", "1:2:3"])
+def test_parse_stream_address_errors(text: str) -> None:
+    with pytest.raises(DataError, match="stream address"):
+        parse_stream_address(text)
+
+
+def test_mjpeg_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        server = MjpegServer(host="::1", port=0)
+    except DataError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    with server:
+        assert server.url == f"http://[::1]:{server.port}/"
+        assert json.loads(get(server.url + "stats.json")[2]) == {}
