@@ -13,7 +13,7 @@ import numpy as np
 from edgeseg._optional import cv2
 from edgeseg.errors import DataError
 from edgeseg.model.metadata import ModelMetadata
-from edgeseg.runtime.preprocess import _PERCENTILE_PIXELS, drop_alpha
+from edgeseg.runtime.preprocess import drop_alpha, intensity_range
 
 __all__ = [
     "PALETTE",
@@ -125,29 +125,18 @@ def _stretch(x: np.ndarray, meta: ModelMetadata | None) -> np.ndarray:
 def _display_range(x: np.ndarray, meta: ModelMetadata | None) -> tuple[float, float]:
     """(lo, hi) intensities shown as black and white; the metadata's rule when given, as in
     :func:`edgeseg.runtime.preprocess.normalize` (same subsample, so the same numbers)."""
-    rule = meta.normalization if meta is not None else "percentile"
-    if rule == "scale":
-        if meta is not None and meta.input_max is not None:
-            return 0.0, float(meta.input_max)
-        if np.issubdtype(x.dtype, np.integer):
-            return 0.0, float(np.iinfo(x.dtype).max)
-        return 0.0, 1.0
-    if rule == "minmax":
-        sample = x
-    else:
-        # The model's own rule uses normalize's subsample (the same numbers); the default
-        # display stretch needs fewer pixels for a steady picture.
-        pixels = _PERCENTILE_PIXELS if meta is not None else _DISPLAY_PIXELS
-        step = max(1, int(np.sqrt(x.shape[0] * x.shape[1] / pixels)))
-        sample = x[::step, ::step]
+    if meta is not None:
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            x = np.where(np.isfinite(x), x, 0).astype(x.dtype)
+        return intensity_range(x, meta)
+    # Without metadata: a percentile stretch on a small subsample, steady enough for viewing.
+    step = max(1, int(np.sqrt(x.shape[0] * x.shape[1] / _DISPLAY_PIXELS)))
+    sample = x[::step, ::step]
     if sample.dtype.kind == "f" and not np.isfinite(sample).all():
         sample = sample[np.isfinite(sample)]
         if sample.size == 0:
             return 0.0, 1.0
-    if rule == "minmax":
-        return float(sample.min()), float(sample.max())
-    pct = meta.percentiles if meta is not None else DISPLAY_PERCENTILES
-    lo, hi = np.percentile(sample, pct)
+    lo, hi = np.percentile(sample, DISPLAY_PERCENTILES)
     return float(lo), float(hi)
 
 

@@ -35,19 +35,11 @@ from edgeseg.runtime.postprocess import (
     remove_small_objects,
 )
 from edgeseg.runtime.preprocess import prepare
+from edgeseg.runtime.sinks import CSV_FIELDS
 from edgeseg.runtime.tiling import TileGrid, extract_tiles, plan_tiles, stitch_tiles
 
-CSV_FIELDS = (
-    "frame",
-    "timestamp_s",
-    "preprocess_ms",
-    "inference_ms",
-    "postprocess_ms",
-    "render_ms",
-    "latency_ms",
-    "objects",
-    "dropped",
-)
+__all__ = ["CSV_FIELDS", "RenderOptions", "RunSummary", "Segmenter", "run_pipeline"]
+
 STAGES = ("preprocess", "inference", "postprocess", "render")
 
 
@@ -311,6 +303,7 @@ def run_pipeline(
                 sink.close()
             except Exception as exc:  # one failing sink must not keep the others open
                 summary.warnings.append(f"warning: closing {type(sink).__name__}: {exc}")
+            summary.warnings += [f"warning: {w}" for w in getattr(sink, "warnings", [])]
     summary.dropped = getattr(capture, "dropped", 0)
     if getattr(capture, "error", None) is not None:
         summary.error = str(capture.error)

@@ -25,26 +25,30 @@ def drop_alpha(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def normalize(image: np.ndarray, meta: ModelMetadata) -> np.ndarray:
-    """uint8/uint16/float array (any shape) → float32 in about [0, 1] by the metadata's rule."""
-    x = image.astype(np.float32, copy=False)
+def intensity_range(image: np.ndarray, meta: ModelMetadata) -> tuple[float, float]:
+    """(lo, hi): the intensities the metadata's rule maps to 0 and 1 for this frame."""
     if meta.normalization == "scale":
         if meta.input_max is not None:
-            top = float(meta.input_max)
-        elif np.issubdtype(image.dtype, np.integer):
-            top = float(np.iinfo(image.dtype).max)
-        else:
-            top = 1.0  # float frames are taken to be in [0, 1] already
-        return x * np.float32(1.0 / top)
+            return 0.0, float(meta.input_max)
+        if np.issubdtype(image.dtype, np.integer):
+            return 0.0, float(np.iinfo(image.dtype).max)
+        return 0.0, 1.0  # float frames are taken to be in [0, 1] already
     if meta.normalization == "percentile":
         # A strided subsample keeps this cheap on 2048² frames; the result is deterministic,
         # so eval, calibration and the runtime still agree exactly.
-        step = max(1, int(np.sqrt(x.shape[0] * x.shape[1] / _PERCENTILE_PIXELS)))
-        lo, hi = np.percentile(x[::step, ::step], meta.percentiles)
-    else:  # minmax
-        lo, hi = float(x.min()), float(x.max())
-    scale = 1.0 / max(float(hi - lo), 1e-6)
-    return (x - np.float32(lo)) * np.float32(scale)
+        step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / _PERCENTILE_PIXELS)))
+        lo, hi = np.percentile(image[::step, ::step], meta.percentiles)
+        return float(lo), float(hi)
+    return float(image.min()), float(image.max())  # minmax
+
+
+def normalize(image: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+    """uint8/uint16/float array (any shape) → float32 in about [0, 1] by the metadata's rule."""
+    lo, hi = intensity_range(image, meta)
+    x = image.astype(np.float32, copy=False)
+    if lo == 0.0:
+        return x * np.float32(1.0 / max(hi, 1e-6))
+    return (x - np.float32(lo)) * np.float32(1.0 / max(hi - lo, 1e-6))
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:

@@ -51,16 +51,14 @@ __all__ = [
     "parse_stream_address",
 ]
 
-# The default CSV columns; the pipeline may pass its own list.
+# The per-frame CSV columns the pipeline writes (a caller may pass its own list).
 CSV_FIELDS = (
     "frame",
-    "timestamp",
-    "capture_ms",
+    "timestamp_s",
     "preprocess_ms",
     "inference_ms",
     "postprocess_ms",
     "render_ms",
-    "total_ms",
     "latency_ms",
     "objects",
     "dropped",
