@@ -96,3 +96,27 @@ def test_prepare_refuses_two_channel_frames() -> None:
         prepare(np.zeros((8, 8, 2), np.uint16), RGB)
     with pytest.raises(DataError, match="shape"):
         prepare(np.zeros((2, 8, 8, 3), np.uint8), RGB)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("normalization", ["scale", "percentile", "minmax"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_prepare_quantized_equals_prepare_then_quantize(
+    dtype: type, normalization: str, channels: int
+) -> None:
+    from edgeseg.runtime.preprocess import prepare_quantized
+    from edgeseg.runtime.quant import TensorInfo, quantize
+
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, np.iinfo(dtype).max, size=(40, 48), dtype=dtype)
+    order = "GRAY" if channels == 1 else "RGB"
+    meta = GRAY.with_updates(normalization=normalization, channels=channels, channel_order=order)
+    for info in (
+        TensorInfo("x", 0, (1, 32, 32, channels), "int8", scale=1 / 255, zero_point=-128),
+        TensorInfo("x", 0, (1, 32, 32, channels), "uint8", scale=0.0041, zero_point=3),
+    ):
+        direct = prepare_quantized(frame, meta, info)
+        assert direct is not None and direct.dtype == np.dtype(info.dtype)
+        np.testing.assert_array_equal(direct, quantize(prepare(frame, meta), info))
+    floats = TensorInfo("x", 0, (1, 32, 32, channels), "float32")
+    assert prepare_quantized(frame, meta, floats) is None

@@ -138,9 +138,8 @@ def run(
         **metadata_flags(input_size, normalization, input_max, threshold, None, channel_order),
     )
     tile = (embedded is not None) if resize is None else not resize
-    segmenter = Segmenter(
-        backend.predict, meta, resize=not tile, overlap=overlap, min_area=min_area
-    )
+    options = {"resize": not tile, "overlap": overlap, "min_area": min_area}
+    segmenter = Segmenter.for_backend(backend, meta, **options)
 
     sinks: list = []
     stream_obj = None
@@ -184,10 +183,7 @@ def run(
         per = threads or max(1, cores // workers)
         # One interpreter per worker, each with its share of the cores.
         pool = [TFLiteBackend(backend.path, threads=per) for _ in range(workers)]
-        segmenters = [
-            Segmenter(b.predict, meta, resize=not tile, overlap=overlap, min_area=min_area)
-            for b in pool
-        ]
+        segmenters = [Segmenter.for_backend(b, meta, **options) for b in pool]
         chosen = f"CPU (XNNPACK), {workers} interpreters x {per} thread(s) via {backend.runtime}"
     err.print(
         f"{info.description} → {model.name} on {chosen}; "

@@ -228,6 +228,15 @@ class TFLiteBackend:
                 f"{self.path}: its {self.input.dtype} input has no quantization parameters, "
                 "so float tiles cannot be mapped to it"
             )
+        return self.predict_raw(quantize(tiles, self.input))
+
+    def predict_raw(self, tiles: np.ndarray) -> np.ndarray:
+        """Tiles already in the model's input dtype (n, H, W, C) → float32 (n, h, w, K).
+
+        For callers that quantize frames straight to the model's integer input (a lookup
+        table per frame, :func:`edgeseg.runtime.preprocess.prepare_quantized`).
+        """
+        _, h, w, c = self.input.shape
         n, b = len(tiles), self.batch_size
         result = np.empty((n, *self.output.shape[1:]), dtype=np.float32)
         for start in range(0, n, b):
@@ -235,7 +244,7 @@ class TFLiteBackend:
             k = len(chunk)
             if k < b:
                 chunk = np.concatenate([chunk, np.zeros((b - k, h, w, c), chunk.dtype)])
-            raw = self.invoke(quantize(chunk, self.input))
+            raw = self.invoke(chunk)
             result[start : start + k] = dequantize(raw[:k], self.output)
         return result
 

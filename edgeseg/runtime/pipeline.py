@@ -34,7 +34,7 @@ from edgeseg.runtime.postprocess import (
     object_stats,
     remove_small_objects,
 )
-from edgeseg.runtime.preprocess import prepare
+from edgeseg.runtime.preprocess import prepare, prepare_quantized
 from edgeseg.runtime.sinks import CSV_FIELDS
 from edgeseg.runtime.tiling import TileGrid, extract_tiles, plan_tiles, stitch_tiles
 
@@ -71,13 +71,23 @@ class Segmenter:
         resize: bool = False,
         overlap: int = 32,
         min_area: int = 0,
+        raw: tuple[Any, Callable[[np.ndarray], np.ndarray]] | None = None,
     ) -> None:
         self.predict = predict
+        # (input TensorInfo, predict_raw) of an integer model: frames are quantized straight
+        # to its input through a lookup table, with no float copy of the frame.
+        self.raw = raw
         self.meta = meta
         self.resize = resize
         self.overlap = min(overlap, max(0, min(meta.output_size) // 2 - 1))
         self.min_area = min_area
         self._grids: dict[tuple[int, int], TileGrid] = {}
+
+    @classmethod
+    def for_backend(cls, backend: Any, meta: ModelMetadata, **options: Any) -> Segmenter:
+        """A segmenter over a :class:`~edgeseg.runtime.backends.TFLiteBackend`."""
+        raw = (backend.input, backend.predict_raw) if backend.input.quantized else None
+        return cls(backend.predict, meta, raw=raw, **options)
 
     def _grid(self, shape: tuple[int, int]) -> TileGrid:
         grid = self._grids.get(shape)
@@ -88,7 +98,14 @@ class Segmenter:
 
     def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, ObjectStats, dict[str, float]]:
         t0 = time.perf_counter()
-        x = prepare(frame, self.meta)
+        predict = self.predict
+        x = None
+        if self.raw is not None and not self.resize:
+            x = prepare_quantized(frame, self.meta, self.raw[0])
+            if x is not None:
+                predict = self.raw[1]
+        if x is None:
+            x = prepare(frame, self.meta)
         h, w = x.shape[:2]
         if self.resize:
             from edgeseg._optional import cv2
@@ -100,7 +117,7 @@ class Segmenter:
             grid = self._grid((h, w))
             tiles = extract_tiles(x, grid)
         t1 = time.perf_counter()
-        out = self.predict(tiles)
+        out = predict(tiles)
         t2 = time.perf_counter()
         if self.resize:
             from edgeseg._optional import cv2

@@ -10,6 +10,7 @@ import numpy as np
 
 from edgeseg.errors import DataError
 from edgeseg.model.metadata import ModelMetadata
+from edgeseg.runtime.quant import TensorInfo, quantize
 
 # ITU-R BT.601 luma, the weights OpenCV uses for RGB → gray.
 _PERCENTILE_PIXELS = 512 * 512
@@ -45,10 +46,42 @@ def intensity_range(image: np.ndarray, meta: ModelMetadata) -> tuple[float, floa
 def normalize(image: np.ndarray, meta: ModelMetadata) -> np.ndarray:
     """uint8/uint16/float array (any shape) → float32 in about [0, 1] by the metadata's rule."""
     lo, hi = intensity_range(image, meta)
-    x = image.astype(np.float32, copy=False)
+    return _apply_range(image.astype(np.float32, copy=False), lo, hi)
+
+
+def _apply_range(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     if lo == 0.0:
         return x * np.float32(1.0 / max(hi, 1e-6))
     return (x - np.float32(lo)) * np.float32(1.0 / max(hi - lo, 1e-6))
+
+
+def prepare_quantized(
+    image: np.ndarray, meta: ModelMetadata, info: TensorInfo
+) -> np.ndarray | None:
+    """A uint8/uint16 frame straight to an integer model's input: (H, W, C) of ``info.dtype``.
+
+    One lookup table per frame maps every possible pixel value through the normalization and
+    the input quantization at once, with the same float arithmetic as ``prepare`` followed
+    by ``quantize`` (so the result is identical) but without a float copy of the frame.
+    Returns None where floats are needed anyway: float frames, float models, and RGB frames
+    for a gray model (luma mixes channels).
+    """
+    if not info.quantized or image.dtype not in (np.uint8, np.uint16):
+        return None
+    img = drop_alpha(image)
+    c = 1 if img.ndim == 2 else img.shape[2]
+    if c != meta.channels and not (c == 1 and meta.channels == 3):
+        return None
+    lo, hi = intensity_range(img, meta)
+    values = np.arange(np.iinfo(img.dtype).max + 1, dtype=np.float32)
+    q = quantize(_apply_range(values, lo, hi), info)[img]
+    if q.ndim == 2:
+        q = q[..., None]
+    if q.shape[2] != meta.channels:
+        q = np.repeat(q, meta.channels, axis=2)
+    elif meta.channel_order == "BGR":
+        q = q[..., ::-1]
+    return np.ascontiguousarray(q)
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
