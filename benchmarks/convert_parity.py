@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "isbi2012"
+from isbi import DATA, split
+
 RECIPES = ("fp32", "fp16", "int8")
 
 
@@ -53,18 +53,10 @@ def probe(path: str, threads: int, warmup: int, runs: int) -> None:
     print(json.dumps({"median_ms": statistics.median(times), "runtime": backend.runtime}))
 
 
-def split_folder(src: Path, dst: Path, ids: range) -> Path:
-    for sub in ("images", "masks"):
-        (dst / sub).mkdir(parents=True)
-        for i in ids:
-            (dst / sub / f"{i}.png").symlink_to((src / sub / f"{i}.png").resolve())
-    return dst
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, help="a U-Net trained on ISBI slices 0-23")
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=30, help="timed invocations per process")
@@ -79,8 +71,7 @@ def main() -> int:
         print(f"ISBI 2012 data not found at {args.data}", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="parity-bench-"))
-    train_dir = split_folder(args.data, tmp / "train", range(0, 24))
-    test_dir = split_folder(args.data, tmp / "test", range(24, 30))
+    train_dir, test_dir = split(args.data, tmp)
     edgeseg = [sys.executable, "-m", "edgeseg.cli.main"]
     model = args.model
     if model is None:

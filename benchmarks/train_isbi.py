@@ -21,21 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "isbi2012"
-
-
-def split_folder(src: Path, dst: Path, ids: range) -> Path:
-    for sub in ("images", "masks"):
-        (dst / sub).mkdir(parents=True)
-        for i in ids:
-            (dst / sub / f"{i}.png").symlink_to((src / sub / f"{i}.png").resolve())
-    return dst
+from isbi import DATA, split
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--minutes", type=float, default=13.0, help="training budget per seed")
     ap.add_argument("--keep", type=Path, default=None, help="keep models in this folder")
@@ -45,8 +36,7 @@ def main() -> int:
         print(f"ISBI 2012 data not found at {args.data}", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="isbi-bench-"))
-    train_dir = split_folder(args.data, tmp / "train", range(0, 24))
-    test_dir = split_folder(args.data, tmp / "test", range(24, 30))
+    train_dir, test_dir = split(args.data, tmp)
     out_dir = args.keep or tmp
     out_dir.mkdir(parents=True, exist_ok=True)
     edgeseg = [sys.executable, "-m", "edgeseg.cli.main"]

@@ -24,6 +24,7 @@ pixel of the other; the distances of both directions are pooled and the 95th per
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -344,3 +345,21 @@ def _hd95(p: np.ndarray, t: np.ndarray, spacing: float) -> float:
         [distance_to(t_surface)[p_surface], distance_to(p_surface)[t_surface]]
     )
     return float(np.percentile(distances.astype(np.float64), 95)) * spacing
+
+
+def foreground_overlap(
+    predicted: Sequence[np.ndarray], reference: Sequence[np.ndarray], num_classes: int
+) -> tuple[float, float]:
+    """(Dice, IoU) pooled over all pixels of all label maps, averaged over foreground classes.
+
+    Label maps hold class indices; the foreground classes are 1 for a one-class model and
+    1..K-1 for K classes.
+    """
+    classes = [1] if num_classes == 1 else list(range(1, num_classes))
+    scores = []
+    for c in classes:
+        acc = PooledScores()
+        for p, r in zip(predicted, reference, strict=True):
+            acc.add(p == c, r == c)
+        scores.append(acc.result())
+    return float(np.mean([s.dice for s in scores])), float(np.mean([s.iou for s in scores]))

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.metrics import PooledScores
+from edgeseg.metrics import foreground_overlap
 from edgeseg.model.metadata import ModelMetadata
 from edgeseg.model.predict import segment
 
@@ -138,13 +138,4 @@ def overlap(
     predicted: Sequence[np.ndarray], reference: Sequence[np.ndarray], meta: ModelMetadata
 ) -> Overlap:
     """Dice/IoU pooled over all pixels, averaged over foreground classes."""
-    classes = [1] if meta.num_classes == 1 else list(range(1, meta.num_classes))
-    scores = []
-    for c in classes:
-        acc = PooledScores()
-        for p, r in zip(predicted, reference, strict=True):
-            acc.add(p == c, r == c)
-        scores.append(acc.result())
-    return Overlap(
-        float(np.mean([s.dice for s in scores])), float(np.mean([s.iou for s in scores]))
-    )
+    return Overlap(*foreground_overlap(predicted, reference, meta.num_classes))

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeseg._optional import keras
 from edgeseg.errors import DataError
-from edgeseg.metrics import PooledScores
+from edgeseg.metrics import foreground_overlap
 from edgeseg.model.metadata import ModelMetadata, class_names_for, write_sidecar
 from edgeseg.model.predict import probabilities
 from edgeseg.model.unet import UNetConfig, build_unet
@@ -172,15 +172,11 @@ def validate(model: Any, val: LabelledSet, meta: ModelMetadata) -> tuple[float, 
     def predict(tiles: np.ndarray) -> np.ndarray:
         return np.asarray(model(tiles, training=False))
 
-    n_fg = 1 if meta.num_classes == 1 else meta.num_classes - 1
-    pooled = [PooledScores() for _ in range(n_fg)]
-    for image, target in zip(val.images, val.targets, strict=True):
-        prob = probabilities(image, predict, meta, prepared=True)
-        labels = labels_from_probabilities(prob, meta)
-        for c, acc in enumerate(pooled, start=1):
-            acc.add(labels == c, target == c)
-    results = [p.result() for p in pooled]
-    return float(np.mean([r.dice for r in results])), float(np.mean([r.iou for r in results]))
+    predicted = [
+        labels_from_probabilities(probabilities(image, predict, meta, prepared=True), meta)
+        for image in val.images
+    ]
+    return foreground_overlap(predicted, val.targets, meta.num_classes)
 
 
 def train(
