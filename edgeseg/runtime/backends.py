@@ -27,7 +27,9 @@ from edgeseg.model.metadata import ModelMetadata
 from edgeseg.runtime.quant import TensorInfo, dequantize, quantize
 
 __all__ = [
+    "OnnxBackend",
     "TFLiteBackend",
+    "choose_providers",
     "cpu_sibling",
     "edgetpu_devices",
     "interpreter_class",
@@ -470,6 +472,15 @@ def open_backend(
     itself, for a delegate library) runs on the CPU instead.
     """
     path = Path(model_path)
+    if path.suffix.lower() == ".onnx":
+        provider = delegate if delegate in ("auto", *ORT_PROVIDERS) else None
+        if provider is None:
+            raise DataError(
+                f"--delegate {delegate} is for TFLite models; for ONNX use auto, "
+                + ", ".join(ORT_PROVIDERS)
+            )
+        onnx_backend = OnnxBackend(path, provider=provider, threads=threads)
+        return onnx_backend, onnx_backend.runtime  # type: ignore[return-value]
     choice = delegate
     if delegate == "auto":
         choice = "edgetpu" if path.stem.endswith("_edgetpu") else "cpu"
@@ -499,3 +510,171 @@ def open_backend(
             warn(f"warning: {exc}; falling back to {target.name} on the CPU")
         backend = TFLiteBackend(target, threads=threads)
         return backend, f"CPU fallback (XNNPACK) for {target.name} via {backend.runtime}"
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX Runtime (the Jetson path: TensorRT, then CUDA, then CPU execution providers)
+# --------------------------------------------------------------------------------------------
+
+ORT_PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+ORT_INSTALL_HINT = (
+    "on a Jetson install NVIDIA's onnxruntime-gpu wheel for your JetPack (PyPI has no aarch64 "
+    "GPU build); elsewhere pip install 'edgeseg[onnx]'"
+)
+
+
+def choose_providers(
+    available: list[str],
+    requested: str = "auto",
+    *,
+    trt_cache: str | Path | None = None,
+    trt_fp16: bool = False,
+) -> list[Any]:
+    """onnxruntime providers to ask for, best first, with their options.
+
+    ``auto``: TensorRT, then CUDA, then CPU, whichever are present (CPU is always last, as
+    the fallback for nodes the others do not take). ``tensorrt``/``cuda``/``cpu``: that one
+    (plus CPU), or a one-line error naming what this onnxruntime has.
+    """
+    if requested == "auto":
+        wanted = [p for p in ORT_PROVIDERS.values() if p in available]
+    elif requested in ORT_PROVIDERS:
+        name = ORT_PROVIDERS[requested]
+        if name not in available:
+            raise MissingDependencyError(
+                f"onnxruntime has no {name} here (it has {', '.join(available) or 'none'}); "
+                + ORT_INSTALL_HINT
+            )
+        wanted = [name] + (["CPUExecutionProvider"] if name != "CPUExecutionProvider" else [])
+    else:
+        raise DataError(
+            f"unknown ONNX provider {requested!r}; use auto, {', '.join(ORT_PROVIDERS)}"
+        )
+    if "CPUExecutionProvider" not in wanted:
+        wanted.append("CPUExecutionProvider")
+    result: list[Any] = []
+    for p in wanted:
+        if p == "TensorrtExecutionProvider":
+            options: dict[str, Any] = {"trt_fp16_enable": bool(trt_fp16)}
+            if trt_cache:
+                Path(trt_cache).mkdir(parents=True, exist_ok=True)
+                options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(trt_cache))
+            result.append((p, options))
+        else:
+            result.append(p)
+    return result
+
+
+class OnnxBackend:
+    """An .onnx image-to-mask model on onnxruntime, behind the same interface as TFLiteBackend."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        provider: str = "auto",
+        threads: int | None = None,
+        trt_cache: str | Path | None = None,
+        trt_fp16: bool = False,
+    ) -> None:
+        from edgeseg._optional import require
+
+        ort = require("onnxruntime")
+        self.path = Path(model_path)
+        if not self.path.is_file():
+            raise ModelError(f"model file not found: {self.path}")
+        providers = choose_providers(
+            ort.get_available_providers(), provider, trt_cache=trt_cache, trt_fp16=trt_fp16
+        )
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=providers
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise ModelError(f"{self.path} is not a valid ONNX model: {_detail(exc)}") from exc
+        self.provider = self.session.get_providers()[0]
+        self.runtime = f"onnxruntime {ort.__version__} ({self.provider})"
+        self.threads = threads
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        shapes_in = [tuple(d if isinstance(d, int) else -1 for d in i.shape) for i in inputs]
+        shapes_out = [tuple(d if isinstance(d, int) else -1 for d in o.shape) for o in outputs]
+        if (
+            len(inputs) != 1
+            or len(outputs) != 1
+            or len(shapes_in[0]) != 4
+            or len(shapes_out[0]) != 4
+            or inputs[0].type != "tensor(float)"
+        ):
+            raise ModelError(
+                f"{self.path} is not an image-to-mask model: input shape "
+                f"{_fmt_shapes(list(shapes_in))}, output shape {_fmt_shapes(list(shapes_out))}"
+            )
+        b, h, w, c = shapes_in[0]
+        if min(h, w, c) < 1:
+            raise ModelError(
+                f"{self.path} has a dynamic input size {_fmt_shape(shapes_in[0])}; export it "
+                "with a fixed tile size"
+            )
+        self.input = TensorInfo(inputs[0].name, 0, (max(b, 1), h, w, c), "float32")
+        out = tuple(max(d, 1) if i == 0 else d for i, d in enumerate(shapes_out[0]))
+        self.output = TensorInfo(outputs[0].name, 0, out, "float32")
+        self._metadata: ModelMetadata | None = None
+        self._metadata_read = False
+
+    @property
+    def batch_size(self) -> int:
+        return self.input.shape[0]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return (self.input.shape[1], self.input.shape[2])
+
+    def invoke(self, x: np.ndarray) -> np.ndarray:
+        """One raw inference of float32 (B, H, W, C); returns (B, h, w, K)."""
+        try:
+            return self.session.run([self.output.name], {self.input.name: x})[0]
+        except Exception as exc:
+            raise ModelError(f"{self.path}: inference failed: {_detail(exc)}") from exc
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        """float32 (n, H, W, C) → float32 (n, h, w, K), ``batch_size`` tiles at a time."""
+        tiles = np.asarray(tiles, dtype=np.float32)
+        _, h, w, c = self.input.shape
+        if tiles.ndim != 4 or tiles.shape[1:] != (h, w, c):
+            raise DataError(
+                f"{self.path.name} takes tiles of shape (n, {h}, {w}, {c}), "
+                f"got {_fmt_shape(tiles.shape)}"
+            )
+        b = self.batch_size
+        out = []
+        for start in range(0, len(tiles), b):
+            chunk = tiles[start : start + b]
+            k = len(chunk)
+            if k < b:
+                chunk = np.concatenate([chunk, np.zeros((b - k, h, w, c), np.float32)])
+            out.append(np.asarray(self.invoke(chunk), np.float32)[:k])
+        return np.concatenate(out) if out else np.empty((0, *self.output.shape[1:]), np.float32)
+
+    predict_raw = predict
+
+    def metadata(self) -> ModelMetadata | None:
+        """edgeseg metadata from the model's ``metadata_props`` (key ``edgeseg``), or None."""
+        if not self._metadata_read:
+            import json
+
+            text = self.session.get_modelmeta().custom_metadata_map.get("edgeseg")
+            if text:
+                try:
+                    self._metadata = ModelMetadata.from_dict(json.loads(text)["metadata"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise ModelError(f"{self.path}: unreadable edgeseg metadata: {exc}") from exc
+            self._metadata_read = True
+        return self._metadata

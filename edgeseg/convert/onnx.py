@@ -1,0 +1,81 @@
+"""Keras / SavedModel → ONNX (static batch 1, a current opset) for TensorRT on a Jetson.
+
+On a Jetson the TFLite GPU delegate is slower than the CPU; TensorRT runs ONNX models, through
+onnxruntime's TensorRT or CUDA execution providers. The export goes through ``tf2onnx`` from a
+traced TensorFlow function of the model, with the same static batch-1 tile input as every
+TFLite artefact. edgeseg's metadata travels in the model's ``metadata_props`` under the key
+``edgeseg`` (JSON), readable with onnxruntime alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from edgeseg._optional import require
+from edgeseg.errors import ModelError
+from edgeseg.model.metadata import ModelMetadata
+
+OPSET = 17
+METADATA_KEY = "edgeseg"
+INPUT_NAME = "image"
+OUTPUT_NAME = "mask"
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    data: bytes
+    opset: int
+    seconds: float
+
+
+def export_onnx(
+    loaded: Any, meta: ModelMetadata, *, opset: int = OPSET, extra: dict[str, Any] | None = None
+) -> OnnxExport:
+    """A loaded model (see :func:`edgeseg.model.loading.load_model`) as ONNX bytes.
+
+    The input ``image`` is float32 (1, H, W, C) of the metadata's tile size; the output
+    ``mask`` is the model's (1, h, w, K) probabilities.
+    """
+    tf = require("tensorflow")
+    tf2onnx = require("tf2onnx")
+    start = time.perf_counter()
+    h, w = meta.input_size
+    spec = tf.TensorSpec((1, h, w, meta.channels), tf.float32, name=INPUT_NAME)
+    if loaded.keras_model is not None:
+        model = loaded.keras_model
+
+        @tf.function(input_signature=[spec])
+        def serve(x: Any) -> Any:
+            return {OUTPUT_NAME: model(x, training=False)}
+
+    else:
+        signature = loaded.saved_model.signatures["serving_default"]
+        in_name, out_name = loaded.input_name, loaded.output_name
+
+        @tf.function(input_signature=[spec])
+        def serve(x: Any) -> Any:
+            return {OUTPUT_NAME: signature(**{in_name: x})[out_name]}
+
+    try:
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)
+    except Exception as exc:  # tf2onnx raises many types for unsupported graphs
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"ONNX export failed: {first}") from exc
+    entry = proto.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = json.dumps({"metadata": meta.to_dict(), **(extra or {})})
+    proto.producer_name = "edgeseg"
+    return OnnxExport(proto.SerializeToString(), opset, time.perf_counter() - start)
+
+
+def op_histogram(data: bytes) -> dict[str, int]:
+    """ONNX node type → count (needs the ``onnx`` package, which the ``onnx`` extra brings)."""
+    onnx = require("onnx")
+    model = onnx.load_from_string(data)
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
