@@ -37,7 +37,7 @@ def model_metadata(
     Loads the model only when it carries no metadata and its tensor shapes are needed.
     """
     path = Path(model_path)
-    if path.suffix.lower() == ".tflite":
+    if path.suffix.lower() in (".tflite", ".onnx"):
         return open_predictor(path, **flags)[1]
     meta = read_sidecar(path)
     if meta is not None:
@@ -52,15 +52,16 @@ def open_predictor(
     threads: int | None = None,
     **flags: Any,
 ) -> tuple[Callable[[np.ndarray], np.ndarray], ModelMetadata]:
-    """A tile predictor and the metadata of any model file: .tflite, .keras, .h5, SavedModel.
+    """A tile predictor and the metadata of any model file: .tflite, .onnx, .keras, .h5, SavedModel.
 
     The predictor maps float32 (n, H, W, C) tiles to float32 (n, h, w, K) probabilities.
     """
     path = Path(model_path)
-    if path.suffix.lower() == ".tflite":
-        from edgeseg.runtime.backends import load_backend
+    if path.suffix.lower() in (".tflite", ".onnx"):
+        from edgeseg.runtime.backends import open_backend
 
-        backend = load_backend(path, threads=threads)
+        backend, _ = open_backend(path, delegate="cpu" if path.suffix == ".onnx" else "auto",
+                                  threads=threads)  # fmt: skip
         meta = apply_flags(backend.metadata(), backend.input.shape, backend.output.shape, **flags)
         return backend.predict, meta
     from edgeseg.model.loading import load_model
