@@ -9,10 +9,13 @@ from __future__ import annotations
 import typer
 
 from edgeseg import __version__
+from edgeseg.cli import bench as bench_cmd
 from edgeseg.cli import calib as calib_cmd
 from edgeseg.cli import convert as convert_cmd
+from edgeseg.cli import doctor as doctor_cmd
 from edgeseg.cli import eval as eval_cmd
 from edgeseg.cli import inspect as inspect_cmd
+from edgeseg.cli import report as report_cmd
 from edgeseg.cli import run as run_cmd
 from edgeseg.cli import samples as samples_cmd
 from edgeseg.cli import train as train_cmd
@@ -48,6 +51,9 @@ app.command("eval")(eval_cmd.eval_)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("convert")(convert_cmd.convert)
 app.command("run")(run_cmd.run)
+app.command("bench")(bench_cmd.bench)
+app.command("report")(report_cmd.report)
+app.command("doctor")(doctor_cmd.doctor)
 app.add_typer(calib_cmd.calib_app, name="calib")
 
 

@@ -30,11 +30,17 @@ def run(
         help="Stream URI: v4l2:///dev/video0, csi://0, file://clip.mp4 or a path, an image "
         "folder or glob, a TIFF stack, rtsp://…, gst:PIPELINE, synthetic://?size=1024x1024.",
     ),
-    delegate: str = typer.Option(
-        "auto",
+    delegate: str | None = typer.Option(
+        None,
         "--delegate",
         help="auto (Edge TPU for *_edgetpu.tflite, else CPU/XNNPACK), cpu, edgetpu, or a "
-        "delegate library path.",
+        "delegate library path. Default: the --device profile's, else auto.",
+    ),
+    device: str | None = typer.Option(
+        None,
+        "--device",
+        help="Device profile (rpi4, rpi5, jetson-orin-nano, coral-usb, coral-devboard, x86-64 "
+        "or a .toml): its delegate, threads and camera unless given.",
     ),
     fallback: bool = typer.Option(
         False, "--fallback", help="If the delegate cannot load, warn and run the CPU model."
@@ -113,6 +119,14 @@ def run(
     )
     from edgeseg.runtime.streams import open_stream, parse_source
 
+    profile = None
+    if device is not None:
+        from edgeseg.devices.profiles import load_profile
+
+        profile = load_profile(device)
+        if camera is None and source is None:
+            source = profile.camera
+    delegate = delegate or (profile.delegate if profile else "auto")
     if model.suffix.lower() != ".tflite":
         raise DataError(
             f"{model} is not a .tflite model; convert it first: edgeseg convert {model} --int8 …"
@@ -125,7 +139,7 @@ def run(
     backend, chosen = open_backend(
         model,
         delegate=delegate,
-        threads=threads,
+        threads=threads if threads is not None else (profile.threads if profile else None),
         fallback=fallback,
         device=edgetpu_device,
         warn=lambda msg: err.print(msg, highlight=False),

@@ -110,7 +110,9 @@ def parse_model(source: Source) -> Any:
 
 
 def _invalid(label: str, why: str) -> ModelError:
-    return ModelError(f"{label} is not a valid .tflite model: {why}")
+    # A corrupt file can put anything into names quoted in ``why``: keep the message short.
+    why = " ".join(why.split())
+    return ModelError(f"{label} is not a valid .tflite model: {why[:300]}")
 
 
 def _what_it_looks_like(data: bytes) -> str:
@@ -190,7 +192,7 @@ def _check_indices(model: Any, label: str) -> None:
                     raise _invalid(label, f"operator {o} uses tensor {i} of {n}")
     for entry in model.metadata or []:
         if not 0 <= entry.buffer < n_buffers:
-            raise _invalid(label, f"metadata {_text(entry.name)!r} refers to a missing buffer")
+            raise _invalid(label, f"metadata {_text(entry.name)[:40]!r} refers to a missing buffer")
 
 
 # --------------------------------------------------------------------------------------------

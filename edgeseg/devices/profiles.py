@@ -1,0 +1,305 @@
+"""Device profiles: how to run edgeseg on a board, and what others measured there.
+
+A profile is a TOML file a user can read and copy (``devices/profiles/<name>.toml``)::
+
+    name = "rpi5"                    # what --device takes
+    title = "Raspberry Pi 5"
+    delegate = "cpu"                 # --delegate: cpu, edgetpu, auto or a library path
+    recipe = "int8"                  # which `edgeseg convert` recipe to build for it
+    threads = 4                      # --threads (omit: the runtime's choice)
+    camera = "csi://0"               # the camera pipeline (a stream URI, see `edgeseg run`)
+    notes = "..."
+
+    [match]                          # how a report's fingerprint is recognised as this device
+    device_tree = ["Raspberry Pi 5"] # any of these in /proc/device-tree/model
+    delegates = ["cpu"]              # only for reports measured with these delegates
+
+    [[reference]]                    # a published figure, copied with its source
+    model = "MobileNet v2 1.0"
+    input = [224, 224]
+    precision = "fp32"               # fp32, fp16 or int8
+    delegate = "cpu"                 # cpu, edgetpu, gpu or tensorrt
+    latency_ms = 46                  # or fps = 7.2 when the source gives frames per second
+    threads = 4                      # optional
+    measured_on = "Raspberry Pi 4 (BCM2711), 64-bit OS"
+    source = "https://…"
+
+``[match]`` keys (all given must hold): ``device_tree`` (substrings of the board name),
+``machine`` (``platform.machine()`` values), ``edgetpu`` (``"usb"`` or ``"pci"``: such an
+Edge TPU is attached), ``delegates``. When several profiles match, the most specific (most
+keys) wins. Reference figures are never invented: each names its source, and a profile
+without a published figure for a comparable model has none.
+
+Lookup for ``--device NAME``: a path to a ``.toml`` file; else ``NAME.toml`` in
+``./devices/profiles/`` (the user's own, which win); else the profiles shipped with edgeseg.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edgeseg.errors import DataError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "DeviceProfile",
+    "Reference",
+    "available_profiles",
+    "detect_profile",
+    "load_profile",
+]
+
+USER_DIR = Path("devices") / "profiles"
+PRECISIONS = ("fp32", "fp16", "int8")
+REFERENCE_DELEGATES = ("cpu", "edgetpu", "gpu", "tensorrt")
+_PROFILE_KEYS = {"name", "title", "delegate", "recipe", "threads", "camera", "notes", "match"}
+_REFERENCE_KEYS = {
+    "model",
+    "input",
+    "precision",
+    "delegate",
+    "latency_ms",
+    "fps",
+    "threads",
+    "measured_on",
+    "source",
+    "notes",
+}
+_MATCH_KEYS = {"device_tree", "machine", "edgetpu", "delegates"}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A published latency for one model on one device, with its source."""
+
+    model: str
+    input: tuple[int, int]
+    precision: str
+    delegate: str
+    measured_on: str
+    source: str
+    latency_ms: float | None = None
+    fps: float | None = None
+    threads: int | None = None
+    notes: str = ""
+
+    @property
+    def ms(self) -> float:
+        """Milliseconds per inference (from ``fps`` when the source gives a frame rate)."""
+        if self.latency_ms is not None:
+            return float(self.latency_ms)
+        assert self.fps is not None
+        return 1000.0 / float(self.fps)
+
+    def figure(self) -> str:
+        """The figure as the source gives it: "46 ms" or "7.2 FPS"."""
+        if self.latency_ms is not None:
+            return f"{self.latency_ms:g} ms"
+        return f"{self.fps:g} FPS"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "input": list(self.input),
+            "precision": self.precision,
+            "delegate": self.delegate,
+            "latency_ms": self.latency_ms,
+            "fps": self.fps,
+            "threads": self.threads,
+            "measured_on": self.measured_on,
+            "source": self.source,
+            "notes": self.notes,
+        }
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    title: str
+    delegate: str
+    recipe: str
+    camera: str
+    threads: int | None = None
+    notes: str = ""
+    match: dict[str, Any] = field(default_factory=dict)
+    references: tuple[Reference, ...] = ()
+    source: str = ""
+
+    def matches(self, device: Mapping[str, Any], delegate: str) -> int:
+        """How many ``[match]`` keys hold for a fingerprint dict and delegate (0: no match)."""
+        if not self.match:
+            return 0
+        board = str(device.get("board") or "")
+        checks = []
+        if "device_tree" in self.match:
+            checks.append(any(s in board for s in self.match["device_tree"]))
+        if "machine" in self.match:
+            checks.append(str(device.get("machine") or "") in self.match["machine"])
+        if "edgetpu" in self.match:
+            kinds = {t.get("kind") for t in device.get("edgetpus") or [] if isinstance(t, dict)}
+            checks.append(self.match["edgetpu"] in kinds)
+        if "delegates" in self.match:
+            checks.append(delegate_class(delegate) in self.match["delegates"])
+        return len(checks) if all(checks) else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "delegate": self.delegate,
+            "recipe": self.recipe,
+            "threads": self.threads,
+            "camera": self.camera,
+            "notes": self.notes,
+            "references": [r.to_dict() for r in self.references],
+        }
+
+
+def delegate_class(delegate: str) -> str:
+    """What a report's delegate description comes down to: "cpu", "edgetpu" or "other"."""
+    text = delegate.lower()
+    if "edgetpu" in text or "edge tpu" in text:
+        return "edgetpu"
+    if text.startswith(("cpu", "auto")) or "xnnpack" in text:
+        return "cpu"
+    return "other"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def _fail(where: str, why: str) -> DataError:
+    return DataError(f"device profile {where}: {why}")
+
+
+def _from_toml(text: str, where: str) -> DeviceProfile:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _fail(where, f"not valid TOML ({exc})") from exc
+    refs = data.pop("reference", [])
+    unknown = sorted(set(data) - _PROFILE_KEYS)
+    if unknown:
+        raise _fail(where, f"unknown key(s) {', '.join(unknown)}")
+    for key in ("name", "title", "delegate", "recipe", "camera"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise _fail(where, f"needs a text value for {key!r}")
+    threads = data.get("threads")
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise _fail(where, f"threads must be a whole number >= 1, got {threads!r}")
+    match = data.get("match", {})
+    if not isinstance(match, dict) or set(match) - _MATCH_KEYS:
+        raise _fail(where, f"[match] takes only {', '.join(sorted(_MATCH_KEYS))}")
+    if not isinstance(refs, list):
+        raise _fail(where, "[[reference]] must be a list of tables")
+    return DeviceProfile(
+        name=data["name"],
+        title=data["title"],
+        delegate=data["delegate"],
+        recipe=data["recipe"],
+        camera=data["camera"],
+        threads=threads,
+        notes=str(data.get("notes", "")).strip(),
+        match=match,
+        references=tuple(_reference(r, f"{where} reference {i + 1}") for i, r in enumerate(refs)),
+        source=where,
+    )
+
+
+def _reference(data: Any, where: str) -> Reference:
+    if not isinstance(data, dict):
+        raise _fail(where, "must be a table")
+    unknown = sorted(set(data) - _REFERENCE_KEYS)
+    if unknown:
+        raise _fail(where, f"unknown key(s) {', '.join(unknown)}")
+    for key in ("model", "measured_on", "source"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise _fail(where, f"needs a text value for {key!r}")
+    if data.get("precision") not in PRECISIONS:
+        raise _fail(where, f"precision must be one of {', '.join(PRECISIONS)}")
+    if data.get("delegate") not in REFERENCE_DELEGATES:
+        raise _fail(where, f"delegate must be one of {', '.join(REFERENCE_DELEGATES)}")
+    size = data.get("input")
+    if (
+        not isinstance(size, list)
+        or len(size) != 2
+        or not all(isinstance(v, int) and v > 0 for v in size)
+    ):
+        raise _fail(where, "input must be [height, width]")
+    has_ms, has_fps = data.get("latency_ms") is not None, data.get("fps") is not None
+    if has_ms == has_fps:
+        raise _fail(where, "give exactly one of latency_ms and fps")
+    value = data.get("latency_ms", data.get("fps"))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise _fail(where, "latency_ms / fps must be a positive number")
+    return Reference(
+        model=data["model"],
+        input=(size[0], size[1]),
+        precision=data["precision"],
+        delegate=data["delegate"],
+        measured_on=data["measured_on"],
+        source=data["source"],
+        latency_ms=float(data["latency_ms"]) if has_ms else None,
+        fps=float(data["fps"]) if has_fps else None,
+        threads=data.get("threads"),
+        notes=str(data.get("notes", "")).strip(),
+    )
+
+
+def _builtin() -> dict[str, Any]:
+    root = resources.files("edgeseg") / "data" / "devices" / "profiles"
+    if not root.is_dir():
+        return {}
+    return {p.name[:-5]: p for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def available_profiles(user_dir: Path = USER_DIR) -> dict[str, DeviceProfile]:
+    """Every profile by name: the shipped ones, overridden by the user's own."""
+    found = {name: _from_toml(p.read_text(), f"edgeseg:{name}") for name, p in _builtin().items()}
+    if user_dir.is_dir():
+        for p in sorted(user_dir.glob("*.toml")):
+            found[p.stem] = _from_toml(p.read_text(), str(p))
+    return dict(sorted(found.items()))
+
+
+def load_profile(name_or_path: str, user_dir: Path = USER_DIR) -> DeviceProfile:
+    """A profile by file path or by name; an unknown name lists the known ones."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise DataError(f"device profile file not found: {path}")
+        return _from_toml(path.read_text(), str(path))
+    user = user_dir / f"{name_or_path}.toml"
+    if user.is_file():
+        return _from_toml(user.read_text(), str(user))
+    builtin = _builtin()
+    if name_or_path in builtin:
+        return _from_toml(builtin[name_or_path].read_text(), f"edgeseg:{name_or_path}")
+    names = ", ".join(available_profiles(user_dir)) or "(none found)"
+    raise DataError(f"unknown device profile {name_or_path!r}; known profiles: {names}")
+
+
+def detect_profile(
+    device: Mapping[str, Any],
+    delegate: str,
+    profiles: Mapping[str, DeviceProfile] | None = None,
+) -> str | None:
+    """The name of the profile a fingerprint dict (and delegate) is, or None."""
+    profiles = available_profiles() if profiles is None else profiles
+    scored = [(p.matches(device, delegate), name) for name, p in profiles.items()]
+    scored = [s for s in scored if s[0] > 0]
+    if not scored:
+        return None
+    return sorted(scored, key=lambda s: (-s[0], s[1]))[0][1]
