@@ -97,7 +97,7 @@ def test_convert_fp32_fp16_int8_with_parity(trap_model: Path, synth_data: Path, 
     out = tmp_path / "build"
     result = runner.invoke(
         app,
-        ["convert", str(trap_model), "--recipe", "fp32", "--fp16", "--int8",
+        ["convert", str(trap_model), "--recipe", "fp32", "--fp16", "--int8", "--onnx",
          "--calib", str(synth_data / "images"), "--val", str(synth_data), "--n", "40",
          "--out", str(out)],
     )  # fmt: skip
@@ -121,6 +121,11 @@ def test_convert_fp32_fp16_int8_with_parity(trap_model: Path, synth_data: Path, 
     assert by["int8"]["agreement"]["dice"] >= 0.95
     assert abs(by["int8"]["truth_dice_change"]) <= 0.02
     assert report["float_truth"]["dice"] > 0.7
+    # ONNX for the Jetson path: same report, matches the float model, metadata inside.
+    from edgeseg.runtime.backends import OnnxBackend
+
+    assert by["onnx"]["agreement"]["dice"] > 0.999 and "Conv" in by["onnx"]["ops"]
+    assert OnnxBackend(out / "trap.onnx").metadata() == read_sidecar(trap_model)
     # The artefact is evaluated like any model, from its embedded metadata alone.
     scores = tmp_path / "int8_scores.json"
     result = runner.invoke(

@@ -54,6 +54,38 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _bright_model(tmp_path_factory.mktemp("run") / "bright.tflite")
 
 
+def _bright_onnx(path: Path, size: int = 64) -> Path:
+    """The same model as ONNX with edgeseg metadata, for the onnxruntime backend."""
+    import keras
+
+    from edgeseg.convert.onnx import export_onnx
+    from edgeseg.model.loading import load_model
+    from edgeseg.model.metadata import ModelMetadata
+
+    inp = keras.Input((size, size, 1))
+    out = keras.layers.Conv2D(
+        1, 1, activation="sigmoid",
+        kernel_initializer=keras.initializers.Constant(20.0),
+        bias_initializer=keras.initializers.Constant(-10.0),
+    )(inp)  # fmt: skip
+    keras_path = path.with_suffix(".keras")
+    keras.Model(inp, out).save(keras_path)
+    meta = ModelMetadata(input_size=(size, size), normalization="percentile")
+    path.write_bytes(export_onnx(load_model(keras_path), meta).data)
+    return path
+
+
+@pytest.fixture(scope="module", params=["tflite", "onnx"])
+def any_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bright model on LiteRT and on onnxruntime's CPU provider: one pipeline, two backends."""
+    root = tmp_path_factory.mktemp(f"any-{request.param}")
+    if request.param == "onnx":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("tf2onnx")
+        return _bright_onnx(root / "bright.onnx")
+    return _bright_model(root / "bright.tflite")
+
+
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edgeseg.samples import SyntheticStream
@@ -85,7 +117,10 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_video_file_to_recording_masks_and_csv(model: Path, video: Path, tmp_path: Path) -> None:
+def test_video_file_to_recording_masks_and_csv(
+    any_model: Path, video: Path, tmp_path: Path
+) -> None:
+    model = any_model
     rec, masks, stats = tmp_path / "out.mp4", tmp_path / "masks", tmp_path / "stats.csv"
     result = runner.invoke(
         app,
@@ -118,7 +153,8 @@ def test_video_file_to_recording_masks_and_csv(model: Path, video: Path, tmp_pat
     assert int(rows[5]["objects"]) >= 1
 
 
-def test_synthetic_stream_tiles_large_frames(model: Path, tmp_path: Path) -> None:
+def test_synthetic_stream_tiles_large_frames(any_model: Path, tmp_path: Path) -> None:
+    model = any_model
     rec = tmp_path / "syn.avi"
     result = runner.invoke(
         app,

@@ -171,6 +171,8 @@ def model_info(path: str | Path) -> ModelInfo:
     )
 
     path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        return _onnx_info(path)
     if path.is_file() and path.suffix.lower() != ".tflite":
         raise ModelError(
             f"{path} is not a .tflite model; convert it first: edgeseg convert {path} --int8 …"
@@ -226,6 +228,45 @@ def model_info(path: str | Path) -> ModelInfo:
         edgetpu=edgetpu,
         has_metadata=embedded is not None,
     )
+
+
+def _onnx_info(path: Path) -> ModelInfo:
+    """Describe an ONNX model (the Jetson path) through onnxruntime's own loader."""
+    from edgeseg.runtime.backends import OnnxBackend
+
+    backend = OnnxBackend(path, provider="cpu", threads=1)  # validates; one-line errors
+    data = path.read_bytes()
+    weights = sum(int(np.prod(i.dims)) * 4 for i in _onnx_initializers(data)) if _has_onnx() else 0
+    quantized = "QuantizeLinear" in data.decode("latin-1")
+    precision = "int8" if quantized else "fp32"
+    return ModelInfo(
+        path=str(path),
+        name=path.stem,
+        precision=precision,
+        label=f"onnx-{precision}",
+        recipe=None,
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        input_shape=backend.input.shape,
+        input_dtype=backend.input.dtype,
+        output_shape=backend.output.shape,
+        output_dtype=backend.output.dtype,
+        weight_bytes={"float32": weights} if weights else {},
+        edgetpu=False,
+        has_metadata=backend.metadata() is not None,
+    )
+
+
+def _has_onnx() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnx") is not None
+
+
+def _onnx_initializers(data: bytes) -> list[Any]:
+    import onnx
+
+    return [i for i in onnx.load_from_string(data).graph.initializer if i.data_type == 1]
 
 
 def _infer_precision(weight_bytes: dict[str, int], input_dtype: str, edgetpu: bool) -> str:

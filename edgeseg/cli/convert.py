@@ -27,6 +27,15 @@ def convert(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the artefacts and report."),
     fp16: bool = typer.Option(False, "--fp16", help="Build the fp16 recipe."),
     int8: bool = typer.Option(False, "--int8", help="Build the int8 recipe (needs --calib)."),
+    onnx: bool = typer.Option(
+        False, "--onnx", help="Also export ONNX (static batch 1) for TensorRT / onnxruntime."
+    ),
+    edgetpu: bool = typer.Option(
+        False,
+        "--edgetpu",
+        help="Build the int8-edgetpu recipe for the Coral (uint8 I/O, static shapes), with an "
+        "op-by-op preflight; compile it when edgetpu_compiler is on PATH.",
+    ),
     recipe: list[str] = typer.Option(
         [], "--recipe", help="Recipe name or .toml file (repeatable): fp32, fp16, int8, …"
     ),
@@ -51,6 +60,16 @@ def convert(
         "--min-dice-agreement",
         help="int8 gate: minimum Dice between int8 and float masks (recipe default 0.95).",
     ),
+    keep_float: list[str] = typer.Option(
+        [],
+        "--keep-float",
+        metavar="LAYER",
+        help="Keep this layer float in int8 artefacts (repeatable); costs speed, and on the "
+        "Edge TPU ends its partition there.",
+    ),
+    compiler_timeout: float = typer.Option(
+        180.0, "--compiler-timeout", help="Seconds edgetpu_compiler may take (--edgetpu)."
+    ),
     threads: int | None = typer.Option(None, "--threads", help="Threads for the parity check."),
     seed: int = typer.Option(0, "--seed"),
     trust_model: bool = TrustOpt,
@@ -66,10 +85,12 @@ def convert(
     Each artefact embeds the model metadata (so `edgeseg run` needs no flags) and is scored
     against the float model on held-out frames; the parity report is written as JSON and
     Markdown. An int8 artefact below the agreement gate fails the command (the report stays).
+    With --edgetpu the report holds the Edge TPU preflight and, when edgetpu_compiler is on
+    PATH, its verdict and <stem>_int8-edgetpu_edgetpu.tflite.
     """
     from edgeseg.convert.pipeline import ConvertRequest, convert_model, resolve_recipes
 
-    recipes = resolve_recipes(recipe, fp16=fp16, int8=int8)
+    recipes = resolve_recipes(recipe, fp16=fp16, int8=int8, edgetpu=edgetpu, onnx=onnx)
     request = ConvertRequest(
         model=model,
         recipes=recipes,
@@ -82,6 +103,9 @@ def convert(
         min_dice_agreement=min_dice_agreement,
         trust_model=trust_model,
         threads=threads,
+        keep_float=tuple(keep_float),
+        onnx=onnx,
+        compiler_timeout=compiler_timeout,
         flags=metadata_flags(
             input_size, normalization, input_max, threshold, foreground_value, channel_order
         ),

@@ -17,6 +17,11 @@ NO_METADATA = "none: run/eval will infer it from the tensors and take normalizat
 def inspect(
     model: Path = typer.Argument(..., help="A .tflite model."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead."),
+    edgetpu: bool = typer.Option(
+        False,
+        "--edgetpu",
+        help="Add the Edge TPU preflight: op by op, what the Coral would run and why not.",
+    ),
 ) -> None:
     """Show MODEL's runtime, input and output tensors, ops and embedded edgeseg metadata."""
     from edgeseg.convert.tflite_meta import (
@@ -50,10 +55,37 @@ def inspect(
     }
     if meta_error:
         report["metadata_error"] = meta_error
+    pre = None
+    if edgetpu:
+        from edgeseg.convert.edgetpu import preflight
+
+        pre = preflight(data, str(model))
+        report["edgetpu_preflight"] = pre.to_dict()
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
         return
     _print(report, embedded, meta_error)
+    if pre is not None:
+        _print_preflight(pre)
+
+
+def _print_preflight(pre: Any) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="Edge TPU preflight")
+    for col in ("#", "op", "output shape", "runs on", "why"):
+        table.add_column(col, justify="right" if col == "#" else "left")
+    for v in pre.ops:
+        where = "Edge TPU" if v.target == "edgetpu" else "[red]CPU[/]"
+        why = v.why or ("risk: " + "; ".join(v.risks) if v.risks else "")
+        table.add_row(str(v.index), escape(v.op), _fmt(list(v.shape)), where, escape(why))
+    out.print(table)
+    for note in pre.notes:
+        out.print(f"note: {escape(note)}", highlight=False)
+    for risk in pre.risks:
+        out.print(f"risk: {escape(risk)}", highlight=False)
+    out.print(f"[bold]Edge TPU:[/] {escape(pre.verdict)}", highlight=False)
 
 
 def _embedded(data: bytes) -> tuple[dict[str, Any] | None, Any, str | None]:

@@ -12,6 +12,7 @@ from edgeseg import __version__
 from edgeseg.cli import bench as bench_cmd
 from edgeseg.cli import calib as calib_cmd
 from edgeseg.cli import convert as convert_cmd
+from edgeseg.cli import demo as demo_cmd
 from edgeseg.cli import doctor as doctor_cmd
 from edgeseg.cli import eval as eval_cmd
 from edgeseg.cli import inspect as inspect_cmd
@@ -45,6 +46,7 @@ def _root(
     """Take a trained U-Net to edge devices: train, convert, run live, measure."""
 
 
+app.command("demo")(demo_cmd.demo)
 app.command("samples")(samples_cmd.samples)
 app.command("train")(train_cmd.train)
 app.command("eval")(eval_cmd.eval_)

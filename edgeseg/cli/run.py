@@ -127,9 +127,10 @@ def run(
         if camera is None and source is None:
             source = profile.camera
     delegate = delegate or (profile.delegate if profile else "auto")
-    if model.suffix.lower() != ".tflite":
+    if model.suffix.lower() not in (".tflite", ".onnx"):
         raise DataError(
-            f"{model} is not a .tflite model; convert it first: edgeseg convert {model} --int8 …"
+            f"{model} is not a .tflite or .onnx model; convert it first: "
+            f"edgeseg convert {model} --int8 …"
         )
     if mask_format not in ("png", "tif"):
         raise DataError(f"--mask-format must be png or tif, got {mask_format}")

@@ -5,11 +5,18 @@ the runtime tiles them). Agreement is the Dice/IoU between the artefact's masks 
 model's masks, pooled over all held-out pixels (mean over foreground classes); when the
 held-out frames have ground truth, both the float model and the artefact are scored against
 it, and the change is reported.
+
+For int8 artefacts the report also holds the per-layer quantization error of the artefact
+actually shipped (:func:`layer_errors`): its intermediate tensors, dequantized, against those
+of the same graph in fp32, on calibration tiles, worst layers first. For Edge TPU recipes it
+holds the op-by-op preflight and what the compiler said (see :mod:`edgeseg.convert.edgetpu`).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,6 +37,25 @@ class Overlap:
 
 
 @dataclass(frozen=True)
+class LayerError:
+    """How far one intermediate tensor of an int8 model is from the float model's.
+
+    ``rmse`` in the tensor's float units over all calibration tiles; ``relative`` is the RMSE
+    as a share of the float tensor's largest magnitude; ``steps`` is the RMSE in quantization
+    steps of that tensor (about 0.3 is rounding alone; more is clipping or error carried in
+    from earlier layers; 0 scale means the tensor was kept float).
+    """
+
+    layer: str  # Keras layer(s) the tensor comes from, e.g. "enc0_conv1+enc0_relu1"
+    op: str
+    tensor: str
+    shape: tuple[int, ...]
+    rmse: float
+    relative: float
+    steps: float
+
+
+@dataclass(frozen=True)
 class ArtefactReport:
     recipe: str
     path: str
@@ -42,6 +68,9 @@ class ArtefactReport:
     equalization: dict[str, Any] | None = None
     seconds: float = 0.0
     input_type: str = "float32"
+    layer_errors: tuple[LayerError, ...] = ()  # worst first; int8 artefacts only
+    edgetpu: dict[str, Any] | None = None  # preflight and compiler, Edge TPU recipes only
+    notes: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -116,7 +145,188 @@ class ParityReport:
                     + "".join(f"; {s['layer']} ×{s['factor']:.3g}" for s in scal)
                 )
                 lines += [f"  - left unchanged: {r}" for r in a.equalization.get("skipped", [])]
+        noted = [a for a in self.artefacts if a.notes]
+        if noted:
+            lines += ["", "## Notes", ""]
+            lines += [f"- {a.recipe}: {n}" for a in noted for n in a.notes]
+        errs = [a for a in self.artefacts if a.layer_errors]
+        if errs:
+            lines += [
+                "",
+                "## Per-layer quantization error",
+                "",
+                "Each int8 tensor, dequantized, against the same graph in fp32 on calibration "
+                "tiles; worst first. Steps: RMSE in quantization steps (~0.3 is rounding alone).",
+            ]
+            for a in errs:
+                lines += [
+                    "",
+                    f"{a.recipe}:",
+                    "",
+                    "| layer | op | RMSE | of range | steps |",
+                    "|---|---|---:|---:|---:|",
+                ]
+                for e in a.layer_errors[:MARKDOWN_LAYERS]:
+                    lines.append(
+                        f"| {e.layer} | {e.op} | {e.rmse:.4g} | {e.relative:.2%} | {e.steps:.2f} |"
+                    )
+        for a in self.artefacts:
+            if a.edgetpu:
+                lines += ["", *_edgetpu_markdown(a)]
         return "\n".join(lines) + "\n"
+
+
+MARKDOWN_LAYERS = 8
+
+
+def _edgetpu_markdown(a: ArtefactReport) -> list[str]:
+    info = a.edgetpu or {}
+    pre = info.get("preflight") or {}
+    comp = info.get("compiler") or {}
+    lines = [f"## Edge TPU: {a.recipe}", ""]
+    if pre:
+        lines.append(f"Preflight: **{pre.get('verdict')}**")
+        lines += [f"- {n}" for n in pre.get("notes", [])]
+        lines += [f"- risk: {r}" for r in pre.get("risks", [])]
+    status = comp.get("status")
+    if status == "compiled":
+        lines.append(
+            f"Compiler {comp.get('version') or ''}: **{comp.get('summary')}**; wrote "
+            f"{comp.get('path')}"
+        )
+    elif status == "missing":
+        lines.append(f"Compiler: not run. {comp.get('hint')}")
+    elif status:
+        lines.append(f"Compiler: {status}: {comp.get('error') or comp.get('why') or ''}")
+    if pre.get("ops"):
+        from edgeseg.convert.edgetpu import markdown_table
+
+        lines += ["", *markdown_table(pre["ops"])]
+    return lines
+
+
+def layer_errors(
+    quantized: bytes,
+    reference: bytes,
+    tiles: np.ndarray,
+    max_tiles: int = 8,
+    threads: int | None = None,
+) -> tuple[LayerError, ...]:
+    """Per-tensor error of the int8 model ``quantized`` against the fp32 model ``reference``.
+
+    Both must come from one graph (same tensor names: see ``float_twin`` in
+    :func:`edgeseg.convert.tflite.convert`). ``tiles``: float32 (N, H, W, C) model inputs, of
+    which up to ``max_tiles`` evenly spaced ones are run. Tensors are matched by name, the
+    int8 ones dequantized; returns the errors worst (largest ``relative``) first.
+    """
+    from edgeseg.runtime.backends import interpreter_class
+
+    cls, _ = interpreter_class()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging"
+        q, f = (
+            cls(model_content=m, experimental_preserve_all_tensors=True, num_threads=threads)
+            for m in (quantized, reference)
+        )
+    q.allocate_tensors()
+    f.allocate_tensors()
+    q_ops = _producers(quantized)
+    f_ops = _producers(reference)
+    q_det = {d["name"]: d for d in q.get_tensor_details()}
+    f_det = {d["name"]: d for d in f.get_tensor_details()}
+    common = [n for n in q_ops if n in f_ops and n in q_det and n in f_det]
+    outputs = {d["name"] for d in q.get_output_details()}
+    acc: dict[str, list[float]] = {n: [0.0, 0.0, 0.0] for n in common}  # sq err, count, max
+    idx = np.unique(np.linspace(0, len(tiles) - 1, min(max_tiles, len(tiles))).round().astype(int))
+    for tile in np.asarray(tiles, np.float32)[idx]:
+        for interp, x in ((q, tile), (f, tile)):
+            inp = interp.get_input_details()[0]
+            interp.set_tensor(inp["index"], _to_input(x[None], inp))
+            interp.invoke()
+        for n in common:
+            try:
+                qa = _dequantize(q.get_tensor(q_det[n]["index"]), q_det[n])
+                fa = np.asarray(f.get_tensor(f_det[n]["index"]), np.float64)
+            except ValueError:  # a tensor the runtime did not keep
+                continue
+            if qa is None or qa.shape != fa.shape:
+                continue
+            a = acc[n]
+            a[0] += float(np.sum((qa - fa) ** 2))
+            a[1] += fa.size
+            a[2] = max(a[2], float(np.max(np.abs(fa))) if fa.size else 0.0)
+    out = []
+    for n in common:
+        sq, count, peak = acc[n]
+        if not count:
+            continue
+        rmse = (sq / count) ** 0.5
+        scale = float(q_det[n]["quantization"][0] or 0.0)
+        out.append(
+            LayerError(
+                layer="output" if n in outputs else layer_label(n),
+                op=q_ops[n],
+                tensor=n,
+                shape=tuple(int(d) for d in q_det[n]["shape"]),
+                rmse=rmse,
+                relative=rmse / peak if peak > 0 else 0.0,
+                steps=rmse / scale if scale > 0 else 0.0,
+            )
+        )
+    return tuple(sorted(out, key=lambda e: -e.relative))
+
+
+def layer_label(tensor: str) -> str:
+    """The Keras layer(s) a TFLite tensor name comes from, in graph order.
+
+    ``unet_1/unet_1/enc0_relu1_1/Relu;unet_1/unet_1/enc0_conv1_1/convolution`` (a fused conv
+    and ReLU) gives ``enc0_conv1+enc0_relu1``; names without a layer path are kept.
+    """
+    names = []
+    for part in reversed(tensor.split(";")):
+        segs = part.split("/")
+        if len(segs) < 2:
+            names.append(part)
+            continue
+        names.append(re.sub(r"_\d+$", "", segs[-2]))
+    return "+".join(dict.fromkeys(names))
+
+
+def _producers(data: bytes) -> dict[str, str]:
+    """Output tensor name → the op that produces it (main subgraph, execution order)."""
+    from edgeseg.convert.tflite_meta import _as_list, _builtin_names, _text, parse_bytes, schema
+
+    model = parse_bytes(data)
+    names = _builtin_names()
+    custom = schema().BuiltinOperator.CUSTOM
+    sg = model.subgraphs[0]
+    out: dict[str, str] = {}
+    for op in sg.operators or []:
+        code = model.operatorCodes[op.opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        name = _text(code.customCode) if builtin == custom else names.get(builtin, str(builtin))
+        for i in _as_list(op.outputs):
+            out[_text(sg.tensors[i].name)] = name
+    return out
+
+
+def _to_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def _dequantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray | None:
+    x = np.asarray(x)
+    if x.dtype.kind == "f":
+        return x.astype(np.float64)
+    scale, zero = detail["quantization"]
+    if not scale:
+        return None  # per-channel (weights) or unquantized integers: not an activation
+    return (x.astype(np.float64) - zero) * scale
 
 
 def label_maps(

@@ -7,6 +7,13 @@ fp32 reference and every recipe, write each artefact with its metadata embedded,
 against the float model, and write the parity report (JSON + Markdown) whatever the
 verdict. An int8 artefact under the agreement gate is renamed ``*.rejected.tflite`` and the
 call raises :class:`ParityGateError` after the report is written.
+
+Every int8 artefact also gets its per-layer quantization error on calibration tiles. An Edge
+TPU recipe's artefact names itself as the CPU sibling in its metadata, gets an op-by-op
+preflight, and, when it passed the gate and ``edgetpu_compiler`` is on PATH, is compiled to
+``<stem>_<recipe>_edgetpu.tflite`` (same metadata); without the compiler the report says how to
+install it. A compiler that fails or times out raises :class:`CompilerError` after the report
+is written, the other artefacts kept.
 """
 
 from __future__ import annotations
@@ -21,11 +28,13 @@ from typing import Any
 import numpy as np
 
 from edgeseg import __version__
+from edgeseg.convert.edgetpu import DEFAULT_COMPILER_TIMEOUT, CompilerError, check_recipe
 from edgeseg.convert.parity import ArtefactReport, Overlap, ParityReport, label_maps, overlap
 from edgeseg.convert.recipes import Recipe, load_recipe
 from edgeseg.errors import DataError, EdgesegError, ModelError
 
-MAX_HELDOUT_FRAMES = 20
+MAX_HELDOUT_FRAMES = 50
+CHOOSE = "choose what to build: --fp16, --int8, --edgetpu, --onnx and/or --recipe NAME"
 
 
 class ParityGateError(EdgesegError):
@@ -47,6 +56,9 @@ class ConvertRequest:
     threads: int | None = None
     max_heldout_frames: int = MAX_HELDOUT_FRAMES
     flags: dict[str, Any] = field(default_factory=dict)
+    keep_float: tuple[str, ...] = ()  # layers int8 recipes leave in float
+    onnx: bool = False  # also export ONNX (the Jetson / TensorRT path)
+    compiler_timeout: float = DEFAULT_COMPILER_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -109,11 +121,23 @@ def _heldout_from_val(val: Path, meta: Any, limit: int) -> _Heldout:
         getattr(src, "close", lambda: None)()
 
 
-def resolve_recipes(names: list[str], fp16: bool = False, int8: bool = False) -> tuple[Recipe, ...]:
-    """The recipes for ``--fp16``, ``--int8`` and ``--recipe NAME`` (deduplicated, in order)."""
-    wanted = [*(["fp16"] if fp16 else []), *(["int8"] if int8 else []), *names]
-    if not wanted:
-        raise DataError("choose what to build: --fp16, --int8 and/or --recipe NAME")
+def resolve_recipes(
+    names: list[str],
+    fp16: bool = False,
+    int8: bool = False,
+    edgetpu: bool = False,
+    onnx: bool = False,
+) -> tuple[Recipe, ...]:
+    """The recipes for ``--fp16``, ``--int8``, ``--edgetpu`` and ``--recipe NAME`` (deduplicated,
+    in order)."""
+    wanted = [
+        *(["fp16"] if fp16 else []),
+        *(["int8"] if int8 else []),
+        *(["int8-edgetpu"] if edgetpu else []),
+        *names,
+    ]
+    if not wanted and not onnx:
+        raise DataError(CHOOSE)
     recipes: list[Recipe] = []
     for name in wanted:
         r = load_recipe(name)
@@ -127,6 +151,7 @@ def convert_model(
 ) -> ConvertResult:
     """Run the whole conversion; see the module docstring. ``say`` receives progress lines."""
     from edgeseg.calibration.sets import CalibrationSet, build_calibration
+    from edgeseg.convert.parity import layer_errors
     from edgeseg.convert.tflite import convert
     from edgeseg.convert.tflite_meta import embed_metadata, op_histogram
     from edgeseg.model.loading import load_model
@@ -135,10 +160,20 @@ def convert_model(
     from edgeseg.runtime.backends import load_backend
     from edgeseg.runtime.sources import open_file_source
 
-    if not req.recipes:
-        raise DataError("choose what to build: --fp16, --int8 and/or --recipe NAME")
+    if not req.recipes and not req.onnx:
+        raise DataError(CHOOSE)
     if req.model.suffix.lower() == ".tflite":
         raise ModelError(f"{req.model} is already a .tflite model; convert the Keras model")
+    for r in req.recipes:
+        check_recipe(r)
+    if req.compiler_timeout <= 0:
+        raise DataError("--compiler-timeout must be a positive number of seconds")
+    if req.keep_float and not any(r.precision == "int8" for r in req.recipes):
+        raise DataError("--keep-float applies to int8 recipes: add --int8, --edgetpu or --recipe")
+    if req.keep_float and any(
+        r.precision == "int8" and r.quantizer == "legacy" for r in req.recipes
+    ):
+        raise DataError("--keep-float needs the default quantizer, not int8-legacy")
     _check_out(req.out)
     needs_calib = any(r.needs_calibration for r in req.recipes)
     if req.calib is None and (needs_calib or req.val is None):
@@ -213,26 +248,51 @@ def convert_model(
     stem = req.model.stem if req.model.is_file() else req.model.name
     artefacts: list[ArtefactReport] = []
     paths: list[Path] = []
+    compiler_error: CompilerError | None = None
     for recipe in req.recipes:
         gate = recipe.min_dice_agreement
-        if req.min_dice_agreement is not None and recipe.precision == "int8":
+        int8 = recipe.precision == "int8"
+        if req.min_dice_agreement is not None and int8:
             gate = req.min_dice_agreement
         say(f"converting {recipe.name}")
-        conv = fp32 if recipe.name == fp32_recipe.name else convert(loaded, meta, recipe, tiles)
+        if recipe.name == fp32_recipe.name:
+            conv = fp32
+        else:
+            keep = req.keep_float if int8 else ()
+            conv = convert(loaded, meta, recipe, tiles, keep_float=keep, float_twin=int8)
+        name = f"{stem}_{recipe.name}.tflite"
+        art_meta = meta
+        if recipe.edgetpu:
+            # The plain int8 model is the CPU fallback of its compiled Edge TPU twin.
+            art_meta = meta.with_updates(provenance={**meta.provenance, "cpu_sibling": name})
         extra = {
             "recipe": recipe.to_dict(),
-            "source_model": req.model.name,
-            "source_sha256": sha,
+            **_extra_base(req, sha),
             "calibration_sha256": calib_info["sha256"] if calib_info else None,
-            "edgeseg_version": __version__,
-            "converted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        data = embed_metadata(conv.tflite, meta, extra=extra)
-        path = req.out / f"{stem}_{recipe.name}.tflite"
+        if conv.rewritten:
+            extra["rewritten_upsampling"] = list(conv.rewritten)
+        if conv.kept_float:
+            extra["kept_float"] = list(conv.kept_float)
+        data = embed_metadata(conv.tflite, art_meta, extra=extra)
+        path = req.out / name
         path.write_bytes(data)
         backend = load_backend(path, threads=req.threads)
         say(f"checking {path.name} on the held-out frames")
         labels = label_maps(heldout.frames, backend.predict, meta)
+        errors: tuple = ()
+        notes = list(conv.notes)
+        if conv.float_twin is not None and tiles is not None:
+            say(f"measuring the quantization error of each layer of {path.name}")
+            try:
+                errors = layer_errors(data, conv.float_twin, tiles, threads=req.threads)
+            except (TypeError, ValueError, RuntimeError) as exc:  # e.g. an old runtime
+                notes.append(f"per-layer quantization error not measured: {exc}")
+        if conv.rewritten:
+            layers = ", ".join(conv.rewritten)
+            notes.append(f"UpSampling2D rewritten as one RESIZE_NEAREST_NEIGHBOR: {layers}")
+        if conv.kept_float:
+            notes.append(f"kept float (--keep-float): {', '.join(conv.kept_float)}")
         report = ArtefactReport(
             recipe=recipe.name,
             path=str(path),
@@ -245,6 +305,8 @@ def convert_model(
             equalization=conv.equalization.to_dict() if conv.equalization else None,
             seconds=conv.seconds,
             input_type=backend.input.dtype,
+            layer_errors=errors,
+            notes=tuple(notes),
         )
         if not report.passed:
             rejected = path.with_name(f"{stem}_{recipe.name}.rejected.tflite")
@@ -253,6 +315,21 @@ def convert_model(
             path = rejected
         artefacts.append(report)
         paths.append(path)
+        if recipe.edgetpu:
+            info, compiled, failure = _edgetpu_step(
+                path, data, report.passed, art_meta, extra, req, say
+            )
+            artefacts[-1] = replace(report, edgetpu=info)
+            if compiled is not None:
+                paths.append(compiled)
+            compiler_error = compiler_error or failure
+
+    if req.onnx:
+        onnx_report, onnx_path = _onnx_step(
+            loaded, meta, stem, _extra_base(req, sha), heldout, float_labels, fp32_size, req, say
+        )
+        artefacts.append(onnx_report)
+        paths.append(onnx_path)
 
     parity = ParityReport(
         model=str(req.model),
@@ -282,10 +359,112 @@ def convert_model(
             "quantization strategy (--recipe int8-legacy), or keep the model float "
             "(--recipe fp16)"
         )
+    if compiler_error is not None:
+        raise CompilerError(
+            f"{compiler_error}; kept the other artefacts and the report {report_md}"
+        )
     return ConvertResult(parity, tuple(paths), report_json, report_md)
 
 
+def _extra_base(req: ConvertRequest, sha: str) -> dict[str, Any]:
+    """Provenance every artefact carries besides its metadata."""
+    return {
+        "source_model": req.model.name,
+        "source_sha256": sha,
+        "edgeseg_version": __version__,
+        "converted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _onnx_step(
+    loaded: Any,
+    meta: Any,
+    stem: str,
+    extra: dict[str, Any],
+    heldout: _Heldout,
+    float_labels: list[np.ndarray],
+    fp32_size: int,
+    req: ConvertRequest,
+    say: Callable[[str], None],
+) -> tuple[ArtefactReport, Path]:
+    """Export ONNX, run it on onnxruntime's CPU provider, and score it like any artefact."""
+    from edgeseg.convert.onnx import export_onnx, op_histogram
+    from edgeseg.runtime.backends import OnnxBackend
+
+    say("exporting ONNX")
+    export = export_onnx(loaded, meta, extra={**extra, "recipe": {"name": "onnx"}})
+    path = req.out / f"{stem}.onnx"
+    path.write_bytes(export.data)
+    backend = OnnxBackend(path, provider="cpu", threads=req.threads)
+    say(f"checking {path.name} on the held-out frames ({backend.runtime})")
+    labels = label_maps(heldout.frames, backend.predict, meta)
+    report = ArtefactReport(
+        recipe="onnx",
+        path=str(path),
+        size_bytes=len(export.data),
+        size_ratio=len(export.data) / fp32_size,
+        ops=op_histogram(export.data),
+        agreement=overlap(labels, float_labels, meta),
+        truth=overlap(labels, heldout.truths, meta) if heldout.truths else None,
+        gate=None,
+        seconds=export.seconds,
+        input_type="float32",
+        notes=(f"opset {export.opset}; run with onnxruntime (TensorRT/CUDA/CPU providers)",),
+    )
+    return report, path
+
+
+def _edgetpu_step(
+    path: Path,
+    data: bytes,
+    passed: bool,
+    meta: Any,
+    extra: dict[str, Any],
+    req: ConvertRequest,
+    say: Callable[[str], None],
+) -> tuple[dict[str, Any], Path | None, CompilerError | None]:
+    """Preflight, then the compiler when it is there: (report entry, compiled model, failure)."""
+    from edgeseg.convert.edgetpu import (
+        COMPILER_INSTALL_HINT,
+        compile_model,
+        compiler_path,
+        preflight,
+    )
+    from edgeseg.convert.tflite_meta import embed_metadata
+
+    pre = preflight(data, path.name)
+    say(f"Edge TPU preflight of {path.name}: {pre.verdict}")
+    info: dict[str, Any] = {"preflight": pre.to_dict()}
+    if not passed:
+        info["compiler"] = {"status": "skipped", "why": "the artefact failed the parity gate"}
+        return info, None, None
+    if compiler_path() is None:
+        say(COMPILER_INSTALL_HINT)
+        info["compiler"] = {"status": "missing", "hint": COMPILER_INSTALL_HINT}
+        return info, None, None
+    say(f"compiling {path.name} with edgetpu_compiler")
+    try:
+        result = compile_model(path, req.out, timeout=req.compiler_timeout)
+    except CompilerError as exc:
+        info["compiler"] = {"status": "failed", "error": str(exc)}
+        return info, None, exc
+    compiled = result.compiled
+    try:  # the compiled model carries the same metadata, naming its CPU sibling
+        compiled.write_bytes(embed_metadata(compiled.read_bytes(), meta, extra=extra))
+    except ModelError as exc:
+        info["metadata_error"] = str(exc)
+    info["compiler"] = {
+        "status": "compiled",
+        "path": str(compiled),
+        "command": list(result.command),
+        "summary": result.report.summary,
+        **result.report.to_dict(),
+    }
+    return info, compiled, None
+
+
 __all__ = [
+    "CompilerError",
     "ConvertRequest",
     "ConvertResult",
     "Overlap",

@@ -5,21 +5,32 @@ SHAPE/STRIDED_SLICE ops that accelerators reject, and the runtime feeds one tile
 int8 artefacts are calibrated on a representative set prepared exactly as the runtime
 prepares frames; for `equalize` recipes, concatenation input ranges are equalized first
 (see :mod:`edgeseg.convert.equalize`).
+
+For Edge TPU recipes (``edgetpu = true``) Keras 3's nearest ``UpSampling2D`` layers are
+rewritten as one nearest-neighbour resize (it otherwise becomes EXPAND_DIMS/TILE/RESHAPE on
+6-D tensors, which the Edge TPU rejects), and a model whose shapes stay dynamic after the
+batch-1 wrapper is refused. ``keep_float`` names layers to leave in float (TensorFlow's
+calibrate-then-quantize path with ``denylisted_nodes``, as its QuantizationDebugger does).
+``float_twin`` also converts the very graph that was quantized (equalized, rewritten) to
+fp32, with the same tensor names, for the per-layer quantization error.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edgeseg._optional import require
+from edgeseg.convert.edgetpu import check_recipe
 from edgeseg.convert.equalize import EqualizeResult, equalize
 from edgeseg.convert.recipes import Recipe
-from edgeseg.errors import DataError, ModelError
+from edgeseg.errors import DataError, EdgesegError, ModelError
 from edgeseg.model.metadata import ModelMetadata
 
 
@@ -29,10 +40,19 @@ class Conversion:
     tflite: bytes
     equalization: EqualizeResult | None
     seconds: float
+    float_twin: bytes | None = None  # the quantized graph in fp32, same tensor names
+    rewritten: tuple[str, ...] = ()  # UpSampling2D layers rewritten as one resize
+    kept_float: tuple[str, ...] = ()  # tensors left in float by keep_float
+    notes: tuple[str, ...] = ()
 
 
 def _converter(loaded: Any, meta: ModelMetadata, keras_model: Any | None) -> Any:
     """A TFLiteConverter for the model with a static batch-1 input of the tile size."""
+    return _converters(loaded, meta, keras_model)()
+
+
+def _converters(loaded: Any, meta: ModelMetadata, keras_model: Any | None) -> Callable[[], Any]:
+    """A factory of TFLiteConverters over one batch-1 graph (same tensor names every time)."""
     tf = require("tensorflow")
     h, w = meta.input_size
     if keras_model is not None:
@@ -42,7 +62,7 @@ def _converter(loaded: Any, meta: ModelMetadata, keras_model: Any | None) -> Any
         # as resources that the int8 calibrator cannot read).
         inp = k.Input((h, w, meta.channels), batch_size=1, name="image")
         wrapper = k.Model(inp, keras_model(inp, training=False), name=keras_model.name)
-        return tf.lite.TFLiteConverter.from_keras_model(wrapper)
+        return lambda: tf.lite.TFLiteConverter.from_keras_model(wrapper)
     signature = loaded.saved_model.signatures["serving_default"]
     in_name, out_name = loaded.input_name, loaded.output_name
     spec = tf.TensorSpec((1, h, w, meta.channels), tf.float32, name="image")
@@ -51,9 +71,8 @@ def _converter(loaded: Any, meta: ModelMetadata, keras_model: Any | None) -> Any
     def serve(x: Any) -> Any:
         return signature(**{in_name: x})[out_name]
 
-    return tf.lite.TFLiteConverter.from_concrete_functions(
-        [serve.get_concrete_function()], loaded.saved_model
-    )
+    concrete = serve.get_concrete_function()
+    return lambda: tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded.saved_model)
 
 
 def _representative(tiles: np.ndarray) -> Any:
@@ -69,10 +88,15 @@ def convert(
     meta: ModelMetadata,
     recipe: Recipe,
     calibration: np.ndarray | Iterable[np.ndarray] | None = None,
+    *,
+    keep_float: Iterable[str] = (),
+    float_twin: bool = False,
 ) -> Conversion:
     """Convert a loaded model (see :func:`edgeseg.model.loading.load_model`) by ``recipe``.
 
     ``calibration``: float32 tiles (N, H, W, C) of the model's input size, required for int8.
+    ``keep_float``: layer (or tensor) names whose ops stay float in an int8 model.
+    ``float_twin``: also convert the graph that was quantized to fp32 (see the module doc).
     """
     tf = require("tensorflow")
     start = time.perf_counter()
@@ -84,7 +108,15 @@ def convert(
         expected = (*meta.input_size, meta.channels)
         if tiles.shape[1:] != expected:
             raise DataError(f"calibration tiles are {tiles.shape[1:]}, the model takes {expected}")
+    check_recipe(recipe)
+    keep_float = tuple(dict.fromkeys(keep_float))
+    if keep_float and recipe.precision != "int8":
+        raise DataError(f"--keep-float applies to int8 recipes, not {recipe.name}")
+    if keep_float and recipe.quantizer == "legacy":
+        raise DataError(f"--keep-float needs the default quantizer; {recipe.name} uses legacy")
     keras_model = loaded.keras_model
+    if keep_float and keras_model is not None:
+        _check_layer_names(keras_model, keep_float)  # before anything slow
     eq = None
     if recipe.equalize and tiles is not None:
         if keras_model is None:
@@ -92,7 +124,15 @@ def convert(
         else:
             eq = equalize(keras_model, tiles)
             keras_model = eq.model
-    conv = _converter(loaded, meta, keras_model)
+    rewritten: tuple[str, ...] = ()
+    notes: list[str] = []
+    if recipe.edgetpu:
+        if keras_model is None:
+            notes.append("a SavedModel has no Keras graph: UpSampling2D layers were not rewritten")
+        else:
+            keras_model, rewritten = rewrite_upsampling(keras_model, tiles)
+    make = _converters(loaded, meta, keras_model)
+    conv = make()
     if recipe.precision == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
@@ -105,12 +145,243 @@ def convert(
         conv.inference_output_type = io
         if recipe.quantizer == "legacy":
             conv.experimental_new_quantizer = False
+    kept: tuple[str, ...] = ()
+    with _converter_errors(recipe.name):
+        if keep_float:
+            data, kept = _quantize_keeping_float(conv, recipe, keep_float)
+        else:
+            data = conv.convert()
+    if recipe.edgetpu:
+        _check_static(bytes(data), recipe.name)
+    twin = None
+    if float_twin:
+        with _converter_errors(f"{recipe.name}, float twin"):
+            twin = bytes(make().convert())
+    return Conversion(
+        recipe,
+        bytes(data),
+        eq,
+        time.perf_counter() - start,
+        float_twin=twin,
+        rewritten=rewritten,
+        kept_float=kept,
+        notes=tuple(notes),
+    )
+
+
+@contextlib.contextmanager
+def _converter_errors(what: str) -> Iterator[None]:
+    """Turn whatever the converter raises (ConverterError, ValueError, …) into one line."""
     try:
-        data = conv.convert()
-    except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError…
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"TFLite conversion ({recipe.name}) failed: {first}") from exc
-    return Conversion(recipe, bytes(data), eq, time.perf_counter() - start)
+        yield
+    except EdgesegError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0][:300] if text else type(exc).__name__
+        raise ModelError(f"TFLite conversion ({what}) failed: {first}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Edge TPU: UpSampling2D as one resize, static shapes
+# --------------------------------------------------------------------------------------------
+
+
+def _nearest_upsample_class() -> type:
+    """A Keras layer: nearest-neighbour upsampling by integer factors as one resize op.
+
+    ``align_corners=False, half_pixel_centers=False``: the TFLite op version the Edge TPU
+    compiler accepts; for integer factors it selects the same pixels as ``UpSampling2D``.
+    """
+    global _NEAREST_UPSAMPLE
+    if _NEAREST_UPSAMPLE is not None:
+        return _NEAREST_UPSAMPLE
+    k = require("keras")
+    tf = require("tensorflow")
+
+    class NearestUpsample2D(k.layers.Layer):
+        def __init__(self, size: tuple[int, int] = (2, 2), **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.size = (int(size[0]), int(size[1]))
+
+        def call(self, x: Any) -> Any:
+            h, w = x.shape[1], x.shape[2]
+            return tf.raw_ops.ResizeNearestNeighbor(
+                images=x,
+                size=(h * self.size[0], w * self.size[1]),
+                align_corners=False,
+                half_pixel_centers=False,
+            )
+
+        def compute_output_shape(self, shape: tuple[Any, ...]) -> tuple[Any, ...]:
+            h = None if shape[1] is None else shape[1] * self.size[0]
+            w = None if shape[2] is None else shape[2] * self.size[1]
+            return (shape[0], h, w, shape[3])
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "size": list(self.size)}
+
+    _NEAREST_UPSAMPLE = NearestUpsample2D
+    return NearestUpsample2D
+
+
+_NEAREST_UPSAMPLE: type | None = None
+
+
+def rewrite_upsampling(model: Any, probe: np.ndarray | None = None) -> tuple[Any, tuple[str, ...]]:
+    """(model with nearest ``UpSampling2D`` as one resize op, names of the layers rewritten).
+
+    Layers inside nested functional models are rewritten too; bilinear or channels-first
+    upsampling is left alone. The clone shares every other layer (and its weights) with
+    ``model``, which is not changed. With ``probe`` tiles, the rewritten model must give
+    exactly the original's outputs (ModelError otherwise).
+    """
+    k = require("keras")
+    rewritten: list[str] = []
+
+    def visit(m: Any) -> Any:
+        def clone(layer: Any) -> Any:
+            if isinstance(layer, k.layers.UpSampling2D):
+                cfg = layer.get_config()
+                if (
+                    cfg.get("interpolation", "nearest") == "nearest"
+                    and cfg.get("data_format", "channels_last") == "channels_last"
+                ):
+                    rewritten.append(layer.name)
+                    return _nearest_upsample_class()(tuple(layer.size), name=layer.name)
+                return layer
+            if isinstance(layer, k.Model) and _is_graph_model(layer):
+                return visit(layer)
+            return layer
+
+        if not any(_contains_upsampling(layer, k) for layer in m.layers):
+            return m
+        return k.models.clone_model(m, clone_function=clone)
+
+    if not _is_graph_model(model):
+        return model, ()
+    out = visit(model)
+    if not rewritten:
+        return model, ()
+    if probe is not None and len(probe):
+        x = np.asarray(probe[:2], np.float32)
+        diff = float(np.max(np.abs(np.asarray(model(x)) - np.asarray(out(x)))))
+        if diff > 1e-6:
+            raise ModelError(
+                f"rewriting UpSampling2D ({', '.join(rewritten)}) as a resize changed the "
+                f"model's output by {diff:.3g}; convert without the Edge TPU recipe"
+            )
+    return out, tuple(rewritten)
+
+
+def _is_graph_model(model: Any) -> bool:
+    """A functional or sequential Keras model (one that clone_model can rebuild)."""
+    return type(model).__name__ in ("Functional", "Sequential")
+
+
+def _contains_upsampling(layer: Any, k: Any) -> bool:
+    if isinstance(layer, k.layers.UpSampling2D):
+        return True
+    return isinstance(layer, k.Model) and any(_contains_upsampling(x, k) for x in layer.layers)
+
+
+def _check_static(data: bytes, recipe: str) -> None:
+    """ModelError when a tensor of the converted model still has a dynamic dimension."""
+    from edgeseg.convert.tflite_meta import _as_list, _text, parse_bytes
+
+    model = parse_bytes(data, f"the {recipe} model")
+    for sg in model.subgraphs:
+        for t in sg.tensors or []:
+            sig = _as_list(t.shapeSignature)
+            if any(int(d) < 0 for d in sig):
+                shape = "(" + ", ".join(str(int(d)) for d in sig) + ")"
+                raise ModelError(
+                    f"{recipe}: the model's shapes cannot be made static for the Edge TPU: "
+                    f"tensor {_text(t.name).split(';')[-1]} is {shape} even with a batch-1 "
+                    "input of fixed size (a layer computes a shape from the data)"
+                )
+
+
+# --------------------------------------------------------------------------------------------
+# Keeping named layers in float
+# --------------------------------------------------------------------------------------------
+
+
+def _quantize_keeping_float(
+    conv: Any, recipe: Recipe, keep_float: tuple[str, ...]
+) -> tuple[bytes, tuple[str, ...]]:
+    """Calibrate, then quantize all but the ops whose output tensors match ``keep_float``.
+
+    This is the path of TensorFlow's QuantizationDebugger (``denylisted_nodes``): calibrate
+    only, then ``mlir_quantize`` with the converter's own input/output types.
+    """
+    tf = require("tensorflow")
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    conv._experimental_calibrate_only = True
+    calibrated = conv.convert()
+    names = _activation_names(calibrated)
+    nodes = []
+    for wanted in keep_float:
+        hits = [n for n in names if _names_layer(n, wanted)]
+        if not hits:
+            some = ", ".join(sorted({_layer_of(n) for n in names})[:8])
+            raise DataError(
+                f"--keep-float {wanted}: no layer or tensor of that name in the model "
+                f"(layers include {some})"
+            )
+        nodes += hits
+    io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[recipe.io]
+    data = mlir_quantize(
+        calibrated,
+        disable_per_channel=conv._experimental_disable_per_channel,
+        input_data_type=io,
+        output_data_type=io,
+        denylisted_nodes=list(dict.fromkeys(nodes)),
+    )
+    return bytes(data), tuple(dict.fromkeys(nodes))
+
+
+def _check_layer_names(model: Any, wanted: tuple[str, ...]) -> None:
+    """DataError for a --keep-float name that is neither a layer of ``model`` nor a tensor path."""
+    names: list[str] = []
+
+    def walk(m: Any) -> None:
+        for layer in getattr(m, "layers", []):
+            names.append(layer.name)
+            walk(layer)
+
+    walk(model)
+    for w in wanted:
+        if w not in names and "/" not in w:
+            raise DataError(
+                f"--keep-float {w}: no layer of that name in the model "
+                f"(layers include {', '.join(names[:8])}{', …' if len(names) > 8 else ''})"
+            )
+
+
+def _activation_names(data: bytes) -> list[str]:
+    """Names of the tensors that ops produce (not constants), in execution order."""
+    from edgeseg.convert.tflite_meta import _as_list, _text, parse_bytes
+
+    model = parse_bytes(bytes(data), "the calibrated model")
+    sg = model.subgraphs[0]
+    return [_text(sg.tensors[i].name) for op in sg.operators or [] for i in _as_list(op.outputs)]
+
+
+def _names_layer(tensor: str, layer: str) -> bool:
+    """Does the tensor name come from Keras layer ``layer`` (or is it exactly that tensor)?"""
+    if tensor == layer:
+        return True
+    pattern = re.compile(rf"{re.escape(layer)}(_\d+)?")
+    return any(pattern.fullmatch(seg) for part in tensor.split(";") for seg in part.split("/"))
+
+
+def _layer_of(tensor: str) -> str:
+    """The Keras layer a tensor name comes from: 'unet_1/unet_1/head_1/Sigmoid' → 'head'."""
+    segs = tensor.split(";")[0].split("/")
+    seg = segs[-2] if len(segs) >= 2 else segs[0]
+    return re.sub(r"_\d+$", "", seg)
 
 
 def _as_tiles(calibration: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
