@@ -25,6 +25,7 @@ from typing import Any
 
 from edgeseg import __version__
 from edgeseg.errors import DataError
+from edgeseg.paths import ensure_writable_dir
 
 STATE = ".edgeseg-demo.json"
 STEPS = ("samples", "train", "convert", "bench", "run", "report")
@@ -66,13 +67,7 @@ def _prepare_folder(out: Path, settings: DemoSettings, say: Callable[[str], None
         raise DataError(
             f"{out} is not empty and is not an edgeseg demo folder; give a new or empty folder"
         )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise DataError(f"cannot write to {out}: {exc.strerror or exc}") from exc
+    ensure_writable_dir(out)
     done: list[str] = []
     if state_path.exists():
         try:

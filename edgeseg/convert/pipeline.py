@@ -32,6 +32,7 @@ from edgeseg.convert.edgetpu import DEFAULT_COMPILER_TIMEOUT, CompilerError, che
 from edgeseg.convert.parity import ArtefactReport, Overlap, ParityReport, label_maps, overlap
 from edgeseg.convert.recipes import Recipe, load_recipe
 from edgeseg.errors import DataError, EdgesegError, ModelError
+from edgeseg.paths import ensure_writable_dir
 
 MAX_HELDOUT_FRAMES = 50
 CHOOSE = "choose what to build: --fp16, --int8, --edgetpu, --onnx and/or --recipe NAME"
@@ -80,18 +81,6 @@ def model_sha256(path: Path) -> str:
             for chunk in iter(lambda f=f: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
-
-
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} is a file; give a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".edgeseg-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise DataError(f"cannot write to {out}: {exc.strerror or exc}") from exc
 
 
 @dataclass
@@ -174,7 +163,7 @@ def convert_model(
         r.precision == "int8" and r.quantizer == "legacy" for r in req.recipes
     ):
         raise DataError("--keep-float needs the default quantizer, not int8-legacy")
-    _check_out(req.out)
+    ensure_writable_dir(req.out)
     needs_calib = any(r.needs_calibration for r in req.recipes)
     if req.calib is None and (needs_calib or req.val is None):
         raise DataError(

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from edgeseg.errors import DataError
+from edgeseg.paths import collect_tomls, shipped_tomls
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -83,19 +83,12 @@ def _from_toml(text: str, source: str) -> Recipe:
 
 
 def _builtin() -> dict[str, Any]:
-    root = resources.files("edgeseg") / "data" / "converters" / "recipes"
-    if not root.is_dir():
-        return {}
-    return {p.name[:-5]: p for p in root.iterdir() if p.name.endswith(".toml")}
+    return shipped_tomls("converters", "recipes")
 
 
 def available(user_dir: Path = USER_DIR) -> dict[str, Recipe]:
     """Every recipe by name: the built-in ones, overridden by the user's own."""
-    found = {name: _from_toml(p.read_text(), f"edgeseg:{name}") for name, p in _builtin().items()}
-    if user_dir.is_dir():
-        for p in sorted(user_dir.glob("*.toml")):
-            found[p.stem] = _from_toml(p.read_text(), str(p))
-    return found
+    return collect_tomls(("converters", "recipes"), user_dir, _from_toml)
 
 
 def load_recipe(name_or_path: str, user_dir: Path = USER_DIR) -> Recipe:

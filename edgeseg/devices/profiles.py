@@ -39,11 +39,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from edgeseg.errors import DataError
+from edgeseg.paths import collect_tomls, shipped_tomls
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -259,19 +259,12 @@ def _reference(data: Any, where: str) -> Reference:
 
 
 def _builtin() -> dict[str, Any]:
-    root = resources.files("edgeseg") / "data" / "devices" / "profiles"
-    if not root.is_dir():
-        return {}
-    return {p.name[:-5]: p for p in root.iterdir() if p.name.endswith(".toml")}
+    return shipped_tomls("devices", "profiles")
 
 
 def available_profiles(user_dir: Path = USER_DIR) -> dict[str, DeviceProfile]:
     """Every profile by name: the shipped ones, overridden by the user's own."""
-    found = {name: _from_toml(p.read_text(), f"edgeseg:{name}") for name, p in _builtin().items()}
-    if user_dir.is_dir():
-        for p in sorted(user_dir.glob("*.toml")):
-            found[p.stem] = _from_toml(p.read_text(), str(p))
-    return dict(sorted(found.items()))
+    return dict(sorted(collect_tomls(("devices", "profiles"), user_dir, _from_toml).items()))
 
 
 def load_profile(name_or_path: str, user_dir: Path = USER_DIR) -> DeviceProfile:

@@ -88,7 +88,23 @@ def _version(dist: str, module_name: str) -> str:
         return "(unknown version)"
 
 
-class TFLiteBackend:
+class _ImageModel:
+    """What every backend shares: ``input`` (B, H, W, C) describes the tiles it takes."""
+
+    input: TensorInfo
+
+    @property
+    def batch_size(self) -> int:
+        """How many tiles one invocation takes (1 for nearly every model)."""
+        return self.input.shape[0]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) of the model input."""
+        return (self.input.shape[1], self.input.shape[2])
+
+
+class TFLiteBackend(_ImageModel):
     """A .tflite image-to-mask model on the CPU (XNNPACK) or a delegate.
 
     Attributes:
@@ -182,16 +198,6 @@ class TFLiteBackend:
         return inp, out
 
     # ----------------------------------------------------------------------------------------
-
-    @property
-    def batch_size(self) -> int:
-        """How many tiles one invocation takes (1 for nearly every model)."""
-        return self.input.shape[0]
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        """(H, W) of the model input."""
-        return (self.input.shape[1], self.input.shape[2])
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
         """One raw inference: ``x`` in the model's input dtype and exact shape (B, H, W, C).
@@ -569,7 +575,7 @@ def choose_providers(
     return result
 
 
-class OnnxBackend:
+class OnnxBackend(_ImageModel):
     """An .onnx image-to-mask model on onnxruntime, behind the same interface as TFLiteBackend."""
 
     def __init__(
@@ -628,14 +634,6 @@ class OnnxBackend:
         self.output = TensorInfo(outputs[0].name, 0, out, "float32")
         self._metadata: ModelMetadata | None = None
         self._metadata_read = False
-
-    @property
-    def batch_size(self) -> int:
-        return self.input.shape[0]
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return (self.input.shape[1], self.input.shape[2])
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
         """One raw inference of float32 (B, H, W, C); returns (B, h, w, K)."""
