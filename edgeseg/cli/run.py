@@ -140,7 +140,9 @@ def run(
     backend, chosen = open_backend(
         model,
         delegate=delegate,
-        threads=threads if threads is not None else (profile.threads if profile else None),
+        # One interpreter gets every core unless told otherwise (LiteRT's own default is
+        # fewer); with several workers the pool below splits the cores between them.
+        threads=threads or (profile.threads if profile else None) or os.cpu_count(),
         fallback=fallback,
         device=edgetpu_device,
         warn=lambda msg: err.print(msg, highlight=False),
