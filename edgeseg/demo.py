@@ -271,7 +271,7 @@ def _run(p: dict[str, Path], s: DemoSettings, say: Callable[[str], None]) -> Non
     from edgeseg.runtime.sinks import CsvSink, MaskSink, VideoSink
     from edgeseg.runtime.streams import open_stream
 
-    backend, chosen = open_backend(p["int8"], delegate="cpu")
+    backend, chosen = open_backend(p["int8"], delegate="cpu", threads=os.cpu_count())
     meta = backend.metadata()
     frames = 24 if s.quick else 90
     uri = f"synthetic://?size={s.frame}x{s.frame}&frames={frames}&seed={s.seed + 7}"

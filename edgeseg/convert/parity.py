@@ -109,8 +109,11 @@ class ParityReport:
         ]
         if self.calibration:
             c = self.calibration
+            source = c.get("source")
+            if isinstance(source, dict):  # a set's manifest: {"description": …, "path": …}
+                source = source.get("description") or source.get("path")
             lines.append(
-                f"Calibration: {c.get('n')} tiles from {c.get('source')} "
+                f"Calibration: {c.get('n')} tiles from {source} "
                 f"(sha256 {str(c.get('sha256'))[:12]})"
             )
         if ft:
