@@ -45,3 +45,29 @@ def collect_tomls(
         for p in sorted(user_dir.glob("*.toml")):
             found[p.stem] = parse(p.read_text(), str(p))
     return found
+
+
+def load_named_toml(
+    name_or_path: str,
+    parts: tuple[str, ...],
+    user_dir: Path,
+    parse: Callable[[str, str], T],
+    what: str,
+) -> T | None:
+    """One TOML record: a ``.toml`` path, else ``NAME.toml`` in ``user_dir``, else shipped.
+
+    Returns None for an unknown name, so the caller can list the known ones; a ``.toml`` path
+    that does not exist is a one-line DataError naming ``what``.
+    """
+    path = Path(name_or_path)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise DataError(f"{what} file not found: {path}")
+        return parse(path.read_text(), str(path))
+    user = user_dir / f"{name_or_path}.toml"
+    if user.is_file():
+        return parse(user.read_text(), str(user))
+    shipped = shipped_tomls(*parts)
+    if name_or_path in shipped:
+        return parse(shipped[name_or_path].read_text(), f"edgeseg:{name_or_path}")
+    return None

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.errors import DataError
-from edgeseg.paths import collect_tomls, shipped_tomls
+from edgeseg.paths import collect_tomls, load_named_toml
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,6 +29,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 IO_TYPES = ("float32", "int8", "uint8")
 QUANTIZERS = ("default", "legacy")
 USER_DIR = Path("converters") / "recipes"
+_PARTS = ("converters", "recipes")  # under edgeseg/data: the shipped recipes
 
 
 @dataclass(frozen=True)
@@ -82,27 +83,15 @@ def _from_toml(text: str, source: str) -> Recipe:
         raise DataError(f"recipe {source}: {exc}") from exc
 
 
-def _builtin() -> dict[str, Any]:
-    return shipped_tomls("converters", "recipes")
-
-
 def available(user_dir: Path = USER_DIR) -> dict[str, Recipe]:
     """Every recipe by name: the built-in ones, overridden by the user's own."""
-    return collect_tomls(("converters", "recipes"), user_dir, _from_toml)
+    return collect_tomls(_PARTS, user_dir, _from_toml)
 
 
 def load_recipe(name_or_path: str, user_dir: Path = USER_DIR) -> Recipe:
     """A recipe by file path or by name (see the module docstring for the lookup order)."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml":
-        if not path.is_file():
-            raise DataError(f"recipe file not found: {path}")
-        return _from_toml(path.read_text(), str(path))
-    user = user_dir / f"{name_or_path}.toml"
-    if user.is_file():
-        return _from_toml(user.read_text(), str(user))
-    builtin = _builtin()
-    if name_or_path in builtin:
-        return _from_toml(builtin[name_or_path].read_text(), f"edgeseg:{name_or_path}")
+    found = load_named_toml(name_or_path, _PARTS, user_dir, _from_toml, "recipe")
+    if found is not None:
+        return found
     names = ", ".join(sorted(available(user_dir)))
     raise DataError(f"unknown recipe {name_or_path!r}; available: {names}")

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.errors import DataError
-from edgeseg.paths import collect_tomls, shipped_tomls
+from edgeseg.paths import collect_tomls, load_named_toml
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 USER_DIR = Path("devices") / "profiles"
+_PARTS = ("devices", "profiles")  # under edgeseg/data: the shipped profiles
 PRECISIONS = ("fp32", "fp16", "int8")
 REFERENCE_DELEGATES = ("cpu", "edgetpu", "gpu", "tensorrt")
 _PROFILE_KEYS = {"name", "title", "delegate", "recipe", "threads", "camera", "notes", "match"}
@@ -258,28 +259,16 @@ def _reference(data: Any, where: str) -> Reference:
     )
 
 
-def _builtin() -> dict[str, Any]:
-    return shipped_tomls("devices", "profiles")
-
-
 def available_profiles(user_dir: Path = USER_DIR) -> dict[str, DeviceProfile]:
     """Every profile by name: the shipped ones, overridden by the user's own."""
-    return dict(sorted(collect_tomls(("devices", "profiles"), user_dir, _from_toml).items()))
+    return dict(sorted(collect_tomls(_PARTS, user_dir, _from_toml).items()))
 
 
 def load_profile(name_or_path: str, user_dir: Path = USER_DIR) -> DeviceProfile:
     """A profile by file path or by name; an unknown name lists the known ones."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml":
-        if not path.is_file():
-            raise DataError(f"device profile file not found: {path}")
-        return _from_toml(path.read_text(), str(path))
-    user = user_dir / f"{name_or_path}.toml"
-    if user.is_file():
-        return _from_toml(user.read_text(), str(user))
-    builtin = _builtin()
-    if name_or_path in builtin:
-        return _from_toml(builtin[name_or_path].read_text(), f"edgeseg:{name_or_path}")
+    found = load_named_toml(name_or_path, _PARTS, user_dir, _from_toml, "device profile")
+    if found is not None:
+        return found
     names = ", ".join(available_profiles(user_dir)) or "(none found)"
     raise DataError(f"unknown device profile {name_or_path!r}; known profiles: {names}")
 
