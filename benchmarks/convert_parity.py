@@ -21,36 +21,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from isbi import DATA, split
+from isbi import DATA, probe, split
 
 RECIPES = ("fp32", "fp16", "int8")
-
-
-def probe(path: str, threads: int, warmup: int, runs: int) -> None:
-    """Child process: median model-only latency (ms) of one artefact, printed as JSON."""
-    import numpy as np
-
-    from edgeseg.runtime.backends import load_backend
-
-    backend = load_backend(path, threads=threads)
-    info = backend.input
-    rng = np.random.default_rng(0)
-    if info.dtype.startswith("float"):
-        x = rng.random(info.shape, dtype=np.float32).astype(info.dtype)
-    else:
-        top = np.iinfo(info.dtype)
-        x = rng.integers(top.min, top.max, size=info.shape, dtype=info.dtype)
-    for _ in range(warmup):
-        backend.invoke(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        backend.invoke(x)
-        times.append((time.perf_counter() - t0) * 1000)
-    print(json.dumps({"median_ms": statistics.median(times), "runtime": backend.runtime}))
 
 
 def main() -> int:

@@ -17,32 +17,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from isbi import DATA, split
-
-
-def probe(path: str, threads: int, warmup: int, runs: int) -> None:
-    """Child process: median model-only latency (ms) of one model file."""
-    import numpy as np
-
-    from edgeseg.runtime.backends import open_backend
-
-    backend, _ = open_backend(path, delegate="cpu", threads=threads)
-    info = backend.input
-    if info.dtype.startswith("float"):
-        x = np.random.default_rng(0).random(info.shape, dtype=np.float32).astype(info.dtype)
-    else:
-        x = np.zeros(info.shape, dtype=info.dtype)
-    for _ in range(warmup):
-        backend.invoke(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        backend.invoke(x)
-        times.append((time.perf_counter() - t0) * 1000)
-    print(json.dumps({"median_ms": statistics.median(times)}))
+from isbi import DATA, probe, split
 
 
 def quantize_onnx(fp32: Path, out: Path, calib_npz: Path) -> Path:
