@@ -59,3 +59,18 @@ def write_pairs(
         write_image(root / "images" / f"{i}{suffix}", img)
         write_image(root / "masks" / f"{i}.png", mask)
     return root
+
+
+def write_video(path: Path, n: int, size: tuple[int, int] = (48, 64)) -> Path:
+    """MJPG .avi at 10 fps whose frame i is red i*8 with a white bar i+1 pixels wide."""
+    cv2 = pytest.importorskip("cv2")
+    h, w = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
+    assert writer.isOpened()
+    for i in range(n):
+        rgb = np.zeros((h, w, 3), np.uint8)
+        rgb[..., 0] = i * 8
+        rgb[:, : i + 1] = 255
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_video
 
 from edgeseg.errors import DataError
 from edgeseg.imageio import write_image
@@ -13,20 +14,6 @@ from edgeseg.runtime.sources import FrameSource, open_file_source
 
 tifffile = pytest.importorskip("tifffile")
 cv2 = pytest.importorskip("cv2")
-
-
-def _write_video(path: Path, n: int = 30, size: tuple[int, int] = (48, 64)) -> Path:
-    """MJPG .avi whose frame i is red i*8 on the left, with a white bar i+1 pixels wide."""
-    h, w = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
-    assert writer.isOpened()
-    for i in range(n):
-        rgb = np.zeros((h, w, 3), np.uint8)
-        rgb[..., 0] = i * 8
-        rgb[:, : i + 1] = 255
-        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
 
 
 def _check_video_frame(frame: np.ndarray, i: int) -> None:
@@ -136,7 +123,7 @@ def test_folder_with_a_tiff_stack(tmp_path: Path) -> None:
 
 
 def test_video_frames(tmp_path: Path) -> None:
-    path = _write_video(tmp_path / "clip.avi", n=30)
+    path = write_video(tmp_path / "clip.avi", n=30)
     src = open_file_source(path)
     assert len(src) == 30
     assert src.name(7) == "clip.avi#frame7"
@@ -149,7 +136,7 @@ def test_video_frames(tmp_path: Path) -> None:
 
 
 def test_truncated_video_never_crashes(tmp_path: Path) -> None:
-    data = _write_video(tmp_path / "clip.avi", n=30).read_bytes()
+    data = write_video(tmp_path / "clip.avi", n=30).read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: len(data) // 2])
     try:

@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from conftest import write_video
 
 from edgeseg.errors import DataError
 from edgeseg.imageio import write_image
@@ -32,20 +33,6 @@ def _read_all(stream: Stream, limit: int = 1000) -> list[np.ndarray]:
         frames.append(frame)
         assert len(frames) <= limit
     return frames
-
-
-def _write_video(path: Path, n: int = 12, size: tuple[int, int] = (48, 64)) -> Path:
-    """MJPG .avi at 10 fps whose frame i is red i*8 with a white bar i+1 pixels wide."""
-    h, w = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
-    assert writer.isOpened()
-    for i in range(n):
-        rgb = np.zeros((h, w, 3), np.uint8)
-        rgb[..., 0] = i * 8
-        rgb[:, : i + 1] = 255
-        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
 
 
 def _frame_number(frame: np.ndarray) -> int:
@@ -188,7 +175,7 @@ def test_synthetic_interrupt_ends_a_waiting_read() -> None:
 
 
 def test_video_is_read_fully_and_in_order(tmp_path: Path) -> None:
-    path = _write_video(tmp_path / "clip.avi")
+    path = write_video(tmp_path / "clip.avi", n=12)
     stream = open_stream(parse_source(None, str(path)))
     assert stream.info.live is False
     assert stream.info.size == (48, 64) and stream.info.frames == 12 and stream.info.fps == 10
@@ -198,7 +185,7 @@ def test_video_is_read_fully_and_in_order(tmp_path: Path) -> None:
 
 
 def test_truncated_video_ends_cleanly_with_a_warning(tmp_path: Path) -> None:
-    data = _write_video(tmp_path / "clip.avi").read_bytes()
+    data = write_video(tmp_path / "clip.avi", n=12).read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: int(len(data) * 0.8)])
     stream = open_stream(f"file://{cut}")
@@ -234,7 +221,7 @@ def test_folder_in_natural_order_skips_a_corrupt_image(tmp_path: Path) -> None:
 
 
 def test_file_sources_refuse_camera_settings_and_report_missing_paths(tmp_path: Path) -> None:
-    path = _write_video(tmp_path / "clip.avi", n=2)
+    path = write_video(tmp_path / "clip.avi", n=2)
     with pytest.raises(DataError, match="cameras"):
         open_stream(str(path), width=640)
     with pytest.raises(DataError, match="not found"):
