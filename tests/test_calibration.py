@@ -334,9 +334,9 @@ def test_cli_build_and_show(tmp_path: Path) -> None:
 
 
 def test_cli_build_from_a_video(tmp_path: Path) -> None:
-    from test_sources import _write_video
+    from conftest import write_video
 
-    video = _write_video(tmp_path / "clip.avi", n=12)
+    video = write_video(tmp_path / "clip.avi", n=12)
     model = _model(tmp_path, RGB)
     out = tmp_path / "v.npz"
     argv = ["calib", "build", str(video), "--model", str(model), "-n", "4", "--out", str(out)]
