@@ -36,7 +36,7 @@ def _read_all(stream: Stream, limit: int = 1000) -> list[np.ndarray]:
 
 
 def _frame_number(frame: np.ndarray) -> int:
-    """The i written by :func:`_write_video`, from the bar width (checks RGB order too)."""
+    """The i written by :func:`conftest.write_video`, from the bar width (checks RGB order too)."""
     assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8
     i = int((frame[24, :, 1] > 128).sum()) - 1
     assert abs(int(frame[24, 40, 0]) - i * 8) <= 6 and frame[24, 40, 2] < 12, (i, frame[24, 40])
