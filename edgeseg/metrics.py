@@ -34,6 +34,8 @@ from edgeseg.errors import DataError
 __all__ = [
     "PooledScores",
     "Scores",
+    "ThresholdChoice",
+    "best_threshold",
     "confusion",
     "dice",
     "hd95",
@@ -363,3 +365,56 @@ def foreground_overlap(
             acc.add(p == c, r == c)
         scores.append(acc.result())
     return float(np.mean([s.dice for s in scores])), float(np.mean([s.iou for s in scores]))
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The probability threshold that maximises pooled Dice, and the Dice at 0.5 beside it."""
+
+    threshold: float
+    dice: float
+    dice_at_half: float
+
+
+def best_threshold(
+    probabilities: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    candidates: Sequence[float] | None = None,
+) -> ThresholdChoice:
+    """Threshold of a one-class probability map with the highest Dice pooled over all pixels.
+
+    ``probabilities`` are float maps in [0, 1] and ``truths`` boolean masks of the same shapes.
+    A pixel is foreground where its probability exceeds the threshold (as at run time). The
+    candidates default to 0.05, 0.06, ..., 0.95; ties go to the candidate nearest 0.5. Counting
+    is done once, on histograms of the foreground and background probabilities, so any number
+    of candidates costs one pass over the pixels.
+    """
+    grid = np.round(np.arange(0.05, 0.951, 0.01), 2) if candidates is None else candidates
+    grid = np.asarray(sorted({float(t) for t in grid} | {0.5}), dtype=np.float64)
+    if grid.size == 0 or grid.min() <= 0.0 or grid.max() >= 1.0:
+        raise DataError("threshold candidates must lie strictly between 0 and 1")
+    # Bin edges at the candidates: a pixel with p > t lies in a bin right of edge t.
+    edges = np.concatenate(([-np.inf], grid, [np.inf]))
+    fg = np.zeros(grid.size + 1, dtype=np.int64)
+    bg = np.zeros(grid.size + 1, dtype=np.int64)
+    if len(probabilities) != len(truths) or not len(truths):
+        raise DataError("best_threshold needs as many probability maps as masks, at least one")
+    for prob, truth in zip(probabilities, truths, strict=True):
+        prob = np.asarray(prob, dtype=np.float64)
+        truth = np.asarray(truth, dtype=bool)
+        if prob.shape != truth.shape:
+            raise DataError(f"probability map {prob.shape} and mask {truth.shape} differ")
+        # side="left": a pixel exactly on a candidate counts as not above it.
+        bins = np.searchsorted(edges, prob.ravel(), side="left") - 1
+        fg += np.bincount(bins[truth.ravel()], minlength=grid.size + 1)
+        bg += np.bincount(bins[~truth.ravel()], minlength=grid.size + 1)
+    # Pixels above candidate i fill bins i+1 onwards.
+    tp = np.cumsum(fg[::-1])[::-1][1:]
+    fp = np.cumsum(bg[::-1])[::-1][1:]
+    fn = fg.sum() - tp
+    denom = 2 * tp + fp + fn
+    dices = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 1.0)
+    order = np.lexsort((np.abs(grid - 0.5), -dices))
+    best = int(order[0])
+    half = int(np.flatnonzero(grid == 0.5)[0])
+    return ThresholdChoice(float(grid[best]), float(dices[best]), float(dices[half]))

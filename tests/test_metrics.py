@@ -247,3 +247,49 @@ def test_bad_masks_raise() -> None:
         PooledScores(spacing=-1.0)
     with pytest.raises(DataError):
         PooledScores().add(np.zeros((3, 3), dtype=bool), np.zeros((3, 4), dtype=bool))
+
+
+# ---- threshold choice -------------------------------------------------------------------
+
+
+def test_best_threshold_matches_brute_force() -> None:
+    from edgeseg.metrics import best_threshold
+
+    rng = np.random.default_rng(3)
+    truths = [rng.random((40, 50)) < 0.3 for _ in range(3)]
+    # A miscalibrated model: foreground probabilities spread high, background ones overlap.
+    probs = [np.clip(0.45 * t + rng.random(t.shape) * 0.6, 0, 1) for t in truths]
+    choice = best_threshold(probs, truths)
+    brute = {}
+    for th in np.round(np.arange(0.05, 0.951, 0.01), 2):
+        tp = sum(int(((p > th) & t).sum()) for p, t in zip(probs, truths, strict=True))
+        fp = sum(int(((p > th) & ~t).sum()) for p, t in zip(probs, truths, strict=True))
+        fn = sum(int((~(p > th) & t).sum()) for p, t in zip(probs, truths, strict=True))
+        brute[float(th)] = 2 * tp / (2 * tp + fp + fn)
+    best = max(brute.values())
+    assert choice.dice == pytest.approx(best)
+    assert brute[choice.threshold] == pytest.approx(best)
+    assert choice.dice_at_half == pytest.approx(brute[0.5])
+    assert choice.threshold != 0.5  # this model's best threshold is not the default
+
+
+def test_best_threshold_ties_go_to_half_and_boundaries_are_exclusive() -> None:
+    from edgeseg.metrics import best_threshold
+
+    truth = np.array([[True, False]])
+    # Every threshold in [0.1, 0.9) separates perfectly: the tie goes to 0.5.
+    assert best_threshold([np.array([[0.9, 0.1]])], [truth]).threshold == 0.5
+    # A probability equal to the threshold is not above it.
+    c = best_threshold([np.array([[0.7, 0.6]])], [truth], candidates=[0.6, 0.7])
+    assert c.threshold == 0.6 and c.dice == 1.0
+
+
+def test_best_threshold_bad_inputs() -> None:
+    from edgeseg.metrics import best_threshold
+
+    with pytest.raises(DataError, match="differ"):
+        best_threshold([np.zeros((2, 2))], [np.zeros((2, 3), bool)])
+    with pytest.raises(DataError, match="at least one"):
+        best_threshold([], [])
+    with pytest.raises(DataError, match="strictly between"):
+        best_threshold([np.zeros((2, 2))], [np.zeros((2, 2), bool)], candidates=[0.0, 0.5])

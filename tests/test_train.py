@@ -33,6 +33,9 @@ def test_samples_train_eval_on_synthetic(tmp_path: Path) -> None:
     assert "val Dice" in result.output and model.is_file()
     meta = json.loads((tmp_path / "m.edgeseg.json").read_text())
     assert meta["input_size"] == [32, 32] and meta["normalization"] == "percentile"
+    tuned = meta["provenance"]["threshold"]  # chosen on the training images
+    assert tuned["chosen_on"] == "training images" and tuned["dice"] >= tuned["dice_at_0.5"]
+    assert 0.0 < meta["threshold"] < 1.0 and f"threshold {meta['threshold']:.2f}" in result.output
     scores = tmp_path / "scores.json"
     # 48² images with a 32² model: eval must tile.
     result = runner.invoke(app, ["eval", str(model), "--data", str(data), "--json", str(scores)])
@@ -59,6 +62,7 @@ def test_train_k_classes_from_16bit_rgb_tiff(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "k.edgeseg.json").read_text())
     assert meta["num_classes"] == 3 and meta["class_names"] == ["bg", "a", "b"]
     assert meta["channel_order"] == "RGB" and meta["foreground_value"] is None
+    assert meta["threshold"] == 0.5 and "threshold" not in meta["provenance"]  # argmax
     result = runner.invoke(app, ["eval", str(model), "--data", str(data)])
     assert result.exit_code == 0, result.output
 
@@ -74,6 +78,43 @@ def test_train_valid_padding_records_border(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "v.edgeseg.json").read_text())
     assert meta["output_border"] == 8  # 44 → 40 → 20 → 16 → 32 → 28
+
+
+def test_no_tune_threshold_keeps_half(tmp_path: Path) -> None:
+    model = tmp_path / "f.keras"
+    result = runner.invoke(
+        app,
+        ["train", "--data", "synthetic", "--synthetic-images", "4", *TINY, "--epochs", "1",
+         "--steps-per-epoch", "1", "--no-tune-threshold", "--out", str(model)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "f.edgeseg.json").read_text())
+    assert meta["threshold"] == 0.5 and "threshold" not in meta["provenance"]
+
+
+def test_tune_threshold_finds_the_separating_threshold() -> None:
+    """A 'model' that returns its input as the probability, on masks cut at 0.70: the tuner
+    must find 0.70 exactly, through the same tiling the runtime uses (64² images, 32² tiles)."""
+    from edgeseg.model.metadata import ModelMetadata
+    from edgeseg.train.data import LabelledSet
+    from edgeseg.train.trainer import tune_threshold
+
+    rng = np.random.default_rng(0)
+    # Values at k/100 + 0.005 never sit on a candidate threshold, so blending noise is harmless.
+    images = tuple(
+        ((rng.integers(0, 100, (64, 64, 1)) + 0.5) / 100).astype(np.float32) for _ in range(3)
+    )
+    targets = tuple((im[..., 0] > 0.70).astype(np.uint8) for im in images)
+    data = LabelledSet(images, targets, ("a", "b", "c"))
+    meta = ModelMetadata(input_size=(32, 32))
+
+    def identity(tiles: np.ndarray, training: bool = False) -> np.ndarray:  # a "model"
+        return tiles
+
+    choice = tune_threshold(identity, data, meta, max_pixels=10**9)
+    assert choice.threshold == 0.70 and choice.dice == 1.0 and choice.dice_at_half < 1.0
+    # The pixel budget keeps at least one image and never more than it allows.
+    assert tune_threshold(identity, data, meta, max_pixels=1).dice == 1.0
 
 
 def test_isbi_membranes_with_foreground_zero(tmp_path: Path, isbi: Path) -> None:

@@ -59,6 +59,12 @@ def train(
         "--precision",
         help="Training compute: auto (bfloat16 where the CPU has it), float32, mixed_bfloat16.",
     ),
+    tune_threshold: bool = typer.Option(
+        True,
+        "--tune-threshold/--no-tune-threshold",
+        help="One class: store the threshold with the best Dice on the training images "
+        "(never on --val); otherwise 0.5.",
+    ),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train a U-Net (Dice + BCE, augmentation, validation Dice/IoU every epoch).
@@ -102,6 +108,7 @@ def train(
         pixel_size_um=pixel_size,
         keep=keep,
         precision=precision,
+        tune_threshold=tune_threshold,
     )
     err.print(f"loading data from {data} …")
     with progress_bar() as bar:
@@ -120,8 +127,15 @@ def train(
 
         result = run_training(config, on_epoch=on_epoch, on_step=on_step)
     out.print(
-        f"saved {result.model_path} (best epoch {result.best_epoch}: val Dice "
+        f"saved {result.model_path} ({keep} epoch {result.best_epoch}: val Dice "
         f"{result.val_dice:.4f}, IoU {result.val_iou:.4f}) and {result.metadata_path} "
         f"in {result.seconds / 60:.1f} min",
         highlight=False,
     )
+    if result.threshold is not None:
+        t = result.threshold
+        out.print(
+            f"threshold {t.threshold:.2f}: training-image Dice {t.dice:.4f} "
+            f"(at 0.50: {t.dice_at_half:.4f})",
+            highlight=False,
+        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeseg._optional import keras
 from edgeseg.errors import DataError
-from edgeseg.metrics import foreground_overlap
+from edgeseg.metrics import ThresholdChoice, best_threshold, foreground_overlap
 from edgeseg.model.metadata import ModelMetadata, class_names_for, write_sidecar
 from edgeseg.model.predict import probabilities
 from edgeseg.model.unet import UNetConfig, build_unet
@@ -53,6 +53,11 @@ class TrainConfig:
     # "auto": bfloat16 compute where the CPU has native bf16 (AMX / AVX512-BF16), about twice
     # as fast there; weights, head and the saved model stay float32.
     precision: str = "auto"
+    # One-class models: pick the threshold with the best pooled Dice on the training images
+    # (whole images, tiled as at run time) and write it into the metadata. Never on --val,
+    # which stays an unbiased check.
+    tune_threshold: bool = True
+    tune_pixels: int = 32_000_000  # at most this many training pixels are scored
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class TrainResult:
     val_dice: float
     val_iou: float
     seconds: float
+    threshold: ThresholdChoice | None = None
 
 
 def cpu_has_bf16() -> bool:
@@ -179,12 +185,35 @@ def validate(model: Any, val: LabelledSet, meta: ModelMetadata) -> tuple[float, 
     return foreground_overlap(predicted, val.targets, meta.num_classes)
 
 
+def tune_threshold(
+    model: Any, data: LabelledSet, meta: ModelMetadata, max_pixels: int, seed: int = 0
+) -> ThresholdChoice:
+    """The one-class threshold with the best pooled Dice on ``data`` (whole images, tiled).
+
+    Images are taken in a seeded random order until ``max_pixels`` are covered (at least one).
+    """
+
+    def predict(tiles: np.ndarray) -> np.ndarray:
+        return np.asarray(model(tiles, training=False))
+
+    order = np.random.default_rng(seed).permutation(len(data))
+    probs, truths, covered = [], [], 0
+    for i in order:
+        if probs and covered + data.targets[i].size > max_pixels:
+            continue
+        probs.append(probabilities(data.images[i], predict, meta, prepared=True)[..., 0])
+        truths.append(data.targets[i] == 1)
+        covered += data.targets[i].size
+    return best_threshold(probs, truths)
+
+
 def train(
     config: TrainConfig,
     on_epoch: Callable[[EpochLog], None] | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
-    """Train, keep the best validation epoch, write ``config.out`` and its metadata sidecar.
+    """Train, keep the best (or last) validation epoch, tune the one-class threshold on the
+    training images, write ``config.out`` and its metadata sidecar.
 
     ``on_step(step, total_steps, loss)`` and ``on_epoch(log)`` report progress.
     """
@@ -273,6 +302,22 @@ def train(
         model.set_weights(best["weights"])
     elif history:
         best.update(dice=history[-1].val_dice, iou=history[-1].val_iou, epoch=history[-1].epoch)
+    choice = None
+    if config.tune_threshold and meta.num_classes == 1:
+        choice = tune_threshold(model, train_set, meta, config.tune_pixels, config.seed)
+        meta = replace(
+            meta,
+            threshold=choice.threshold,
+            provenance={
+                **meta.provenance,
+                "threshold": {
+                    "chosen_on": "training images",
+                    "criterion": "pooled Dice",
+                    "dice": round(choice.dice, 6),
+                    "dice_at_0.5": round(choice.dice_at_half, 6),
+                },
+            },
+        )
     # Save a clean, uncompiled float32 copy: it loads anywhere without edgeseg's loss
     # functions, and converters see float32 layers whatever precision training used.
     clean = build_unet(config.unet)
@@ -291,4 +336,5 @@ def train(
         val_dice=best["dice"],
         val_iou=best["iou"],
         seconds=time.perf_counter() - start,
+        threshold=choice,
     )
