@@ -261,6 +261,8 @@ def convert_model(
         }
         if conv.rewritten:
             extra["rewritten_upsampling"] = list(conv.rewritten)
+        if conv.depth_to_space:
+            extra["depth_to_space"] = list(conv.depth_to_space)
         if conv.kept_float:
             extra["kept_float"] = list(conv.kept_float)
         data = embed_metadata(conv.tflite, art_meta, extra=extra)
@@ -280,6 +282,9 @@ def convert_model(
         if conv.rewritten:
             layers = ", ".join(conv.rewritten)
             notes.append(f"UpSampling2D rewritten as one RESIZE_NEAREST_NEIGHBOR: {layers}")
+        if conv.depth_to_space:
+            layers = ", ".join(conv.depth_to_space)
+            notes.append(f"Conv2DTranspose as 1x1 CONV_2D + DEPTH_TO_SPACE: {layers}")
         if conv.kept_float:
             notes.append(f"kept float (--keep-float): {', '.join(conv.kept_float)}")
         report = ArtefactReport(

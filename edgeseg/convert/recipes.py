@@ -42,6 +42,8 @@ class Recipe:
     quantizer: str = "default"
     min_dice_agreement: float | None = None
     edgetpu: bool = False
+    # Non-overlapping Conv2DTranspose as 1x1 CONV_2D + DEPTH_TO_SPACE (see convert/rewrite.py)
+    depth_to_space: bool = False
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -56,6 +58,8 @@ class Recipe:
             raise DataError(f"{where}: quantizer must be one of {QUANTIZERS}")
         if self.edgetpu and self.precision != "int8":
             raise DataError(f"{where}: the Edge TPU runs full-integer int8 models only")
+        if self.edgetpu and self.depth_to_space:
+            raise DataError(f"{where}: the Edge TPU has no DEPTH_TO_SPACE; drop depth_to_space")
         if self.min_dice_agreement is not None and not 0 <= self.min_dice_agreement <= 1:
             raise DataError(f"{where}: min_dice_agreement must be in [0, 1]")
 

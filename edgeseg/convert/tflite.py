@@ -9,7 +9,9 @@ prepares frames; for `equalize` recipes, concatenation input ranges are equalize
 For Edge TPU recipes (``edgetpu = true``) Keras 3's nearest ``UpSampling2D`` layers are
 rewritten as one nearest-neighbour resize (it otherwise becomes EXPAND_DIMS/TILE/RESHAPE on
 6-D tensors, which the Edge TPU rejects), and a model whose shapes stay dynamic after the
-batch-1 wrapper is refused. ``keep_float`` names layers to leave in float (TensorFlow's
+batch-1 wrapper is refused. ``depth_to_space`` recipes turn non-overlapping up-convolutions
+into 1x1 CONV_2D + DEPTH_TO_SPACE, which XNNPACK runs much faster (see
+:mod:`edgeseg.convert.rewrite`). ``keep_float`` names layers to leave in float (TensorFlow's
 calibrate-then-quantize path with ``denylisted_nodes``, as its QuantizationDebugger does).
 ``float_twin`` also converts the very graph that was quantized (equalized, rewritten) to
 fp32, with the same tensor names, for the per-layer quantization error.
@@ -30,6 +32,7 @@ from edgeseg._optional import require
 from edgeseg.convert.edgetpu import check_recipe
 from edgeseg.convert.equalize import EqualizeResult, equalize
 from edgeseg.convert.recipes import Recipe
+from edgeseg.convert.rewrite import rewrite_transpose_conv, rewrite_upsampling
 from edgeseg.errors import DataError, EdgesegError, ModelError
 from edgeseg.model.metadata import ModelMetadata
 
@@ -42,6 +45,7 @@ class Conversion:
     seconds: float
     float_twin: bytes | None = None  # the quantized graph in fp32, same tensor names
     rewritten: tuple[str, ...] = ()  # UpSampling2D layers rewritten as one resize
+    depth_to_space: tuple[str, ...] = ()  # Conv2DTranspose layers rewritten (1x1 + d2s)
     kept_float: tuple[str, ...] = ()  # tensors left in float by keep_float
     notes: tuple[str, ...] = ()
 
@@ -73,6 +77,12 @@ def _converters(loaded: Any, meta: ModelMetadata, keras_model: Any | None) -> Ca
 
     concrete = serve.get_concrete_function()
     return lambda: tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded.saved_model)
+
+
+def _probe_tiles(meta: ModelMetadata) -> np.ndarray:
+    """Two random tiles in [0, 1] to prove a float rewrite changes nothing (no calibration)."""
+    shape = (2, *meta.input_size, meta.channels)
+    return np.random.default_rng(0).random(shape, dtype=np.float32)
 
 
 def _representative(tiles: np.ndarray) -> Any:
@@ -131,6 +141,15 @@ def convert(
             notes.append("a SavedModel has no Keras graph: UpSampling2D layers were not rewritten")
         else:
             keras_model, rewritten = rewrite_upsampling(keras_model, tiles)
+    d2s: tuple[str, ...] = ()
+    if recipe.depth_to_space:
+        if keras_model is None:
+            notes.append(
+                "a SavedModel has no Keras graph: any Conv2DTranspose stays TRANSPOSE_CONV"
+            )
+        else:
+            keras_model, d2s = rewrite_transpose_conv(keras_model, tiles if tiles is not None
+                                                      else _probe_tiles(meta))  # fmt: skip
     make = _converters(loaded, meta, keras_model)
     conv = make()
     if recipe.precision == "fp16":
@@ -164,6 +183,7 @@ def convert(
         time.perf_counter() - start,
         float_twin=twin,
         rewritten=rewritten,
+        depth_to_space=d2s,
         kept_float=kept,
         notes=tuple(notes),
     )
@@ -183,106 +203,8 @@ def _converter_errors(what: str) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------
-# Edge TPU: UpSampling2D as one resize, static shapes
+# Edge TPU: static shapes
 # --------------------------------------------------------------------------------------------
-
-
-def _nearest_upsample_class() -> type:
-    """A Keras layer: nearest-neighbour upsampling by integer factors as one resize op.
-
-    ``align_corners=False, half_pixel_centers=False``: the TFLite op version the Edge TPU
-    compiler accepts; for integer factors it selects the same pixels as ``UpSampling2D``.
-    """
-    global _NEAREST_UPSAMPLE
-    if _NEAREST_UPSAMPLE is not None:
-        return _NEAREST_UPSAMPLE
-    k = require("keras")
-    tf = require("tensorflow")
-
-    class NearestUpsample2D(k.layers.Layer):
-        def __init__(self, size: tuple[int, int] = (2, 2), **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.size = (int(size[0]), int(size[1]))
-
-        def call(self, x: Any) -> Any:
-            h, w = x.shape[1], x.shape[2]
-            return tf.raw_ops.ResizeNearestNeighbor(
-                images=x,
-                size=(h * self.size[0], w * self.size[1]),
-                align_corners=False,
-                half_pixel_centers=False,
-            )
-
-        def compute_output_shape(self, shape: tuple[Any, ...]) -> tuple[Any, ...]:
-            h = None if shape[1] is None else shape[1] * self.size[0]
-            w = None if shape[2] is None else shape[2] * self.size[1]
-            return (shape[0], h, w, shape[3])
-
-        def get_config(self) -> dict[str, Any]:
-            return {**super().get_config(), "size": list(self.size)}
-
-    _NEAREST_UPSAMPLE = NearestUpsample2D
-    return NearestUpsample2D
-
-
-_NEAREST_UPSAMPLE: type | None = None
-
-
-def rewrite_upsampling(model: Any, probe: np.ndarray | None = None) -> tuple[Any, tuple[str, ...]]:
-    """(model with nearest ``UpSampling2D`` as one resize op, names of the layers rewritten).
-
-    Layers inside nested functional models are rewritten too; bilinear or channels-first
-    upsampling is left alone. The clone shares every other layer (and its weights) with
-    ``model``, which is not changed. With ``probe`` tiles, the rewritten model must give
-    exactly the original's outputs (ModelError otherwise).
-    """
-    k = require("keras")
-    rewritten: list[str] = []
-
-    def visit(m: Any) -> Any:
-        def clone(layer: Any) -> Any:
-            if isinstance(layer, k.layers.UpSampling2D):
-                cfg = layer.get_config()
-                if (
-                    cfg.get("interpolation", "nearest") == "nearest"
-                    and cfg.get("data_format", "channels_last") == "channels_last"
-                ):
-                    rewritten.append(layer.name)
-                    return _nearest_upsample_class()(tuple(layer.size), name=layer.name)
-                return layer
-            if isinstance(layer, k.Model) and _is_graph_model(layer):
-                return visit(layer)
-            return layer
-
-        if not any(_contains_upsampling(layer, k) for layer in m.layers):
-            return m
-        return k.models.clone_model(m, clone_function=clone)
-
-    if not _is_graph_model(model):
-        return model, ()
-    out = visit(model)
-    if not rewritten:
-        return model, ()
-    if probe is not None and len(probe):
-        x = np.asarray(probe[:2], np.float32)
-        diff = float(np.max(np.abs(np.asarray(model(x)) - np.asarray(out(x)))))
-        if diff > 1e-6:
-            raise ModelError(
-                f"rewriting UpSampling2D ({', '.join(rewritten)}) as a resize changed the "
-                f"model's output by {diff:.3g}; convert without the Edge TPU recipe"
-            )
-    return out, tuple(rewritten)
-
-
-def _is_graph_model(model: Any) -> bool:
-    """A functional or sequential Keras model (one that clone_model can rebuild)."""
-    return type(model).__name__ in ("Functional", "Sequential")
-
-
-def _contains_upsampling(layer: Any, k: Any) -> bool:
-    if isinstance(layer, k.layers.UpSampling2D):
-        return True
-    return isinstance(layer, k.Model) and any(_contains_upsampling(x, k) for x in layer.layers)
 
 
 def _check_static(data: bytes, recipe: str) -> None:
