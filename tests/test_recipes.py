@@ -14,6 +14,9 @@ def test_builtin_recipes_are_shipped_and_valid(tmp_path: Path) -> None:
     assert found["int8"].needs_calibration and found["int8"].equalize
     assert found["int8"].min_dice_agreement == 0.95 and found["int8"].io == "int8"
     assert found["int8-uint8io"].io == "uint8"
+    assert found["int8-cpu"].float_ends and not found["int8"].float_ends
+    cpu = [r for r in found.values() if not r.edgetpu]
+    assert all(r.depth_to_space for r in cpu) and not found["int8-edgetpu"].depth_to_space
     assert not found["fp16"].needs_calibration
     assert load_recipe("fp16", user_dir=tmp_path).precision == "fp16"
 
@@ -37,6 +40,12 @@ def test_user_recipes_by_path_and_by_name_win(tmp_path: Path) -> None:
         ('precision = "int8"\n', "needs at least"),
         ("name = \n", "not valid TOML"),
         ('name = "x"\nprecision = "fp16"\nedgetpu = true\n', "Edge TPU"),
+        ('name = "x"\nprecision = "fp16"\nfloat_ends = true\n', "CPU int8 recipes only"),
+        ('name = "x"\nprecision = "int8"\nedgetpu = true\nfloat_ends = true\n', "CPU int8"),
+        (
+            'name = "x"\nprecision = "int8"\nquantizer = "legacy"\nfloat_ends = true\n',
+            "default quantizer",
+        ),
     ],
 )
 def test_bad_recipe_files(tmp_path: Path, text: str, needle: str) -> None:

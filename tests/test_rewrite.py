@@ -124,3 +124,64 @@ def test_recipe_cannot_ask_depth_to_space_for_the_edge_tpu(tmp_path: Path) -> No
                    "depth_to_space = true\n")  # fmt: skip
     with pytest.raises(DataError, match="no DEPTH_TO_SPACE"):
         load_recipe(str(bad))
+
+
+def test_float_ends_keep_the_first_convolution_and_the_head_float(tmp_path: Path) -> None:
+    """int8-cpu: the int8 model still takes and returns int8, with float ops at both ends."""
+    from edgeseg.convert.recipes import load_recipe
+    from edgeseg.convert.tflite import _names_layer, convert, float_end_layers
+    from edgeseg.convert.tflite_meta import op_histogram, tensor_summary
+    from edgeseg.model.loading import load_model
+    from edgeseg.model.metadata import infer_metadata
+    from edgeseg.model.unet import UNetConfig, build_unet
+
+    path = tmp_path / "u.keras"
+    unet = build_unet(UNetConfig((32, 32), base_filters=4, depth=2, decoder="transpose"))
+    assert float_end_layers(unet) == (("enc0_conv1", "head"), "")
+    unet.save(path)
+    loaded = load_model(path)
+    meta = infer_metadata(loaded.input_shape, loaded.output_shape)
+    tiles = np.random.default_rng(0).random((4, 32, 32, 1), dtype=np.float32)
+    conv = convert(loaded, meta, load_recipe("int8-cpu"), tiles)
+    for layer in ("enc0_conv1", "head"):
+        assert any(_names_layer(tensor, layer) for tensor in conv.kept_float)
+    ops = op_histogram(conv.tflite)
+    assert ops["DEQUANTIZE"] == 2 and ops["QUANTIZE"] == 2 and ops["DEPTH_TO_SPACE"] == 2
+    summary = tensor_summary(conv.tflite)
+    assert summary.inputs[0].dtype == "int8" and summary.outputs[0].dtype == "int8"
+    full = convert(loaded, meta, load_recipe("int8"), tiles)
+    assert "DEQUANTIZE" not in op_histogram(full.tflite) and full.kept_float == ()
+
+
+def test_float_ends_walk_through_weightless_layers_and_say_when_they_cannot() -> None:
+    import keras
+
+    from edgeseg.convert.tflite import float_end_layers
+
+    inp = keras.Input((16, 16, 1))
+    x = keras.layers.Rescaling(1 / 255, name="scale")(inp)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="first")(x)
+    x = keras.layers.Conv2D(2, 1, name="last")(x)
+    out = keras.layers.Softmax(name="softmax")(x)
+    assert float_end_layers(keras.Model(inp, out)) == (("first", "last"), "")
+    dense = keras.Model(inp, keras.layers.Dense(2, name="dense")(inp))
+    assert float_end_layers(dense) == ((), "no convolution next to the input or the output")
+
+
+def test_rewrites_leave_the_original_graph_walkable() -> None:
+    """After a rewrite (as the fp32 reference does before every int8 recipe), equalization and
+    the float ends still see each layer of the original model used once."""
+    from edgeseg.convert.equalize import _Graph
+    from edgeseg.convert.rewrite import rewrite_transpose_conv, rewrite_upsampling
+    from edgeseg.convert.tflite import float_end_layers
+    from edgeseg.model.unet import UNetConfig, build_unet
+
+    x = np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32)
+    cases = (("transpose", rewrite_transpose_conv), ("upsample", rewrite_upsampling))
+    for decoder, rewrite in cases:
+        unet = build_unet(UNetConfig((32, 32), base_filters=4, depth=2, decoder=decoder))
+        _randomize(unet)
+        new, names = rewrite(unet, x)
+        assert names and _Graph(unet).problem is None
+        assert float_end_layers(unet)[0] == ("enc0_conv1", "head")
+        np.testing.assert_allclose(np.asarray(new(x)), np.asarray(unet(x)), atol=1e-5)

@@ -286,7 +286,8 @@ def convert_model(
             layers = ", ".join(conv.depth_to_space)
             notes.append(f"Conv2DTranspose as 1x1 CONV_2D + DEPTH_TO_SPACE: {layers}")
         if conv.kept_float:
-            notes.append(f"kept float (--keep-float): {', '.join(conv.kept_float)}")
+            kept = ", ".join(conv.kept_float)
+            notes.append(f"kept float (--keep-float or the recipe's float_ends): {kept}")
         report = ArtefactReport(
             recipe=recipe.name,
             path=str(path),

@@ -44,6 +44,8 @@ class Recipe:
     edgetpu: bool = False
     # Non-overlapping Conv2DTranspose as 1x1 CONV_2D + DEPTH_TO_SPACE (see convert/rewrite.py)
     depth_to_space: bool = False
+    # Keep the first convolution(s) and the head float in an int8 model (see convert/tflite.py)
+    float_ends: bool = False
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -60,6 +62,10 @@ class Recipe:
             raise DataError(f"{where}: the Edge TPU runs full-integer int8 models only")
         if self.edgetpu and self.depth_to_space:
             raise DataError(f"{where}: the Edge TPU has no DEPTH_TO_SPACE; drop depth_to_space")
+        if self.float_ends and (self.precision != "int8" or self.edgetpu):
+            raise DataError(f"{where}: float_ends applies to CPU int8 recipes only")
+        if self.float_ends and self.quantizer != "default":
+            raise DataError(f"{where}: float_ends needs the default quantizer")
         if self.min_dice_agreement is not None and not 0 <= self.min_dice_agreement <= 1:
             raise DataError(f"{where}: min_dice_agreement must be in [0, 1]")
 

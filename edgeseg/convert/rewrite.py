@@ -12,8 +12,9 @@
   CONV_2D + DEPTH_TO_SPACE). The Edge TPU has no DEPTH_TO_SPACE, so its recipe keeps
   TRANSPOSE_CONV.
 
-Each rewrite clones the functional graph (nested functional models too), shares every other
-layer with the original, and, given probe tiles, proves the outputs unchanged.
+Each rewrite clones the functional graph (nested functional models too) with copies of every
+other layer, so the original model is left exactly as it was, and, given probe tiles, proves
+the outputs unchanged.
 """
 
 from __future__ import annotations
@@ -53,14 +54,21 @@ def _rewrite(
             return any(wanted(x) for x in layer.layers)
         return applies(layer)
 
+    copies: list[tuple[Any, Any]] = []  # (new layer, original) whose weights to copy
+
     def visit(m: Any) -> Any:
         def clone(layer: Any) -> Any:
             if isinstance(layer, k.Model):
                 return visit(layer) if is_graph_model(layer) else layer
-            if not applies(layer):
-                return layer
-            rewritten.append(layer.name)
-            return replace(layer)
+            if applies(layer):
+                rewritten.append(layer.name)
+                return replace(layer)
+            # A fresh copy, not the layer itself: calling a shared layer on the clone's inputs
+            # would give it a second inbound node, and graph walks (equalize, float ends) on
+            # the original model would then refuse it as "used more than once".
+            new = layer.__class__.from_config(layer.get_config())
+            copies.append((new, layer))
+            return new
 
         if not any(wanted(layer) for layer in m.layers):
             return m
@@ -71,6 +79,8 @@ def _rewrite(
     out = visit(model)
     if not rewritten:
         return model, ()
+    for new, layer in copies:
+        new.set_weights(layer.get_weights())
     if probe is not None and len(probe):
         x = np.asarray(probe[:2], np.float32)
         diff = float(np.max(np.abs(np.asarray(model(x)) - np.asarray(out(x)))))

@@ -125,6 +125,15 @@ def convert(
     if keep_float and recipe.quantizer == "legacy":
         raise DataError(f"--keep-float needs the default quantizer; {recipe.name} uses legacy")
     keras_model = loaded.keras_model
+    notes: list[str] = []
+    if recipe.float_ends:
+        ends, why = float_end_layers(keras_model) if keras_model is not None else ((), "")
+        if ends:
+            keep_float = tuple(dict.fromkeys((*keep_float, *ends)))
+        else:
+            notes.append(
+                "float_ends: " + (why or "a SavedModel has no Keras graph") + "; all ops int8"
+            )
     if keep_float and keras_model is not None:
         _check_layer_names(keras_model, keep_float)  # before anything slow
     eq = None
@@ -135,7 +144,6 @@ def convert(
             eq = equalize(keras_model, tiles)
             keras_model = eq.model
     rewritten: tuple[str, ...] = ()
-    notes: list[str] = []
     if recipe.edgetpu:
         if keras_model is None:
             notes.append("a SavedModel has no Keras graph: UpSampling2D layers were not rewritten")
@@ -262,6 +270,53 @@ def _quantize_keeping_float(
         denylisted_nodes=list(dict.fromkeys(nodes)),
     )
     return bytes(data), tuple(dict.fromkeys(nodes))
+
+
+def float_end_layers(model: Any) -> tuple[tuple[str, ...], str]:
+    """(names of the first convolution(s) and of the head convolution(s), or why there are none).
+
+    The first convolutions are those the input reaches through weightless single-input layers;
+    the head convolutions those the outputs come from the same way (an activation or softmax
+    layer after the last convolution is walked through). On XNNPACK these full-resolution,
+    few-channel convolutions are faster in float than in int8, and they hold the least
+    compute of a U-Net, so keeping them float costs almost nothing and often gains time.
+    """
+    from edgeseg.convert.equalize import _Graph, _kind
+
+    graph = _Graph(model)
+    if graph.problem:
+        return (), f"cannot follow the graph ({graph.problem})"
+
+    def is_conv(name: str) -> bool:
+        return _kind(graph.layers[name]) in ("Conv2D", "Conv2DTranspose")
+
+    def weightless(name: str) -> bool:
+        return not graph.layers[name].weights and len(graph.inputs[name]) <= 1
+
+    first: list[str] = []
+    stack = [n for n, srcs in graph.inputs.items() if _kind(graph.layers[n]) == "InputLayer"]
+    seen: set[str] = set()
+    while stack:
+        name = stack.pop()
+        for consumer, _ in graph.consumers.get(name, []):
+            if consumer in seen:
+                continue
+            seen.add(consumer)
+            if is_conv(consumer):
+                first.append(consumer)
+            elif weightless(consumer):
+                stack.append(consumer)
+    heads: list[str] = []
+    for name in sorted(graph.outputs):
+        while name in graph.layers and not is_conv(name) and weightless(name):
+            srcs = graph.inputs[name]
+            if not srcs:
+                break
+            name = srcs[0]
+        if name in graph.layers and is_conv(name):
+            heads.append(name)
+    names = tuple(dict.fromkeys(first + heads))
+    return names, "" if names else "no convolution next to the input or the output"
 
 
 def _check_layer_names(model: Any, wanted: tuple[str, ...]) -> None:
