@@ -172,12 +172,14 @@ def _batches(
     return Crops(workers=1, use_multiprocessing=False)
 
 
+def _tile_predictor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The Keras model in inference mode as a tile predictor (float32 tiles → numpy)."""
+    return lambda tiles: np.asarray(model(tiles, training=False))
+
+
 def validate(model: Any, val: LabelledSet, meta: ModelMetadata) -> tuple[float, float]:
     """Pooled Dice and IoU over all validation pixels (foreground; mean of classes 1..K-1)."""
-
-    def predict(tiles: np.ndarray) -> np.ndarray:
-        return np.asarray(model(tiles, training=False))
-
+    predict = _tile_predictor(model)
     predicted = [
         labels_from_probabilities(probabilities(image, predict, meta, prepared=True), meta)
         for image in val.images
@@ -192,10 +194,7 @@ def tune_threshold(
 
     Images are taken in a seeded random order until ``max_pixels`` are covered (at least one).
     """
-
-    def predict(tiles: np.ndarray) -> np.ndarray:
-        return np.asarray(model(tiles, training=False))
-
+    predict = _tile_predictor(model)
     order = np.random.default_rng(seed).permutation(len(data))
     probs, truths, covered = [], [], 0
     for i in order:
