@@ -50,6 +50,9 @@ class Recipe:
 
     def __post_init__(self) -> None:
         where = f"recipe {self.name!r}" + (f" ({self.source})" if self.source else "")
+        for key in ("equalize", "edgetpu", "depth_to_space", "float_ends"):
+            if not isinstance(getattr(self, key), bool):
+                raise DataError(f"{where}: {key} must be true or false")
         if self.precision not in PRECISIONS:
             raise DataError(f"{where}: precision must be one of {PRECISIONS}")
         if self.io not in IO_TYPES:
