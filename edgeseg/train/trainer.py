@@ -247,9 +247,12 @@ def train(
     best: dict[str, Any] = {"dice": -1.0, "iou": 0.0, "epoch": 0, "weights": None}
 
     def lr_at(step: int) -> float:
-        # Cosine decay to 2% over the run: over the wall-clock budget when one is given, so a
-        # run cut by --max-minutes still ends at a low learning rate. Short linear warm-up.
-        frac = (time.perf_counter() - start) / budget if budget else step / total_steps
+        # Cosine decay to 2% over the run, whichever ends it first: the steps, or the
+        # wall-clock budget (so a run cut by --max-minutes still ends at a low learning rate).
+        # Short linear warm-up.
+        frac = step / total_steps
+        if budget:
+            frac = max(frac, (time.perf_counter() - start) / budget)
         warm = min(1.0, (step + 1) / 20)
         low = config.learning_rate * 0.02
         return warm * (
