@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import HEAVY, _imported_after, one_line_error
+from test_cli import HEAVY, _imported_by_cli, one_line_error
 from typer.testing import CliRunner
 
 from edgeseg.calibration.sets import (
@@ -355,13 +355,7 @@ def test_cli_build_from_a_video(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("argv", [["calib", "--help"], ["calib", "build", "--help"]])
 def test_calib_help_imports_no_heavy_library(argv: list[str]) -> None:
-    code = (
-        "import sys\n"
-        f"sys.argv = ['edgeseg', *{argv!r}]\n"
-        "from edgeseg.cli.main import main\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-    )
-    loaded = _imported_after(code)
+    loaded = _imported_by_cli(argv)
     assert "typer" in loaded
     assert [m for m in HEAVY if m in loaded] == []
 

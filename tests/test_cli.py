@@ -22,6 +22,16 @@ def _imported_after(code: str) -> set[str]:
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def _imported_by_cli(argv: list[str]) -> set[str]:
+    """Modules loaded after running ``edgeseg *argv`` in a fresh interpreter."""
+    return _imported_after(
+        "import sys\n"
+        f"sys.argv = ['edgeseg', *{argv!r}]\n"
+        "from edgeseg.cli.main import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    )
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -34,13 +44,7 @@ def _imported_after(code: str) -> set[str]:
     ],
 )
 def test_help_imports_no_heavy_library(argv: list[str]) -> None:
-    code = (
-        "import sys\n"
-        f"sys.argv = ['edgeseg', *{argv!r}]\n"
-        "from edgeseg.cli.main import main\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-    )
-    loaded = _imported_after(code)
+    loaded = _imported_by_cli(argv)
     assert "typer" in loaded  # the probe really ran the CLI
     heavy = [m for m in HEAVY if m in loaded]
     assert heavy == [], f"`edgeseg {' '.join(argv)}` imported {heavy}"

@@ -75,15 +75,9 @@ def test_probe_model_is_a_valid_image_model(tmp_path: Path) -> None:
 
 
 def test_help_of_bench_report_doctor_imports_no_heavy_library() -> None:
-    from test_cli import HEAVY, _imported_after
+    from test_cli import HEAVY, _imported_by_cli
 
     for argv in (["bench", "--help"], ["report", "--help"], ["doctor", "--help"]):
-        code = (
-            "import sys\n"
-            f"sys.argv = ['edgeseg', *{argv!r}]\n"
-            "from edgeseg.cli.main import main\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        )
-        loaded = _imported_after(code)
+        loaded = _imported_by_cli(argv)
         assert "typer" in loaded
         assert not [m for m in HEAVY if m in loaded], argv

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from test_backends import META, tflite_bytes
-from test_cli import HEAVY, _imported_after, one_line_error
+from test_cli import HEAVY, _imported_after, _imported_by_cli, one_line_error
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app
@@ -35,12 +35,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_inspect_help_imports_no_heavy_library() -> None:
-    code = (
-        "import sys\nsys.argv = ['edgeseg', 'inspect', '--help']\n"
-        "from edgeseg.cli.main import main\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-    )
-    loaded = _imported_after(code)
+    loaded = _imported_by_cli(["inspect", "--help"])
     assert "typer" in loaded
     assert not [m for m in HEAVY if m in loaded]
     assert not [m for m in HEAVY if m in _imported_after("import edgeseg.cli.inspect")]
