@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -307,8 +307,7 @@ def train(
     choice = None
     if config.tune_threshold and meta.num_classes == 1:
         choice = tune_threshold(model, train_set, meta, config.tune_pixels, config.seed)
-        meta = replace(
-            meta,
+        meta = meta.with_updates(
             threshold=choice.threshold,
             provenance={
                 **meta.provenance,
