@@ -66,11 +66,11 @@ def build_models(folder: Path, precisions: tuple[str, ...] = ("int8", "fp32")) -
 
     from edgeseg.convert.recipes import load_recipe
     from edgeseg.convert.tflite import convert
-    from edgeseg.convert.tflite_meta import embed_metadata
+    from edgeseg.core.metadata import ModelMetadata
+    from edgeseg.core.preprocess import prepare
+    from edgeseg.core.tflite_file import embed_metadata
     from edgeseg.model.loading import load_model
-    from edgeseg.model.metadata import ModelMetadata
     from edgeseg.model.unet import UNetConfig, build_unet
-    from edgeseg.runtime.preprocess import prepare
     from edgeseg.samples import SynthConfig, generate
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ def quantize_onnx(fp32: Path, out: Path, calib_npz: Path) -> Path:
         quantize_static,
     )
 
-    from edgeseg.calibration.sets import CalibrationSet
+    from edgeseg.convert.calibration import CalibrationSet
 
     tiles = CalibrationSet.load(calib_npz).tiles
 

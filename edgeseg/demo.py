@@ -410,10 +410,10 @@ def _bench_table(folder: Path) -> tuple[list[str], str]:
 
 def _sample_overlays(p: dict[str, Path], s: DemoSettings) -> str:
     """One validation image segmented by the float model, fp16 and int8, side by side (PNG)."""
-    from edgeseg._optional import cv2
     from edgeseg.imageio import list_images, read_image
     from edgeseg.model.loading import load_model
     from edgeseg.model.predict import segment
+    from edgeseg.optional import cv2
     from edgeseg.runtime.backends import open_backend
     from edgeseg.runtime.overlay import display_frame, overlay, side_by_side
 

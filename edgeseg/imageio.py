@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg._optional import cv2, require
 from edgeseg.errors import DataError
+from edgeseg.optional import cv2, require
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 _TIFF = (".tif", ".tiff")
@@ -25,10 +25,10 @@ def list_images(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"not a folder: {folder}")
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(files, key=_natural_key)
+    return sorted(files, key=natural_key)
 
 
-def _natural_key(p: Path) -> tuple:
+def natural_key(p: Path) -> tuple:
     stem = p.stem
     return (0, int(stem), p.suffix) if stem.isdigit() else (1, stem, p.suffix)
 

@@ -25,7 +25,7 @@ def isbi() -> Path:
 def tiny_unet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained 32x32 U-Net (4 filters, depth 2) saved as .keras with its sidecar."""
     pytest.importorskip("keras")
-    from edgeseg.model.metadata import ModelMetadata, write_sidecar
+    from edgeseg.core.metadata import ModelMetadata, write_sidecar
     from edgeseg.model.unet import UNetConfig, build_unet
 
     path = tmp_path_factory.mktemp("tiny") / "tiny.keras"

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.quant import TensorInfo, dequantize, quantize
 from edgeseg.errors import DataError, MissingDependencyError, ModelError
-from edgeseg.model.metadata import ModelMetadata
-from edgeseg.runtime.quant import TensorInfo, dequantize, quantize
 
 SIZE = 32
 TILES = np.random.default_rng(2).random((3, SIZE, SIZE, 1), dtype=np.float32)
@@ -265,7 +265,7 @@ def test_non_image_models_are_refused(models: dict[str, Path]) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# tflite_meta.py
+# core/tflite_file.py
 # --------------------------------------------------------------------------------------------
 
 META = ModelMetadata(input_size=(SIZE, SIZE), threshold=0.4, provenance={"data": "synthetic"})
@@ -275,7 +275,7 @@ META = ModelMetadata(input_size=(SIZE, SIZE), threshold=0.4, provenance={"data":
 def test_embedded_metadata_round_trip_and_identical_outputs(
     models: dict[str, Path], tmp_path: Path, kind: str
 ) -> None:
-    from edgeseg.convert import tflite_meta as tm
+    from edgeseg.core import tflite_file as tm
     from edgeseg.runtime.backends import load_backend
 
     original = tflite_bytes(kind)
@@ -305,7 +305,7 @@ def test_embedded_metadata_round_trip_and_identical_outputs(
 
 
 def test_bad_embedded_json_is_a_one_line_error() -> None:
-    from edgeseg.convert import tflite_meta as tm
+    from edgeseg.core import tflite_file as tm
 
     embedded = tm.embed_metadata(tflite_bytes("float"), META)
     start = embedded.index(b'{"metadata"')
@@ -318,7 +318,7 @@ def test_bad_embedded_json_is_a_one_line_error() -> None:
 
 
 def test_op_histogram_and_summary(models: dict[str, Path]) -> None:
-    from edgeseg.convert.tflite_meta import op_histogram, tensor_summary
+    from edgeseg.core.tflite_file import op_histogram, tensor_summary
 
     ops = op_histogram(models["float"])
     assert ops["CONV_2D"] == 11 and ops["CONCATENATION"] == 2 and ops["TRANSPOSE_CONV"] == 2
@@ -335,7 +335,7 @@ def test_metadata_ops_and_backend_need_no_tensorflow(models: dict[str, Path]) ->
     code = textwrap.dedent(
         f"""
         import sys, numpy as np
-        from edgeseg.convert.tflite_meta import op_histogram, read_metadata
+        from edgeseg.core.tflite_file import op_histogram, read_metadata
         from edgeseg.runtime.backends import load_backend
         assert op_histogram({str(models["int8"])!r})["CONV_2D"] == 11
         assert read_metadata({str(models["int8"])!r}) is None
@@ -434,7 +434,7 @@ for path in sorted(Path(sys.argv[1]).glob("*.tflite")):
 
 
 def test_byte_flipped_models_load_or_fail_cleanly(tmp_path: Path) -> None:
-    from edgeseg.convert.tflite_meta import embed_metadata
+    from edgeseg.core.tflite_file import embed_metadata
 
     n_cases = 0
     for kind in ("float", "int8"):

@@ -28,8 +28,8 @@ def probe_model(path: Path, recipe: str | None = None, precision: str = "fp32") 
 
     data = probe_model_bytes()
     if recipe is not None:
-        from edgeseg.convert.tflite_meta import embed_metadata
-        from edgeseg.model.metadata import ModelMetadata
+        from edgeseg.core.metadata import ModelMetadata
+        from edgeseg.core.tflite_file import embed_metadata
 
         extra = {"recipe": {"name": recipe, "precision": precision}}
         data = embed_metadata(data, ModelMetadata(input_size=(8, 8)), extra=extra)
@@ -302,8 +302,8 @@ def int8_conv_model(path: Path) -> Path:
     tf = pytest.importorskip("tensorflow")
     import keras
 
-    from edgeseg.convert.tflite_meta import embed_metadata
-    from edgeseg.model.metadata import ModelMetadata
+    from edgeseg.core.metadata import ModelMetadata
+    from edgeseg.core.tflite_file import embed_metadata
 
     inp = keras.Input((16, 16, 1), batch_size=1)
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)

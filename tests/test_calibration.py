@@ -11,18 +11,18 @@ import pytest
 from test_cli import HEAVY, _imported_by_cli, one_line_error
 from typer.testing import CliRunner
 
-from edgeseg.calibration.sets import (
+from edgeseg.cli.main import app
+from edgeseg.convert.calibration import (
     CalibrationSet,
     build_calibration,
     manifest_path,
     split_holdout,
 )
-from edgeseg.cli.main import app
+from edgeseg.core.metadata import ModelMetadata, write_sidecar
+from edgeseg.core.preprocess import prepare
+from edgeseg.core.tiling import extract_tiles, plan_tiles
 from edgeseg.errors import DataError
 from edgeseg.imageio import write_image
-from edgeseg.model.metadata import ModelMetadata, write_sidecar
-from edgeseg.runtime.preprocess import prepare
-from edgeseg.runtime.tiling import extract_tiles, plan_tiles
 
 tifffile = pytest.importorskip("tifffile")
 pytest.importorskip("cv2")

@@ -51,7 +51,7 @@ def test_help_imports_no_heavy_library(argv: list[str]) -> None:
 
 
 def test_import_edgeseg_is_light() -> None:
-    loaded = _imported_after("import edgeseg, edgeseg.model.metadata, edgeseg.runtime.tiling")
+    loaded = _imported_after("import edgeseg, edgeseg.core.metadata, edgeseg.core.tiling")
     assert not [m for m in HEAVY if m in loaded]
 
 

@@ -91,8 +91,8 @@ def test_equalize_balances_skips_and_keeps_the_float_model(trap_model: Path) -> 
 
 
 def test_convert_fp32_fp16_int8_with_parity(trap_model: Path, synth_data: Path, tmp_path: Path):
-    from edgeseg.convert.tflite_meta import read_embedded, read_metadata
-    from edgeseg.model.metadata import read_sidecar
+    from edgeseg.core.metadata import read_sidecar
+    from edgeseg.core.tflite_file import read_embedded, read_metadata
 
     out = tmp_path / "build"
     result = runner.invoke(
@@ -172,8 +172,8 @@ def test_int8_without_equalization_fails_the_gate_and_keeps_the_report(
 def test_unet_shapes_convert(config: dict, tmp_path: Path) -> None:
     from edgeseg.convert.recipes import load_recipe
     from edgeseg.convert.tflite import convert
+    from edgeseg.core.metadata import infer_metadata
     from edgeseg.model.loading import load_model
-    from edgeseg.model.metadata import infer_metadata
     from edgeseg.model.unet import UNetConfig, build_unet
     from edgeseg.runtime.backends import load_backend
 

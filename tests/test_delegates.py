@@ -122,7 +122,7 @@ def test_edgetpu_devices_scans_usb_ids_and_apex(tmp_path: Path) -> None:
 
 
 def test_cpu_sibling_from_metadata_or_name(tmp_path: Path) -> None:
-    from edgeseg.model.metadata import ModelMetadata
+    from edgeseg.core.metadata import ModelMetadata
 
     (tmp_path / "a.tflite").write_bytes(b"")
     (tmp_path / "plain.tflite").write_bytes(b"")

@@ -47,7 +47,7 @@ def _tflite(tensors: list[dict], ops: list[dict], inputs=(0,), outputs=None) -> 
     tensor: {"name", "shape", "dtype" ("INT8"…), "data" (constant array), "sig" (signature),
     "scale"}; op: {"op" (builtin name or "custom:NAME"), "in", "out", "opts" (options object)}.
     """
-    from edgeseg.convert.tflite_meta import TFLITE_IDENTIFIER, _aligned_builder, schema
+    from edgeseg.core.tflite_file import TFLITE_IDENTIFIER, _aligned_builder, schema
 
     fb = schema()
     model = fb.ModelT()
@@ -113,7 +113,7 @@ def _const(name: str, data: np.ndarray, dtype: str) -> dict:
 
 
 def _opts(kind: str, **fields):
-    from edgeseg.convert.tflite_meta import schema
+    from edgeseg.core.tflite_file import schema
 
     obj = getattr(schema(), kind)()
     for k, v in fields.items():
@@ -489,8 +489,8 @@ def unets(tmp_path_factory: pytest.TempPathFactory) -> dict:
     pytest.importorskip("keras")
     from edgeseg.convert.recipes import load_recipe
     from edgeseg.convert.tflite import convert
+    from edgeseg.core.metadata import infer_metadata
     from edgeseg.model.loading import load_model
-    from edgeseg.model.metadata import infer_metadata
     from edgeseg.model.unet import UNetConfig, build_unet
 
     root = tmp_path_factory.mktemp("unets")
@@ -515,7 +515,7 @@ def unets(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_upsampling_rewritten_to_one_resize_with_identical_float_outputs(unets: dict) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgeseg.convert.tflite_meta import op_histogram
+    from edgeseg.core.tflite_file import op_histogram
 
     u = unets["upsample"]
     conv = u["conv"]
@@ -563,7 +563,7 @@ def test_layer_errors_and_keep_float_changes_the_ops(unets: dict) -> None:
     from edgeseg.convert.parity import layer_errors
     from edgeseg.convert.recipes import load_recipe
     from edgeseg.convert.tflite import convert
-    from edgeseg.convert.tflite_meta import op_histogram
+    from edgeseg.core.tflite_file import op_histogram
     from edgeseg.errors import DataError
 
     u = unets["upsample"]
@@ -588,7 +588,7 @@ def test_edgetpu_step_compiles_or_says_how_to_install(
     unets: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from edgeseg.convert.pipeline import ConvertRequest, _edgetpu_step
-    from edgeseg.convert.tflite_meta import embed_metadata, read_embedded, read_metadata
+    from edgeseg.core.tflite_file import embed_metadata, read_embedded, read_metadata
     from edgeseg.runtime.backends import cpu_sibling
 
     u = unets["upsample"]
@@ -622,7 +622,7 @@ def test_edgetpu_step_compiles_or_says_how_to_install(
 def test_convert_edgetpu_cli_compiler_fails_keeps_everything(
     tiny_unet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edgeseg.convert.tflite_meta import read_metadata
+    from edgeseg.core.tflite_file import read_metadata
     from edgeseg.runtime.backends import cpu_sibling
 
     data = write_pairs(tmp_path / "d", n=4, size=(32, 32))

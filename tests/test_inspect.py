@@ -17,7 +17,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from edgeseg.convert.tflite_meta import embed_metadata
+    from edgeseg.core.tflite_file import embed_metadata
 
     root = tmp_path_factory.mktemp("inspect")
     contents = {

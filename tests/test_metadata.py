@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeseg.errors import ModelError
-from edgeseg.model.metadata import (
+from edgeseg.core.metadata import (
     SCHEMA_VERSION,
     ModelMetadata,
     infer_metadata,
@@ -13,6 +12,7 @@ from edgeseg.model.metadata import (
     sidecar_path,
     write_sidecar,
 )
+from edgeseg.errors import ModelError
 
 
 def test_round_trip_through_json(tmp_path: Path) -> None:

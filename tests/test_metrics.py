@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from edgeseg.errors import DataError
-from edgeseg.metrics import (
+from edgeseg.core.metrics import (
     PooledScores,
     Scores,
     confusion,
@@ -21,6 +20,7 @@ from edgeseg.metrics import (
     recall,
     score,
 )
+from edgeseg.errors import DataError
 
 pytest.importorskip("cv2")
 
@@ -253,7 +253,7 @@ def test_bad_masks_raise() -> None:
 
 
 def test_best_threshold_matches_brute_force() -> None:
-    from edgeseg.metrics import best_threshold
+    from edgeseg.core.metrics import best_threshold
 
     rng = np.random.default_rng(3)
     truths = [rng.random((40, 50)) < 0.3 for _ in range(3)]
@@ -274,7 +274,7 @@ def test_best_threshold_matches_brute_force() -> None:
 
 
 def test_best_threshold_ties_go_to_half_and_boundaries_are_exclusive() -> None:
-    from edgeseg.metrics import best_threshold
+    from edgeseg.core.metrics import best_threshold
 
     truth = np.array([[True, False]])
     # Every threshold in [0.1, 0.9) separates perfectly: the tie goes to 0.5.
@@ -285,7 +285,7 @@ def test_best_threshold_ties_go_to_half_and_boundaries_are_exclusive() -> None:
 
 
 def test_best_threshold_bad_inputs() -> None:
-    from edgeseg.metrics import best_threshold
+    from edgeseg.core.metrics import best_threshold
 
     with pytest.raises(DataError, match="differ"):
         best_threshold([np.zeros((2, 2))], [np.zeros((2, 3), bool)])

@@ -17,8 +17,8 @@ keras = pytest.importorskip("keras")
 
 def _export(config: dict, tmp_path: Path):
     from edgeseg.convert.onnx import export_onnx
+    from edgeseg.core.metadata import infer_metadata
     from edgeseg.model.loading import load_model
-    from edgeseg.model.metadata import infer_metadata
     from edgeseg.model.unet import UNetConfig, build_unet
 
     cfg = UNetConfig(**{"base_filters": 4, "depth": 2, **config})
@@ -44,9 +44,9 @@ def _export(config: dict, tmp_path: Path):
 def test_export_matches_float_model_on_real_images(
     config: dict, tmp_path: Path, isbi: Path
 ) -> None:
+    from edgeseg.core.preprocess import prepare
+    from edgeseg.core.tiling import extract_tiles, plan_tiles
     from edgeseg.imageio import read_image
-    from edgeseg.runtime.preprocess import prepare
-    from edgeseg.runtime.tiling import extract_tiles, plan_tiles
 
     loaded, meta, onnx_path = _export(config, tmp_path)
     backend = OnnxBackend(onnx_path, provider="cpu")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.preprocess import normalize
 from edgeseg.errors import DataError
-from edgeseg.model.metadata import ModelMetadata
 from edgeseg.runtime.overlay import (
     class_colors,
     display_frame,
@@ -15,7 +16,6 @@ from edgeseg.runtime.overlay import (
     overlay,
     side_by_side,
 )
-from edgeseg.runtime.preprocess import normalize
 
 pytest.importorskip("cv2")
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeseg.errors import DataError
-from edgeseg.model.metadata import ModelMetadata
-from edgeseg.runtime.postprocess import (
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.postprocess import (
     ObjectStats,
     labels_from_probabilities,
     object_stats,
     remove_small_objects,
 )
+from edgeseg.errors import DataError
 
 pytest.importorskip("cv2")
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.preprocess import normalize, prepare
 from edgeseg.errors import DataError
 from edgeseg.imageio import list_images, read_image, write_image
-from edgeseg.model.metadata import ModelMetadata
-from edgeseg.runtime.preprocess import normalize, prepare
 
 tifffile = pytest.importorskip("tifffile")
 pytest.importorskip("cv2")
@@ -104,8 +104,8 @@ def test_prepare_refuses_two_channel_frames() -> None:
 def test_prepare_quantized_equals_prepare_then_quantize(
     dtype: type, normalization: str, channels: int
 ) -> None:
-    from edgeseg.runtime.preprocess import prepare_quantized
-    from edgeseg.runtime.quant import TensorInfo, quantize
+    from edgeseg.core.preprocess import prepare_quantized
+    from edgeseg.core.quant import TensorInfo, quantize
 
     rng = np.random.default_rng(3)
     frame = rng.integers(0, np.iinfo(dtype).max, size=(40, 48), dtype=dtype)

@@ -85,9 +85,9 @@ def test_converted_unet_has_depth_to_space_and_the_keras_outputs(tmp_path: Path)
 
     from edgeseg.convert.recipes import load_recipe
     from edgeseg.convert.tflite import convert
-    from edgeseg.convert.tflite_meta import op_histogram
+    from edgeseg.core.metadata import infer_metadata
+    from edgeseg.core.tflite_file import op_histogram
     from edgeseg.model.loading import load_model
-    from edgeseg.model.metadata import infer_metadata
     from edgeseg.model.unet import UNetConfig, build_unet
 
     path = tmp_path / "u.keras"
@@ -130,9 +130,9 @@ def test_float_ends_keep_the_first_convolution_and_the_head_float(tmp_path: Path
     """int8-cpu: the int8 model still takes and returns int8, with float ops at both ends."""
     from edgeseg.convert.recipes import load_recipe
     from edgeseg.convert.tflite import _names_layer, convert, float_end_layers
-    from edgeseg.convert.tflite_meta import op_histogram, tensor_summary
+    from edgeseg.core.metadata import infer_metadata
+    from edgeseg.core.tflite_file import op_histogram, tensor_summary
     from edgeseg.model.loading import load_model
-    from edgeseg.model.metadata import infer_metadata
     from edgeseg.model.unet import UNetConfig, build_unet
 
     path = tmp_path / "u.keras"
@@ -171,7 +171,7 @@ def test_float_ends_walk_through_weightless_layers_and_say_when_they_cannot() ->
 def test_rewrites_leave_the_original_graph_walkable() -> None:
     """After a rewrite (as the fp32 reference does before every int8 recipe), equalization and
     the float ends still see each layer of the original model used once."""
-    from edgeseg.convert.equalize import _Graph
+    from edgeseg.convert.equalize import Graph
     from edgeseg.convert.rewrite import rewrite_transpose_conv, rewrite_upsampling
     from edgeseg.convert.tflite import float_end_layers
     from edgeseg.model.unet import UNetConfig, build_unet
@@ -182,6 +182,6 @@ def test_rewrites_leave_the_original_graph_walkable() -> None:
         unet = build_unet(UNetConfig((32, 32), base_filters=4, depth=2, decoder=decoder))
         _randomize(unet)
         new, names = rewrite(unet, x)
-        assert names and _Graph(unet).problem is None
+        assert names and Graph(unet).problem is None
         assert float_end_layers(unet)[0] == ("enc0_conv1", "head")
         np.testing.assert_allclose(np.asarray(new(x)), np.asarray(unet(x)), atol=1e-5)

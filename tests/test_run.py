@@ -32,8 +32,8 @@ def _bright_model(path: Path, size: int = 64, metadata: bool = True) -> Path:
     known exactly, so the overlay can be checked where the mask is."""
     import keras
 
-    from edgeseg.convert.tflite_meta import embed_metadata
-    from edgeseg.model.metadata import ModelMetadata
+    from edgeseg.core.metadata import ModelMetadata
+    from edgeseg.core.tflite_file import embed_metadata
 
     inp = keras.Input((size, size, 1), batch_size=1)
     out = keras.layers.Conv2D(
@@ -59,8 +59,8 @@ def _bright_onnx(path: Path, size: int = 64) -> Path:
     import keras
 
     from edgeseg.convert.onnx import export_onnx
+    from edgeseg.core.metadata import ModelMetadata
     from edgeseg.model.loading import load_model
-    from edgeseg.model.metadata import ModelMetadata
 
     inp = keras.Input((size, size, 1))
     out = keras.layers.Conv2D(

@@ -8,14 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from edgeseg.errors import DataError
-from edgeseg.runtime.tiling import (
+from edgeseg.core.tiling import (
     TileGrid,
     extract_tiles,
     plan_tiles,
     segment_tiled,
     stitch_tiles,
 )
+from edgeseg.errors import DataError
 
 RNG = np.random.default_rng(1234)
 

@@ -95,8 +95,8 @@ def test_no_tune_threshold_keeps_half(tmp_path: Path) -> None:
 def test_tune_threshold_finds_the_separating_threshold() -> None:
     """A 'model' that returns its input as the probability, on masks cut at 0.70: the tuner
     must find 0.70 exactly, through the same tiling the runtime uses (64² images, 32² tiles)."""
-    from edgeseg.model.metadata import ModelMetadata
-    from edgeseg.train.data import LabelledSet
+    from edgeseg.core.metadata import ModelMetadata
+    from edgeseg.datasets import LabelledSet
     from edgeseg.train.trainer import tune_threshold
 
     rng = np.random.default_rng(0)
@@ -119,8 +119,8 @@ def test_tune_threshold_finds_the_separating_threshold() -> None:
 
 def test_isbi_membranes_with_foreground_zero(tmp_path: Path, isbi: Path) -> None:
     """Real data: ISBI 2012 marks membranes with 0; a 128² model tiles the 512² slices."""
-    from edgeseg.model.metadata import ModelMetadata
-    from edgeseg.train.data import load_labelled
+    from edgeseg.core.metadata import ModelMetadata
+    from edgeseg.datasets import load_labelled
 
     meta = ModelMetadata(input_size=(128, 128), foreground_value=0, normalization="percentile")
     data = load_labelled(isbi, meta)

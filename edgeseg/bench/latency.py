@@ -1,7 +1,7 @@
 """Model-only latency and the real pipeline's per-stage timings, one model per process.
 
 Where an untrusted model is first opened: the parent (``edgeseg bench``) only reads the file
-with the pure-Python flatbuffer parser (:func:`edgeseg.convert.tflite_meta.parse_bytes`, which
+with the pure-Python flatbuffer parser (:func:`edgeseg.core.tflite_file.parse_bytes`, which
 validates it), and the native interpreter first sees it in a child process
 (``python -m edgeseg.bench.latency``). A flatbuffer that passes every check can still crash
 the C++ interpreter; in the child that is a one-line error naming the model and the stage it
@@ -163,7 +163,7 @@ class ModelInfo:
 
 def model_info(path: str | Path) -> ModelInfo:
     """Validate ``path`` (a one-line ModelError if it is not a sound .tflite) and describe it."""
-    from edgeseg.convert.tflite_meta import (
+    from edgeseg.core.tflite_file import (
         op_histogram,
         read_embedded,
         read_model_bytes,

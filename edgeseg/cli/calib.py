@@ -65,7 +65,7 @@ def build(
     channel_order: str | None = ChannelOrderOpt,
 ) -> None:
     """Pick N diverse model-input tiles from SOURCE, preprocessed as the runtime will."""
-    from edgeseg.calibration.sets import build_calibration, check_output_path, manifest_path
+    from edgeseg.convert.calibration import build_calibration, check_output_path, manifest_path
     from edgeseg.model.resolve import model_metadata
     from edgeseg.runtime.sources import open_file_source
 
@@ -118,7 +118,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON."),
 ) -> None:
     """Print a calibration set's manifest (after checking its hash)."""
-    from edgeseg.calibration.sets import CalibrationSet
+    from edgeseg.convert.calibration import CalibrationSet
 
     calib = CalibrationSet.load(path)
     m = calib.manifest

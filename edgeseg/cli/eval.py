@@ -42,9 +42,9 @@ def eval_(
     """Score MODEL on a labelled folder; large images are tiled, never squashed."""
     from rich.table import Table
 
+    from edgeseg.datasets import find_pairs
+    from edgeseg.evaluate import evaluate
     from edgeseg.model.resolve import open_predictor
-    from edgeseg.train.data import find_pairs
-    from edgeseg.train.evaluate import evaluate
 
     find_pairs(data)  # check the data before paying for loading the model
     predict, meta = open_predictor(

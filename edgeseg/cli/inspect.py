@@ -24,7 +24,7 @@ def inspect(
     ),
 ) -> None:
     """Show MODEL's runtime, input and output tensors, ops and embedded edgeseg metadata."""
-    from edgeseg.convert.tflite_meta import (
+    from edgeseg.core.tflite_file import (
         op_histogram,
         parse_bytes,
         read_model_bytes,
@@ -94,9 +94,9 @@ def _embedded(data: bytes) -> tuple[dict[str, Any] | None, Any, str | None]:
     Unreadable metadata (a newer schema, a bad field) is shown, not fatal: inspecting such a
     file is how one finds out what is wrong with it.
     """
-    from edgeseg.convert.tflite_meta import read_embedded
+    from edgeseg.core.metadata import ModelMetadata
+    from edgeseg.core.tflite_file import read_embedded
     from edgeseg.errors import ModelError
-    from edgeseg.model.metadata import ModelMetadata
 
     try:
         embedded = read_embedded(data)

@@ -49,12 +49,12 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.convert.tflite_meta import (
+from edgeseg.core.tflite_file import (
     Source,
-    _as_list,
-    _builtin_names,
-    _dtype_name,
-    _text,
+    as_list,
+    as_text,
+    builtin_names,
+    dtype_name,
     parse_bytes,
     read_model_bytes,
     schema,
@@ -357,7 +357,7 @@ def preflight(source: Source, name: str | None = None) -> Preflight:
     sg = model.subgraphs[0]
     tensors = sg.tensors or []
     buffers = model.buffers or []
-    names = _builtin_names()
+    names = builtin_names()
     fb = schema()
     notes: list[str] = []
     if len(model.subgraphs) > 1:
@@ -373,10 +373,10 @@ def preflight(source: Source, name: str | None = None) -> Preflight:
         if not is_const(i):
             return None
         t = tensors[i]
-        dtype = np.dtype(_dtype_name(t.type)) if _dtype_name(t.type) != "bool" else np.bool_
+        dtype = np.dtype(dtype_name(t.type)) if dtype_name(t.type) != "bool" else np.bool_
         raw = np.asarray(buffers[t.buffer].data, np.uint8).tobytes()
         try:
-            return np.frombuffer(raw, dtype).reshape(tuple(_as_list(t.shape)) or ())
+            return np.frombuffer(raw, dtype).reshape(tuple(as_list(t.shape)) or ())
         except (TypeError, ValueError):
             return None
 
@@ -386,13 +386,13 @@ def preflight(source: Source, name: str | None = None) -> Preflight:
         code = model.operatorCodes[op.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
         if builtin == fb.BuiltinOperator.CUSTOM:
-            opname = _text(code.customCode) or "CUSTOM"
+            opname = as_text(code.customCode) or "CUSTOM"
         else:
             opname = names.get(builtin, f"BUILTIN_{builtin}")
-        ins = [i for i in _as_list(op.inputs) if i >= 0]
-        outs = [i for i in _as_list(op.outputs) if i >= 0]
+        ins = [i for i in as_list(op.inputs) if i >= 0]
+        outs = [i for i in as_list(op.outputs) if i >= 0]
         first_out = tensors[outs[0]] if outs else None
-        out_name = _text(first_out.name) if first_out is not None else ""
+        out_name = as_text(first_out.name) if first_out is not None else ""
         out_shape = tuple(int(d) for d in _signature(first_out)) if first_out is not None else ()
         params = sum(len(buffers[tensors[i].buffer].data) for i in set(ins) if is_const(i))
         if opname == EDGETPU_CUSTOM_OP:
@@ -418,8 +418,8 @@ def preflight(source: Source, name: str | None = None) -> Preflight:
             )
         )
     verdicts = _one_partition(verdicts)
-    io_types = [_dtype_name(tensors[i].type) for i in _as_list(sg.inputs)]
-    out_types = [_dtype_name(tensors[i].type) for i in _as_list(sg.outputs)]
+    io_types = [dtype_name(tensors[i].type) for i in as_list(sg.inputs)]
+    out_types = [dtype_name(tensors[i].type) for i in as_list(sg.outputs)]
     floating = sum(1 for v in verdicts if any("(the Edge TPU runs 8-bit" in r for r in v.reasons))
     if verdicts and floating == len(verdicts):
         notes.append(
@@ -458,8 +458,8 @@ def _tensor_rules(tensors: list[Any], ins: list[int], outs: list[int], is_const:
     kinds: dict[str, list[str]] = {}
     for i in dict.fromkeys((*ins, *outs)):
         t = tensors[i]
-        name = _short(_text(t.name) or f"tensor {i}")
-        dtype = _dtype_name(t.type)
+        name = _short(as_text(t.name) or f"tensor {i}")
+        dtype = dtype_name(t.type)
         const = is_const(i)
         if dtype not in _EIGHT_BIT and not (const and dtype in ("int32", "int64")):
             kinds.setdefault(f"{dtype} (the Edge TPU runs 8-bit only)", []).append(name)
@@ -593,8 +593,8 @@ def _one_partition(verdicts: list[OpVerdict]) -> list[OpVerdict]:
 def _signature(tensor: Any) -> list[int]:
     sig = tensor.shapeSignature
     if sig is not None and len(sig):
-        return [int(d) for d in _as_list(sig)]
-    return [int(d) for d in _as_list(tensor.shape)]
+        return [int(d) for d in as_list(sig)]
+    return [int(d) for d in as_list(tensor.shape)]
 
 
 def _fmt(shape: list[int] | tuple[int, ...]) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg._optional import keras
+from edgeseg.optional import keras
 
 # Below this ratio a skip is left alone: quantization already resolves it well.
 MIN_RATIO = 1.5
@@ -62,13 +62,13 @@ class EqualizeResult:
         }
 
 
-def _kind(layer: Any) -> str:
+def layer_kind(layer: Any) -> str:
     return type(layer).__name__
 
 
 def _is_passthrough(layer: Any) -> bool:
     """Per-channel and positively homogeneous: f(s·x) = s·f(x) for any s > 0, per channel."""
-    kind = _kind(layer)
+    kind = layer_kind(layer)
     if kind == "ReLU":
         cfg = layer.get_config()
         return cfg.get("max_value") is None and not cfg.get("threshold")
@@ -90,7 +90,7 @@ def _is_passthrough(layer: Any) -> bool:
 
 def _is_producer(layer: Any) -> bool:
     """A layer whose output channels can be scaled by changing its weights."""
-    kind = _kind(layer)
+    kind = layer_kind(layer)
     if kind in ("Conv2D", "Conv2DTranspose"):
         return layer.get_config().get("activation") in ("relu", "linear")
     if kind == "BatchNormalization":
@@ -100,10 +100,10 @@ def _is_producer(layer: Any) -> bool:
 
 
 def _is_compensator(layer: Any) -> bool:
-    return _kind(layer) in ("Conv2D", "Conv2DTranspose", "BatchNormalization")
+    return layer_kind(layer) in ("Conv2D", "Conv2DTranspose", "BatchNormalization")
 
 
-class _Graph:
+class Graph:
     """Producers and consumers of each layer of a flat functional Keras model."""
 
     def __init__(self, model: Any) -> None:
@@ -114,7 +114,7 @@ class _Graph:
         output_ops = {t._keras_history.operation.name for t in model.outputs}
         self.outputs = output_ops
         for name, layer in self.layers.items():
-            if _kind(layer) == "InputLayer":
+            if layer_kind(layer) == "InputLayer":
                 self.inputs[name] = []
                 continue
             if len(layer._inbound_nodes) != 1:
@@ -132,7 +132,7 @@ class _Graph:
         return int(self.layers[name].output.shape[-1])
 
 
-def _producer_of(graph: _Graph, name: str) -> str | None:
+def _producer_of(graph: Graph, name: str) -> str | None:
     """Walk back from a concatenation input through passthrough layers to its producer."""
     while True:
         layer = graph.layers[name]
@@ -143,7 +143,7 @@ def _producer_of(graph: _Graph, name: str) -> str | None:
         name = graph.inputs[name][0]
 
 
-def _compensations(graph: _Graph, producer: str) -> tuple[list[tuple[str, int, int]], str | None]:
+def _compensations(graph: Graph, producer: str) -> tuple[list[tuple[str, int, int]], str | None]:
     """Where the scaled channels of ``producer`` end up: (layer, first channel, count) to divide.
 
     Returns the list, or a reason why the output of ``producer`` reaches a layer that cannot
@@ -158,7 +158,7 @@ def _compensations(graph: _Graph, producer: str) -> tuple[list[tuple[str, int, i
             return [], f"{name} is a model output"
         for consumer, pos in graph.consumers.get(name, []):
             layer = graph.layers[consumer]
-            if _kind(layer) == "Concatenate":
+            if layer_kind(layer) == "Concatenate":
                 axis = layer.get_config().get("axis", -1)
                 if axis not in (-1, 3):
                     return [], f"{consumer} concatenates along axis {axis}"
@@ -169,15 +169,18 @@ def _compensations(graph: _Graph, producer: str) -> tuple[list[tuple[str, int, i
             elif _is_compensator(layer):
                 actions.append((consumer, offset, n))
             else:
-                return [], f"{name} feeds {consumer} ({_kind(layer)}), which cannot absorb a scale"
+                return (
+                    [],
+                    f"{name} feeds {consumer} ({layer_kind(layer)}), which cannot absorb a scale",
+                )
     return actions, None
 
 
-def _concat_inputs(graph: _Graph) -> list[tuple[str, list[str]]]:
+def _concat_inputs(graph: Graph) -> list[tuple[str, list[str]]]:
     return [
         (name, graph.inputs[name])
         for name, layer in graph.layers.items()
-        if _kind(layer) == "Concatenate"
+        if layer_kind(layer) == "Concatenate"
     ]
 
 
@@ -196,7 +199,7 @@ def _ranges(model: Any, names: list[str], tiles: np.ndarray, batch: int = 8) -> 
 
 def _scale_output(layer: Any, s: np.ndarray) -> None:
     w = layer.get_weights()
-    kind = _kind(layer)
+    kind = layer_kind(layer)
     if kind == "Conv2D":
         w[0] = w[0] * s  # kernel (kh, kw, in, out)
         if layer.use_bias:
@@ -213,7 +216,7 @@ def _scale_output(layer: Any, s: np.ndarray) -> None:
 def _divide_input(layer: Any, first: int, count: int, s: float) -> bool:
     w = layer.get_weights()
     sl = slice(first, first + count)
-    kind = _kind(layer)
+    kind = layer_kind(layer)
     if kind == "Conv2D":
         w[0][:, :, sl, :] /= s
     elif kind == "Conv2DTranspose":
@@ -241,7 +244,7 @@ def equalize(
     """
     k = keras()
     probe = _stack(tiles, max_tiles)
-    graph = _Graph(model)
+    graph = Graph(model)
     if graph.problem:
         return EqualizeResult(model, (), (f"not equalized: {graph.problem}",), 0.0)
     skipped: list[str] = []
@@ -271,7 +274,7 @@ def equalize(
 
     clone = k.models.clone_model(model)
     clone.set_weights(model.get_weights())
-    cgraph = _Graph(clone)
+    cgraph = Graph(clone)
     scalings: list[Scaling] = []
     for producer, (s, concat, r, target) in sorted(factors.items()):
         actions, reason = _compensations(cgraph, producer)

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from edgeseg._optional import require
+from edgeseg.core.metadata import ModelMetadata
 from edgeseg.errors import ModelError
-from edgeseg.model.metadata import ModelMetadata
+from edgeseg.optional import require
 
 OPSET = 17
 METADATA_KEY = "edgeseg"

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.metrics import foreground_overlap
-from edgeseg.model.metadata import ModelMetadata
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.metrics import foreground_overlap
 from edgeseg.model.predict import segment
 
 
@@ -297,19 +297,19 @@ def layer_label(tensor: str) -> str:
 
 def _producers(data: bytes) -> dict[str, str]:
     """Output tensor name → the op that produces it (main subgraph, execution order)."""
-    from edgeseg.convert.tflite_meta import _as_list, _builtin_names, _text, parse_bytes, schema
+    from edgeseg.core.tflite_file import as_list, as_text, builtin_names, parse_bytes, schema
 
     model = parse_bytes(data)
-    names = _builtin_names()
+    names = builtin_names()
     custom = schema().BuiltinOperator.CUSTOM
     sg = model.subgraphs[0]
     out: dict[str, str] = {}
     for op in sg.operators or []:
         code = model.operatorCodes[op.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        name = _text(code.customCode) if builtin == custom else names.get(builtin, str(builtin))
-        for i in _as_list(op.outputs):
-            out[_text(sg.tensors[i].name)] = name
+        name = as_text(code.customCode) if builtin == custom else names.get(builtin, str(builtin))
+        for i in as_list(op.outputs):
+            out[as_text(sg.tensors[i].name)] = name
     return out
 
 

@@ -91,8 +91,8 @@ class _Heldout:
 
 
 def _heldout_from_val(val: Path, meta: Any, limit: int) -> _Heldout:
+    from edgeseg.datasets import find_pairs, mask_to_labels, read_pair
     from edgeseg.runtime.sources import open_file_source
-    from edgeseg.train.data import find_pairs, mask_to_labels, read_pair
 
     if (val / "masks").is_dir() and (val / "images").is_dir():
         pairs = find_pairs(val)[:limit]
@@ -139,12 +139,12 @@ def convert_model(
     req: ConvertRequest, say: Callable[[str], None] = lambda _msg: None
 ) -> ConvertResult:
     """Run the whole conversion; see the module docstring. ``say`` receives progress lines."""
-    from edgeseg.calibration.sets import CalibrationSet, build_calibration
+    from edgeseg.convert.calibration import CalibrationSet, build_calibration
     from edgeseg.convert.parity import layer_errors
     from edgeseg.convert.tflite import convert
-    from edgeseg.convert.tflite_meta import embed_metadata, op_histogram
+    from edgeseg.core.metadata import read_sidecar
+    from edgeseg.core.tflite_file import embed_metadata, op_histogram
     from edgeseg.model.loading import load_model
-    from edgeseg.model.metadata import read_sidecar
     from edgeseg.model.resolve import apply_flags
     from edgeseg.runtime.backends import load_backend
     from edgeseg.runtime.sources import open_file_source
@@ -425,7 +425,7 @@ def _edgetpu_step(
         compiler_path,
         preflight,
     )
-    from edgeseg.convert.tflite_meta import embed_metadata
+    from edgeseg.core.tflite_file import embed_metadata
 
     pre = preflight(data, path.name)
     say(f"Edge TPU preflight of {path.name}: {pre.verdict}")

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg._optional import require
 from edgeseg.errors import ModelError
+from edgeseg.optional import require
 
 # Largest output change a rewrite may cause on the probe tiles: exact for the resize; the 1x1
 # convolution sums the same products in another order.

@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg._optional import require
 from edgeseg.convert.edgetpu import check_recipe
 from edgeseg.convert.equalize import EqualizeResult, equalize
 from edgeseg.convert.recipes import Recipe
 from edgeseg.convert.rewrite import rewrite_transpose_conv, rewrite_upsampling
+from edgeseg.core.metadata import ModelMetadata
 from edgeseg.errors import DataError, EdgesegError, ModelError
-from edgeseg.model.metadata import ModelMetadata
+from edgeseg.optional import require
 
 
 @dataclass(frozen=True)
@@ -217,17 +217,17 @@ def _converter_errors(what: str) -> Iterator[None]:
 
 def _check_static(data: bytes, recipe: str) -> None:
     """ModelError when a tensor of the converted model still has a dynamic dimension."""
-    from edgeseg.convert.tflite_meta import _as_list, _text, parse_bytes
+    from edgeseg.core.tflite_file import as_list, as_text, parse_bytes
 
     model = parse_bytes(data, f"the {recipe} model")
     for sg in model.subgraphs:
         for t in sg.tensors or []:
-            sig = _as_list(t.shapeSignature)
+            sig = as_list(t.shapeSignature)
             if any(int(d) < 0 for d in sig):
                 shape = "(" + ", ".join(str(int(d)) for d in sig) + ")"
                 raise ModelError(
                     f"{recipe}: the model's shapes cannot be made static for the Edge TPU: "
-                    f"tensor {_text(t.name).split(';')[-1]} is {shape} even with a batch-1 "
+                    f"tensor {as_text(t.name).split(';')[-1]} is {shape} even with a batch-1 "
                     "input of fixed size (a layer computes a shape from the data)"
                 )
 
@@ -281,20 +281,20 @@ def float_end_layers(model: Any) -> tuple[tuple[str, ...], str]:
     few-channel convolutions are faster in float than in int8, and they hold the least
     compute of a U-Net, so keeping them float costs almost nothing and often gains time.
     """
-    from edgeseg.convert.equalize import _Graph, _kind
+    from edgeseg.convert.equalize import Graph, layer_kind
 
-    graph = _Graph(model)
+    graph = Graph(model)
     if graph.problem:
         return (), f"cannot follow the graph ({graph.problem})"
 
     def is_conv(name: str) -> bool:
-        return _kind(graph.layers[name]) in ("Conv2D", "Conv2DTranspose")
+        return layer_kind(graph.layers[name]) in ("Conv2D", "Conv2DTranspose")
 
     def weightless(name: str) -> bool:
         return not graph.layers[name].weights and len(graph.inputs[name]) <= 1
 
     first: list[str] = []
-    stack = [n for n, srcs in graph.inputs.items() if _kind(graph.layers[n]) == "InputLayer"]
+    stack = [n for n, srcs in graph.inputs.items() if layer_kind(graph.layers[n]) == "InputLayer"]
     seen: set[str] = set()
     while stack:
         name = stack.pop()
@@ -339,11 +339,11 @@ def _check_layer_names(model: Any, wanted: tuple[str, ...]) -> None:
 
 def _activation_names(data: bytes) -> list[str]:
     """Names of the tensors that ops produce (not constants), in execution order."""
-    from edgeseg.convert.tflite_meta import _as_list, _text, parse_bytes
+    from edgeseg.core.tflite_file import as_list, as_text, parse_bytes
 
     model = parse_bytes(bytes(data), "the calibrated model")
     sg = model.subgraphs[0]
-    return [_text(sg.tensors[i].name) for op in sg.operators or [] for i in _as_list(op.outputs)]
+    return [as_text(sg.tensors[i].name) for op in sg.operators or [] for i in as_list(op.outputs)]
 
 
 def _names_layer(tensor: str, layer: str) -> bool:

@@ -53,7 +53,7 @@ def probe_model_bytes() -> bytes:
     built with the flatbuffer schema: enough to see a runtime and XNNPACK work."""
     import flatbuffers
 
-    from edgeseg.convert.tflite_meta import TFLITE_IDENTIFIER, schema
+    from edgeseg.core.tflite_file import TFLITE_IDENTIFIER, schema
 
     fb = schema()
     code = fb.OperatorCodeT()

@@ -11,7 +11,7 @@ Every model config is inspected *before* Keras deserialises anything, so a file 
 says it trusts the file. Every user-caused failure is a one-line :class:`ModelError`.
 
 TensorFlow, Keras and h5py are imported inside the functions through
-:func:`edgeseg._optional.require`, so importing this module stays cheap.
+:func:`edgeseg.optional.require`, so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg._optional import require
 from edgeseg.errors import DataError, EdgesegError, ModelError
+from edgeseg.optional import require
 
 __all__ = [
     "KERAS_SUFFIXES",

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgeseg.model.metadata import ModelMetadata
-from edgeseg.runtime.postprocess import labels_from_probabilities
-from edgeseg.runtime.preprocess import prepare
-from edgeseg.runtime.tiling import segment_tiled
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.postprocess import labels_from_probabilities
+from edgeseg.core.preprocess import prepare
+from edgeseg.core.tiling import segment_tiled
 
 DEFAULT_OVERLAP = 32
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.model.metadata import ModelMetadata, infer_metadata, read_sidecar
+from edgeseg.core.metadata import ModelMetadata, infer_metadata, read_sidecar
 
 
 def apply_flags(

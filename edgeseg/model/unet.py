@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edgeseg._optional import keras
 from edgeseg.errors import ModelError
+from edgeseg.optional import keras
 
 DECODERS = ("transpose", "upsample")
 PADDINGS = ("same", "valid")

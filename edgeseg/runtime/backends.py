@@ -5,10 +5,10 @@ installed, else ``tflite_runtime``, else ``tensorflow.lite``: whatever the devic
 CPU, LiteRT applies XNNPACK by default; ``threads`` sets how many cores it uses.
 
 A backend takes float32 tiles and returns float32 probabilities whatever the model's own
-dtypes are: integer models are fed through :mod:`edgeseg.runtime.quant` at their edges.
+dtypes are: integer models are fed through :mod:`edgeseg.core.quant` at their edges.
 
 The file is validated before the interpreter sees it (identifier, size, a full flatbuffer
-parse and index checks in :mod:`edgeseg.convert.tflite_meta`), and every failure of the
+parse and index checks in :mod:`edgeseg.core.tflite_file`), and every failure of the
 interpreter (construction, allocation, inference) becomes a one-line :class:`ModelError`.
 """
 
@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.quant import TensorInfo, dequantize, quantize
 from edgeseg.errors import DataError, MissingDependencyError, ModelError
-from edgeseg.model.metadata import ModelMetadata
-from edgeseg.runtime.quant import TensorInfo, dequantize, quantize
 
 __all__ = [
     "OnnxBackend",
@@ -59,7 +59,7 @@ def interpreter_class() -> tuple[type, str]:
     """
     for dist, module_name, attr in _RUNTIMES:
         if module_name == "tensorflow":
-            # Quiet TensorFlow's C++ start-up chatter, as edgeseg._optional.require does.
+            # Quiet TensorFlow's C++ start-up chatter, as edgeseg.optional.require does.
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         try:
             module = importlib.import_module(module_name)
@@ -123,7 +123,7 @@ class TFLiteBackend(_ImageModel):
         threads: int | None = None,
         experimental_delegates: list[Any] | None = None,
     ) -> None:
-        from edgeseg.convert.tflite_meta import parse_bytes, read_model_bytes
+        from edgeseg.core.tflite_file import parse_bytes, read_model_bytes
 
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -242,7 +242,7 @@ class TFLiteBackend(_ImageModel):
         """Tiles already in the model's input dtype (n, H, W, C) → float32 (n, h, w, K).
 
         For callers that quantize frames straight to the model's integer input (a lookup
-        table per frame, :func:`edgeseg.runtime.preprocess.prepare_quantized`).
+        table per frame, :func:`edgeseg.core.preprocess.prepare_quantized`).
         """
         _, h, w, c = self.input.shape
         n, b = len(tiles), self.batch_size
@@ -259,7 +259,7 @@ class TFLiteBackend(_ImageModel):
     def metadata(self) -> ModelMetadata | None:
         """The edgeseg metadata embedded in the file, or None when it has none."""
         if not self._metadata_read:
-            from edgeseg.convert.tflite_meta import read_metadata
+            from edgeseg.core.tflite_file import read_metadata
 
             self._metadata = read_metadata(self.path)
             self._metadata_read = True
@@ -503,7 +503,7 @@ def open_backend(
             raise
         target = path
         if choice == "edgetpu":
-            from edgeseg.convert.tflite_meta import read_metadata
+            from edgeseg.core.tflite_file import read_metadata
 
             sibling = cpu_sibling(path, read_metadata(path))
             if sibling is None:
@@ -587,7 +587,7 @@ class OnnxBackend(_ImageModel):
         trt_cache: str | Path | None = None,
         trt_fp16: bool = False,
     ) -> None:
-        from edgeseg._optional import require
+        from edgeseg.optional import require
 
         ort = require("onnxruntime")
         self.path = Path(model_path)

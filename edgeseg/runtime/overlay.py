@@ -10,10 +10,10 @@ import colorsys
 
 import numpy as np
 
-from edgeseg._optional import cv2
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.preprocess import drop_alpha, intensity_range
 from edgeseg.errors import DataError
-from edgeseg.model.metadata import ModelMetadata
-from edgeseg.runtime.preprocess import drop_alpha, intensity_range
+from edgeseg.optional import cv2
 
 __all__ = [
     "PALETTE",
@@ -124,7 +124,7 @@ def _stretch(x: np.ndarray, meta: ModelMetadata | None) -> np.ndarray:
 
 def _display_range(x: np.ndarray, meta: ModelMetadata | None) -> tuple[float, float]:
     """(lo, hi) intensities shown as black and white; the metadata's rule when given, as in
-    :func:`edgeseg.runtime.preprocess.normalize` (same subsample, so the same numbers)."""
+    :func:`edgeseg.core.preprocess.normalize` (same subsample, so the same numbers)."""
     if meta is not None:
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             x = np.where(np.isfinite(x), x, 0).astype(x.dtype)

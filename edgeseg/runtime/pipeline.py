@@ -27,16 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.model.metadata import ModelMetadata
-from edgeseg.runtime.postprocess import (
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.postprocess import (
     ObjectStats,
     labels_from_probabilities,
     object_stats,
     remove_small_objects,
 )
-from edgeseg.runtime.preprocess import prepare, prepare_quantized
+from edgeseg.core.preprocess import prepare, prepare_quantized
+from edgeseg.core.tiling import TileGrid, extract_tiles, plan_tiles, stitch_tiles
 from edgeseg.runtime.sinks import CSV_FIELDS
-from edgeseg.runtime.tiling import TileGrid, extract_tiles, plan_tiles, stitch_tiles
 
 __all__ = ["CSV_FIELDS", "RenderOptions", "RunSummary", "Segmenter", "run_pipeline"]
 
@@ -108,7 +108,7 @@ class Segmenter:
             x = prepare(frame, self.meta)
         h, w = x.shape[:2]
         if self.resize:
-            from edgeseg._optional import cv2
+            from edgeseg.optional import cv2
 
             th, tw = self.meta.input_size
             tiles = cv2().resize(x, (tw, th), interpolation=cv2().INTER_AREA)
@@ -120,7 +120,7 @@ class Segmenter:
         out = predict(tiles)
         t2 = time.perf_counter()
         if self.resize:
-            from edgeseg._optional import cv2
+            from edgeseg.optional import cv2
 
             prob = cv2().resize(out[0], (w, h), interpolation=cv2().INTER_LINEAR)
             prob = prob.reshape(h, w, -1)

@@ -36,9 +36,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from edgeseg._optional import cv2
 from edgeseg.errors import DataError, MissingDependencyError
 from edgeseg.imageio import write_image
+from edgeseg.optional import cv2
 
 __all__ = [
     "CSV_FIELDS",

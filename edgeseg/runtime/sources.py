@@ -2,7 +2,7 @@
 
 Every source gives frames as read, in RGB order (or gray) and at their own bit depth: uint8 or
 uint16 arrays of shape (H, W) or (H, W, C) (float32 for float TIFFs). Normalisation and
-channel reduction happen later, in :func:`edgeseg.runtime.preprocess.prepare`, identically for
+channel reduction happen later, in :func:`edgeseg.core.preprocess.prepare`, identically for
 calibration, evaluation and the runtime.
 
 File sources are finite and random access (:class:`FrameSource`): calibration picks frames
@@ -36,9 +36,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from edgeseg._optional import cv2, require
 from edgeseg.errors import DataError
-from edgeseg.imageio import IMAGE_SUFFIXES, _natural_key, list_images, read_image
+from edgeseg.imageio import IMAGE_SUFFIXES, list_images, natural_key, read_image
+from edgeseg.optional import cv2, require
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -104,7 +104,7 @@ def open_file_source(source: str | Path) -> ConcatSource | ImageFile | TiffStack
         if not files:
             what = f"{len(matches)} match(es), none an image or video" if matches else "nothing"
             raise DataError(f"pattern {text} matches {what}")
-        files.sort(key=lambda p: (_natural_key_parts(p.parent), _natural_key(p)))
+        files.sort(key=lambda p: (_natural_key_parts(p.parent), natural_key(p)))
         return ConcatSource([_open_file(f) for f in files], kind="files matching", path=text)
     raise DataError(f"source not found: {text}")
 
@@ -475,7 +475,7 @@ def _open_file(path: Path) -> ImageFile | TiffStack | VideoFile:
 
 
 def _natural_key_parts(folder: Path) -> tuple:
-    return tuple(_natural_key(Path(part)) for part in folder.parts)
+    return tuple(natural_key(Path(part)) for part in folder.parts)
 
 
 def _check_index(i: int, n: int) -> None:

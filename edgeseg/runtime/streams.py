@@ -55,8 +55,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from edgeseg._optional import cv2
 from edgeseg.errors import DataError
+from edgeseg.optional import cv2
 
 __all__ = [
     "SCHEMES",

@@ -23,9 +23,9 @@ from types import ModuleType
 
 import numpy as np
 
-from edgeseg._optional import cv2 as _cv2
-from edgeseg._optional import require
 from edgeseg.errors import DataError
+from edgeseg.optional import cv2 as _cv2
+from edgeseg.optional import require
 
 # Cell counts in SynthConfig.cells are per this many pixels (256 x 256).
 _REFERENCE_AREA = 256 * 256

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeseg._optional import cv2
+from edgeseg.optional import cv2
 
 
 @dataclass(frozen=True)

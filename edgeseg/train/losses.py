@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from edgeseg._optional import keras
+from edgeseg.optional import keras
 
 _EPS = 1.0
 

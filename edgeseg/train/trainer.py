@@ -16,15 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg._optional import keras
+from edgeseg.core.metadata import ModelMetadata, class_names_for, write_sidecar
+from edgeseg.core.metrics import ThresholdChoice, best_threshold, foreground_overlap
+from edgeseg.core.postprocess import labels_from_probabilities
+from edgeseg.datasets import LabelledSet, load_labelled, split, synthetic_labelled
 from edgeseg.errors import DataError
-from edgeseg.metrics import ThresholdChoice, best_threshold, foreground_overlap
-from edgeseg.model.metadata import ModelMetadata, class_names_for, write_sidecar
 from edgeseg.model.predict import probabilities
 from edgeseg.model.unet import UNetConfig, build_unet
-from edgeseg.runtime.postprocess import labels_from_probabilities
+from edgeseg.optional import keras
 from edgeseg.train.augment import AugmentConfig, augment, random_crop
-from edgeseg.train.data import LabelledSet, load_labelled, split, synthetic_labelled
 from edgeseg.train.losses import dice_bce_loss, dice_ce_loss
 
 SYNTHETIC = "synthetic"

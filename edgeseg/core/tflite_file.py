@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.quant import TensorInfo
 from edgeseg.errors import MissingDependencyError, ModelError
-from edgeseg.model.metadata import ModelMetadata
-from edgeseg.runtime.quant import TensorInfo
 
 __all__ = [
     "METADATA_NAME",
@@ -181,18 +181,20 @@ def _check_indices(model: Any, label: str) -> None:
             if not 0 <= tensor.buffer < max(n_buffers, 1):
                 raise _invalid(label, f"tensor {t} refers to buffer {tensor.buffer} of {n_buffers}")
         for role, ids in (("input", sg.inputs), ("output", sg.outputs)):
-            for i in _as_list(ids):
+            for i in as_list(ids):
                 if not 0 <= i < n:
                     raise _invalid(label, f"subgraph {s} {role} {i} is not one of its {n} tensors")
         for o, op in enumerate(sg.operators or []):
             if not 0 <= op.opcodeIndex < n_codes:
                 raise _invalid(label, f"operator {o} has op code {op.opcodeIndex} of {n_codes}")
-            for i in (*_as_list(op.inputs), *_as_list(op.outputs)):
+            for i in (*as_list(op.inputs), *as_list(op.outputs)):
                 if not -1 <= i < n:  # -1 marks an omitted optional input
                     raise _invalid(label, f"operator {o} uses tensor {i} of {n}")
     for entry in model.metadata or []:
         if not 0 <= entry.buffer < n_buffers:
-            raise _invalid(label, f"metadata {_text(entry.name)[:40]!r} refers to a missing buffer")
+            raise _invalid(
+                label, f"metadata {as_text(entry.name)[:40]!r} refers to a missing buffer"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,8 +220,8 @@ def embed_metadata(
     fb = schema()
     model.buffers = list(model.buffers or [])
     entries = list(model.metadata or [])
-    ours = [e for e in entries if _text(e.name) == METADATA_NAME]
-    others = [e for e in entries if _text(e.name) != METADATA_NAME]
+    ours = [e for e in entries if as_text(e.name) == METADATA_NAME]
+    others = [e for e in entries if as_text(e.name) != METADATA_NAME]
     used = {t.buffer for sg in model.subgraphs for t in sg.tensors or []}
     used |= {e.buffer for e in others} | {0}  # buffer 0 is the shared empty sentinel
     reusable = [e.buffer for e in ours if e.buffer not in used]
@@ -234,7 +236,7 @@ def embed_metadata(
     entry.name = METADATA_NAME
     entry.buffer = index
     model.metadata = [*others, entry]
-    builder = _aligned_builder()(len(data) + len(blob) + 1024)
+    builder = aligned_builder()(len(data) + len(blob) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
     return bytes(builder.Output())
 
@@ -260,7 +262,7 @@ def read_metadata(source: Source) -> ModelMetadata | None:
 
 
 def _embedded(model: Any, label: str) -> dict[str, Any] | None:
-    entries = [e for e in model.metadata or [] if _text(e.name) == METADATA_NAME]
+    entries = [e for e in model.metadata or [] if as_text(e.name) == METADATA_NAME]
     if not entries:
         return None
     buf = model.buffers[entries[-1].buffer]
@@ -289,14 +291,14 @@ def op_histogram(source: Source) -> dict[str, int]:
     """
     model = parse_model(source)
     fb = schema()
-    names = _builtin_names()
+    names = builtin_names()
     counts: Counter[str] = Counter()
     for sg in model.subgraphs:
         for op in sg.operators or []:
             code = model.operatorCodes[op.opcodeIndex]
             builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
             if builtin == fb.BuiltinOperator.CUSTOM:
-                counts[_text(code.customCode) or "CUSTOM"] += 1
+                counts[as_text(code.customCode) or "CUSTOM"] += 1
             else:
                 counts[names.get(builtin, f"BUILTIN_{builtin}")] += 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
@@ -347,16 +349,16 @@ def tensor_summary(source: Source) -> TensorSummary:
             if buf is None or buf.data is None or t.buffer in seen:
                 continue
             seen.add(t.buffer)
-            weights[_dtype_name(t.type)] += len(buf.data)
+            weights[dtype_name(t.type)] += len(buf.data)
     return TensorSummary(
         size_bytes=len(data),
         subgraphs=len(model.subgraphs),
         tensors=sum(len(sg.tensors or []) for sg in model.subgraphs),
         operators=sum(len(sg.operators or []) for sg in model.subgraphs),
-        inputs=tuple(_info(tensors, i) for i in _as_list(main.inputs)),
-        outputs=tuple(_info(tensors, i) for i in _as_list(main.outputs)),
+        inputs=tuple(_info(tensors, i) for i in as_list(main.inputs)),
+        outputs=tuple(_info(tensors, i) for i in as_list(main.outputs)),
         weight_bytes=dict(sorted(weights.items(), key=lambda kv: -kv[1])),
-        metadata_names=tuple(_text(e.name) for e in model.metadata or []),
+        metadata_names=tuple(as_text(e.name) for e in model.metadata or []),
     )
 
 
@@ -364,13 +366,13 @@ def _info(tensors: list[Any], index: int) -> TensorInfo:
     t = tensors[index]
     shape = t.shapeSignature if t.shapeSignature is not None and len(t.shapeSignature) else t.shape
     q = t.quantization
-    scales = _as_list(q.scale) if q is not None else []
-    zeros = _as_list(q.zeroPoint) if q is not None else []
+    scales = as_list(q.scale) if q is not None else []
+    zeros = as_list(q.zeroPoint) if q is not None else []
     return TensorInfo(
-        name=_text(t.name),
+        name=as_text(t.name),
         index=int(index),
-        shape=tuple(int(d) for d in _as_list(shape)),
-        dtype=_dtype_name(t.type),
+        shape=tuple(int(d) for d in as_list(shape)),
+        dtype=dtype_name(t.type),
         scale=float(scales[0]) if len(scales) == 1 else 0.0,
         zero_point=int(zeros[0]) if len(zeros) == 1 else 0,
     )
@@ -382,7 +384,7 @@ def _info(tensors: list[Any], index: int) -> TensorInfo:
 
 
 @lru_cache(maxsize=1)
-def _aligned_builder() -> type:
+def aligned_builder() -> type:
     """A flatbuffers Builder whose byte vectors (the buffers) start on 16-byte boundaries."""
     import flatbuffers
 
@@ -400,7 +402,7 @@ def _aligned_builder() -> type:
 
 
 @lru_cache(maxsize=1)
-def _builtin_names() -> dict[int, str]:
+def builtin_names() -> dict[int, str]:
     ops = schema().BuiltinOperator
     return {v: k for k, v in vars(ops).items() if not k.startswith("_") and isinstance(v, int)}
 
@@ -411,19 +413,19 @@ def _type_names() -> dict[int, str]:
     return {v: k for k, v in vars(types).items() if not k.startswith("_") and isinstance(v, int)}
 
 
-def _dtype_name(tensor_type: int) -> str:
+def dtype_name(tensor_type: int) -> str:
     """Schema TensorType → numpy dtype name ("FLOAT32" → "float32", "BOOL" → "bool")."""
     name = _type_names().get(tensor_type, f"type{tensor_type}")
     return name.lower()
 
 
-def _as_list(values: Any) -> list[Any]:
+def as_list(values: Any) -> list[Any]:
     if values is None:
         return []
     return [v.item() if hasattr(v, "item") else v for v in values]
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, (bytes, bytearray)):

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.metrics import PooledScores, Scores
-from edgeseg.model.metadata import ModelMetadata
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.metrics import PooledScores, Scores
+from edgeseg.datasets import find_pairs, mask_to_labels, read_pair
 from edgeseg.model.predict import DEFAULT_OVERLAP, segment
-from edgeseg.train.data import find_pairs, mask_to_labels, read_pair
 
 
 @dataclass(frozen=True)

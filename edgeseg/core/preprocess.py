@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.quant import TensorInfo, quantize
 from edgeseg.errors import DataError
-from edgeseg.model.metadata import ModelMetadata
-from edgeseg.runtime.quant import TensorInfo, quantize
 
 # ITU-R BT.601 luma, the weights OpenCV uses for RGB → gray.
 _PERCENTILE_PIXELS = 512 * 512

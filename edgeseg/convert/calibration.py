@@ -1,9 +1,9 @@
 """Representative sets for int8 calibration: built from frames, hashed, saved, loaded, checked.
 
 A set holds model-input tiles, preprocessed exactly as the runtime preprocesses frames for that
-model: :func:`~edgeseg.runtime.preprocess.prepare` on the whole frame (normalisation, then
+model: :func:`~edgeseg.core.preprocess.prepare` on the whole frame (normalisation, then
 channels), then the frame is cut into model-sized tiles by the runtime's own tiling
-(:func:`~edgeseg.runtime.tiling.plan_tiles` + :func:`~edgeseg.runtime.tiling.extract_tiles`;
+(:func:`~edgeseg.core.tiling.plan_tiles` + :func:`~edgeseg.core.tiling.extract_tiles`;
 frames smaller than the model input are padded the same way). The int8 ranges the converter
 derives from these tiles are therefore the ranges the model will see on the device.
 
@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.preprocess import prepare
+from edgeseg.core.tiling import extract_tiles, plan_tiles
 from edgeseg.errors import DataError
-from edgeseg.model.metadata import ModelMetadata
-from edgeseg.runtime.preprocess import prepare
 from edgeseg.runtime.sources import FrameSource, TiffStack, VideoFile, open_file_source
-from edgeseg.runtime.tiling import extract_tiles, plan_tiles
 
 __all__ = [
     "FORMAT",

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeseg._optional import cv2
+from edgeseg.core.metadata import ModelMetadata
 from edgeseg.errors import DataError
-from edgeseg.model.metadata import ModelMetadata
+from edgeseg.optional import cv2
 
 __all__ = [
     "ObjectStats",

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.preprocess import prepare
 from edgeseg.errors import DataError
 from edgeseg.imageio import list_images, read_image
-from edgeseg.model.metadata import ModelMetadata
-from edgeseg.runtime.preprocess import prepare
 
 
 @dataclass(frozen=True)

@@ -325,7 +325,7 @@ def _hd95(p: np.ndarray, t: np.ndarray, spacing: float) -> float:
         return 0.0
     if p_any != t_any:
         return math.nan
-    from edgeseg._optional import cv2
+    from edgeseg.optional import cv2
 
     cv = cv2()
     # Every surface pixel lies inside the bounding box of the union of the masks, so the
