@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeseg import hardware
 from edgeseg.errors import DataError, MissingDependencyError, ModelError
+from edgeseg.hardware import EdgeTPU
 from edgeseg.runtime import backends
-from edgeseg.runtime.backends import cpu_sibling, edgetpu_devices, open_backend
+from edgeseg.runtime.backends import cpu_sibling, open_backend
 
 pytest.importorskip("ai_edge_litert")
 tf = pytest.importorskip("tensorflow")
@@ -76,11 +78,11 @@ def test_no_device_and_version_mismatch_are_told_apart(
         raise ValueError("Failed to load delegate from libedgetpu.so.1")
 
     monkeypatch.setattr(backends, "_load_delegate_function", lambda: failing)
-    monkeypatch.setattr(backends, "edgetpu_devices", lambda: [])
+    monkeypatch.setattr(hardware, "edgetpus", lambda: [])
     with pytest.raises(DataError, match="no Edge TPU attached"):
         open_backend(int8_pair / "m_edgetpu.tflite")
-    monkeypatch.setattr(backends, "edgetpu_devices", lambda: ["usb:2-1 (18d1:9302)"])
-    with pytest.raises(ModelError, match="built against one TFLite version"):
+    monkeypatch.setattr(hardware, "edgetpus", lambda: [EdgeTPU("usb", "2-1 (18d1:9302)")])
+    with pytest.raises(ModelError, match=r"attached \(usb:2-1 \(18d1:9302\)\).*built against one"):
         open_backend(int8_pair / "m_edgetpu.tflite")
 
 
@@ -94,7 +96,7 @@ def test_device_option_reaches_the_delegate(
         raise ValueError("Failed to load delegate")
 
     monkeypatch.setattr(backends, "_load_delegate_function", lambda: recording)
-    monkeypatch.setattr(backends, "edgetpu_devices", lambda: [])
+    monkeypatch.setattr(hardware, "edgetpus", lambda: [])
     with pytest.raises(DataError):
         open_backend(int8_pair / "m_edgetpu.tflite", device="usb:1")
     assert seen == {"library": "libedgetpu.so.1", "options": {"device": "usb:1"}}
@@ -107,18 +109,6 @@ def test_delegate_library_by_path(int8_pair: Path, tmp_path: Path) -> None:
     bad.write_bytes(b"not a library")
     with pytest.raises(ModelError, match="cannot load delegate"):
         open_backend(int8_pair / "m.tflite", delegate=str(bad))
-
-
-def test_edgetpu_devices_scans_usb_ids_and_apex(tmp_path: Path) -> None:
-    usb = tmp_path / "sys" / "bus" / "usb" / "devices"
-    for name, (vendor, product) in {"1-1": ("1a6e", "089a"), "1-2": ("046d", "0825")}.items():
-        (usb / name).mkdir(parents=True)
-        (usb / name / "idVendor").write_text(vendor + "\n")
-        (usb / name / "idProduct").write_text(product + "\n")
-    (tmp_path / "dev").mkdir()
-    (tmp_path / "dev" / "apex_0").write_text("")
-    found = edgetpu_devices(tmp_path)
-    assert found[0] == "usb:1-1 (1a6e:089a)" and found[1].startswith("pci:") and len(found) == 2
 
 
 def test_cpu_sibling_from_metadata_or_name(tmp_path: Path) -> None:

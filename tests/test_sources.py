@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_video
+from helpers import write_video
 
 from edgeseg.errors import DataError
 from edgeseg.imageio import write_image

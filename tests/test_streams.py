@@ -1,5 +1,5 @@
 """Stream URIs and sources: parsing, synthetic://, files (video, truncated video, TIFF, folder),
-cameras that are not there, pipelines this OpenCV cannot run, OpenCV's capabilities."""
+cameras that are not there, pipelines this OpenCV cannot run, cameras faked."""
 
 from __future__ import annotations
 
@@ -9,19 +9,15 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from conftest import write_video
+from helpers import write_video
 
 from edgeseg.errors import DataError
+from edgeseg.hardware import board_family, opencv_capabilities
 from edgeseg.imageio import write_image
-from edgeseg.runtime import streams
-from edgeseg.runtime.streams import (
-    SCHEMES,
-    Stream,
-    csi_pipeline,
-    open_stream,
-    opencv_capabilities,
-    parse_source,
-)
+from edgeseg.runtime import cameras
+from edgeseg.runtime.cameras import csi_pipeline
+from edgeseg.runtime.streams import Stream, open_stream
+from edgeseg.runtime.uri import SCHEMES, parse_source, redact
 
 cv2 = pytest.importorskip("cv2")
 tifffile = pytest.importorskip("tifffile")
@@ -36,7 +32,7 @@ def _read_all(stream: Stream, limit: int = 1000) -> list[np.ndarray]:
 
 
 def _frame_number(frame: np.ndarray) -> int:
-    """The i written by :func:`conftest.write_video`, from the bar width (checks RGB order too)."""
+    """The i written by :func:`helpers.write_video`, from the bar width (checks RGB order too)."""
     assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8
     i = int((frame[24, :, 1] > 128).sum()) - 1
     assert abs(int(frame[24, 40, 0]) - i * 8) <= 6 and frame[24, 40, 2] < 12, (i, frame[24, 40])
@@ -105,8 +101,8 @@ def test_unknown_scheme_lists_the_supported_ones() -> None:
 
 
 def test_redacts_passwords() -> None:
-    assert streams._redact("rtsp://admin:hunter2@10.0.0.9/s1") == "rtsp://admin:***@10.0.0.9/s1"
-    assert streams._redact("rtsp://10.0.0.9/s1") == "rtsp://10.0.0.9/s1"
+    assert redact("rtsp://admin:hunter2@10.0.0.9/s1") == "rtsp://admin:***@10.0.0.9/s1"
+    assert redact("rtsp://10.0.0.9/s1") == "rtsp://10.0.0.9/s1"
 
 
 def test_unreachable_rtsp_is_a_data_error_without_the_password() -> None:
@@ -267,15 +263,16 @@ def test_gst_pipeline_needs_gstreamer(no_gstreamer: None) -> None:
 def test_csi_needs_gstreamer_or_picamera2(
     no_gstreamer: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(streams, "_import_picamera2", lambda: None)
-    monkeypatch.setattr(streams, "_JETSON_RELEASE", tmp_path / "nv_tegra_release")
-    monkeypatch.setattr(streams, "_DEVICE_MODEL", tmp_path / "model")
-    (tmp_path / "model").write_bytes(b"Raspberry Pi 5 Model B Rev 1.0\x00")
+    monkeypatch.setattr(cameras, "_import_picamera2", lambda: None)
+    monkeypatch.setattr(cameras, "board_family", lambda: board_family(tmp_path))
+    (tmp_path / "proc" / "device-tree").mkdir(parents=True)
+    (tmp_path / "proc" / "device-tree" / "model").write_bytes(b"Raspberry Pi 5 Model B Rev 1.0\x00")
     with pytest.raises(DataError) as info:
         open_stream("csi://0")
     message = str(info.value)
     assert "GStreamer" in message and "picamera2" in message and "\n" not in message
-    (tmp_path / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.0")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.0")
     with pytest.raises(DataError, match="JetPack"):
         open_stream("csi://0")
 
@@ -287,67 +284,6 @@ def test_csi_pipelines() -> None:
     assert jetson.endswith("appsink drop=true max-buffers=1 sync=false")
     pi = csi_pipeline("raspberrypi", 0, 640, 480, 30)
     assert pi.startswith("libcamerasrc ! ") and "framerate=30/1" in pi and "format=BGR" in pi
-
-
-# --------------------------------------------------------------------------------------------
-# OpenCV capabilities
-
-
-def test_opencv_capabilities_keys() -> None:
-    caps = opencv_capabilities()
-    assert set(caps) == {"version", "gstreamer", "ffmpeg", "v4l2", "gui"}
-    assert caps["version"] == cv2.__version__
-    assert all(isinstance(caps[k], bool) for k in ("gstreamer", "ffmpeg", "v4l2", "gui"))
-
-
-PYPI_HEADLESS = """
-  GUI:                           NONE
-    VTK support:                 NO
-
-  Video I/O:
-    FFMPEG:                      YES
-      avcodec:                   YES (62.28.101)
-    GStreamer:                   NO
-    v4l/v4l2:                    YES (linux/videodev2.h)
-"""
-
-JETPACK = """
-  GUI:                           GTK2
-    GTK+:                        YES (ver 2.24.32)
-    VTK support:                 NO
-
-  Video I/O:
-    FFMPEG:                      NO
-    GStreamer:                   YES (1.16.3)
-    v4l/v4l2:                    YES (linux/videodev2.h)
-"""
-
-OLD_STYLE = """
-  GUI:
-    QT:                          NO
-    GTK+ 3.x:                    NO
-    GTK+:                        YES (ver 3.22.30)
-    VTK support:                 NO
-
-  Video I/O:
-    FFMPEG:                      YES
-    GStreamer:
-      base:                      YES (ver 1.14.5)
-      video:                     YES (ver 1.14.5)
-    v4l/v4l2:                    NO
-"""
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        (PYPI_HEADLESS, {"gstreamer": False, "ffmpeg": True, "v4l2": True, "gui": False}),
-        (JETPACK, {"gstreamer": True, "ffmpeg": False, "v4l2": True, "gui": True}),
-        (OLD_STYLE, {"gstreamer": True, "ffmpeg": True, "v4l2": False, "gui": True}),
-    ],
-)
-def test_build_information_parsing(text: str, expected: dict[str, bool]) -> None:
-    assert streams._parse_build_information(text) == expected
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,8 +376,8 @@ class FakePicamera2:
 
 def test_csi_through_picamera2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     module = type("picamera2", (), {"Picamera2": FakePicamera2})
-    monkeypatch.setattr(streams, "_import_picamera2", lambda: module)
-    monkeypatch.setattr(streams, "_JETSON_RELEASE", tmp_path / "nv_tegra_release")
+    monkeypatch.setattr(cameras, "_import_picamera2", lambda: module)
+    monkeypatch.setattr(cameras, "board_family", lambda: board_family(tmp_path))
     stream = open_stream("csi://0", width=640, height=480, fps=25)
     assert stream.info.description == "CSI camera 0 (picamera2, 640x480, 25 fps)"
     assert stream.info.size == (480, 640) and stream.info.live

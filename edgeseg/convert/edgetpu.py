@@ -29,10 +29,6 @@ repository. :func:`compile_model` runs it (list arguments, ``check=True``, a tim
 :func:`parse_compiler_log` reads what it prints with ``-s`` ("Operator Count Status" table,
 "Number of operations that will run on Edge TPU", on-chip and off-chip parameter memory).
 When it is absent, :data:`COMPILER_INSTALL_HINT` says how to get it.
-
-Devices. :func:`list_edge_tpus` asks Google's pycoral when it is installed (PyPI's
-``pycoral`` is an unrelated package and is recognised by lacking ``list_edge_tpus``), else
-looks at USB ids and ``/dev/apex_*`` (:func:`edgeseg.runtime.backends.edgetpu_devices`).
 """
 
 from __future__ import annotations
@@ -43,7 +39,7 @@ import re
 import shutil
 import signal
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +65,6 @@ __all__ = [
     "CompileResult",
     "CompilerError",
     "CompilerReport",
-    "EdgeTpu",
     "OpStatus",
     "OpVerdict",
     "Preflight",
@@ -77,7 +72,6 @@ __all__ = [
     "compile_model",
     "compiler_args",
     "compiler_path",
-    "list_edge_tpus",
     "markdown_table",
     "parse_compiler_log",
     "preflight",
@@ -845,61 +839,3 @@ def _last_words(stdout: str | None, stderr: str | None) -> str:
         if re.search(r"error|abort|fail|not supported|didn't|invalid|unsupported", ln, re.I):
             return ln[:240]
     return lines[-1][:240] if lines else "no output"
-
-
-# --------------------------------------------------------------------------------------------
-# Attached Edge TPUs
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EdgeTpu:
-    """One Edge TPU: ``device`` is what the delegate's ``device`` option takes ("usb:0")."""
-
-    device: str
-    type: str
-    path: str
-    source: str = field(default="sysfs")  # "pycoral" or "sysfs"
-
-
-def list_edge_tpus(sys_root: str | Path = "/") -> list[EdgeTpu]:
-    """Attached Edge TPUs, through Google's pycoral when it is installed, else sysfs/dev."""
-    google = _google_pycoral_list()
-    if google is not None:
-        try:
-            found = google()
-        except (RuntimeError, OSError, ValueError):
-            found = None
-        if found is not None:
-            return _numbered([(str(d.get("type")), str(d.get("path"))) for d in found], "pycoral")
-    from edgeseg.runtime.backends import edgetpu_devices
-
-    pairs = []
-    for entry in edgetpu_devices(sys_root):
-        kind, _, rest = entry.partition(":")
-        pairs.append((kind, rest.split(" ")[0]))
-    return _numbered(pairs, "sysfs")
-
-
-def _google_pycoral_list() -> Any:
-    """``pycoral.utils.edgetpu.list_edge_tpus`` of Google's pycoral, or None.
-
-    PyPI's ``pycoral`` (an unrelated Allen Coral Atlas tool) has no such function; Google's
-    needs its own tflite-runtime and libedgetpu, whose absence is an ImportError or OSError.
-    """
-    try:
-        from pycoral.utils import edgetpu as coral  # type: ignore[import-not-found]
-    except (ImportError, OSError):
-        return None
-    fn = getattr(coral, "list_edge_tpus", None)
-    return fn if callable(fn) else None
-
-
-def _numbered(pairs: list[tuple[str, str]], source: str) -> list[EdgeTpu]:
-    counts: dict[str, int] = {}
-    out = []
-    for kind, path in pairs:
-        n = counts.get(kind, 0)
-        counts[kind] = n + 1
-        out.append(EdgeTpu(f"{kind}:{n}", kind, path, source))
-    return out

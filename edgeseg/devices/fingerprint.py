@@ -8,12 +8,12 @@ an error: a fingerprint must work on any Linux board, in a container and on macO
 
 Sources, per field:
 
-- board: ``/proc/device-tree/model`` (Raspberry Pi, Jetson, Coral Dev Board), else
-  ``/etc/nv_tegra_release`` (a Jetson without a device tree model), else None.
+- board: the device tree's model (Raspberry Pi, Jetson, Coral Dev Board), else
+  ``/etc/nv_tegra_release`` (a Jetson without a device tree model), else None; read by
+  :mod:`edgeseg.hardware`, like the Edge TPUs.
 - CPU: ``/proc/cpuinfo`` ("model name" on x86; on ARM the implementer/part codes, decoded
   for the cores found on the boards edgeseg targets), cores from ``os.cpu_count()``.
-- Edge TPUs: USB devices 1a6e:089a / 18d1:9302 under ``/sys/bus/usb/devices`` with their
-  link speed (``speed``: 480 is USB 2, 5000 and up USB 3), PCIe ``/dev/apex_*``.
+- Edge TPUs: :func:`edgeseg.hardware.edgetpus` (USB accelerators with their link speed, PCIe).
 - clock and governor: ``/sys/devices/system/cpu/cpu0/cpufreq``; temperatures:
   ``/sys/class/thermal/thermal_zone*``; throttling: ``vcgencmd get_throttled`` (a Pi).
 """
@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeseg.hardware import EdgeTPU, board_model, edgetpus, first_line, jetson_release, read_text
+
 __all__ = [
     "THROTTLE_BITS",
-    "EdgeTPU",
     "Fingerprint",
     "Thermal",
     "decode_throttled",
@@ -72,9 +73,6 @@ _ARM_PARTS = {
     0xD42: "Cortex-A78AE",
     0xD4B: "Cortex-A78C",
 }
-# USB ids of the Coral USB Accelerator, before and after its firmware is loaded (the same as
-# edgeseg.runtime.backends.EDGETPU_USB_IDS, repeated to keep this module free of numpy).
-_EDGETPU_USB_IDS = (("1a6e", "089a"), ("18d1", "9302"))
 # `vcgencmd get_throttled` bits, as the Raspberry Pi documentation lists them.
 THROTTLE_BITS = {
     0: "under-voltage now",
@@ -87,19 +85,6 @@ THROTTLE_BITS = {
     19: "soft temperature limit has occurred",
 }
 _TOOL_TIMEOUT_S = 3.0
-
-
-@dataclass(frozen=True)
-class EdgeTPU:
-    """An attached Edge TPU: ``kind`` "usb" or "pci", ``id`` (USB port or /dev node) and,
-    for USB, the negotiated link speed in Mbit/s (480 = USB 2: about 7x slower transfers)."""
-
-    kind: str
-    id: str
-    usb_speed_mbps: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "id": self.id, "usb_speed_mbps": self.usb_speed_mbps}
 
 
 @dataclass(frozen=True)
@@ -183,15 +168,15 @@ def fingerprint(root: str | Path = "/", *, run_tools: bool | None = None) -> Fin
     root = Path(root)
     real = root == Path("/")
     tools = real if run_tools is None else run_tools
-    cpuinfo = _read(root / "proc/cpuinfo") or ""
-    board = _board(root)
+    cpuinfo = read_text(root / "proc/cpuinfo") or ""
+    board = board_model(root)
     machine = platform.machine() if real else (_cpuinfo_machine(cpuinfo) or "unknown")
     listed = len(re.findall(r"^processor\s*:", cpuinfo, re.M))
     cores = (os.cpu_count() or 1) if real else max(1, listed)
     cpu_model = _cpu_model(cpuinfo, cores)
     os_name = _os_release(root) or (platform.platform() if real else "unknown")
-    kernel = platform.release() if real else (_read(root / "proc/sys/kernel/osrelease") or "")
-    jetson = _first_line(_read(root / "etc/nv_tegra_release"))
+    kernel = platform.release() if real else (read_text(root / "proc/sys/kernel/osrelease") or "")
+    jetson = jetson_release(root)
     if board is None and jetson:
         board = "NVIDIA Jetson"
     freq = root / "sys/devices/system/cpu/cpu0/cpufreq"
@@ -208,8 +193,8 @@ def fingerprint(root: str | Path = "/", *, run_tools: bool | None = None) -> Fin
         jetson_release=jetson,
         edgetpus=tuple(edgetpus(root)),
         libedgetpu=_libedgetpu_version() if tools else None,
-        governor=_first_line(_read(freq / "scaling_governor")),
-        cpu_max_mhz=_khz_to_mhz(_read(freq / "cpuinfo_max_freq")),
+        governor=first_line(read_text(freq / "scaling_governor")),
+        cpu_max_mhz=_khz_to_mhz(read_text(freq / "cpuinfo_max_freq")),
         distributions=_distributions() if real else {},
         thermal=thermal_snapshot(root, run_tools=tools),
     )
@@ -223,20 +208,20 @@ def thermal_snapshot(root: str | Path = "/", *, run_tools: bool | None = None) -
     zones = root / "sys/class/thermal"
     if zones.is_dir():
         for zone in sorted(zones.glob("thermal_zone*")):
-            raw = _read(zone / "temp")
+            raw = read_text(zone / "temp")
             if raw is None:
                 continue
             try:
                 value = int(raw.strip()) / 1000.0
             except ValueError:
                 continue
-            name = _first_line(_read(zone / "type")) or zone.name
+            name = first_line(read_text(zone / "type")) or zone.name
             if name in temps:
                 name = f"{name}-{zone.name}"
             temps[name] = round(value, 1)
-    cur = _khz_to_mhz(_read(root / "sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"))
+    cur = _khz_to_mhz(read_text(root / "sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq"))
     if cur is None:  # no cpufreq (a VM, some x86 kernels): /proc/cpuinfo's "cpu MHz"
-        mhz = _cpuinfo_fields(_read(root / "proc/cpuinfo") or "").get("cpu MHz")
+        mhz = _cpuinfo_fields(read_text(root / "proc/cpuinfo") or "").get("cpu MHz")
         try:
             cur = round(float(mhz), 1) if mhz else None
         except ValueError:
@@ -259,29 +244,6 @@ def decode_throttled(value: str) -> tuple[str, ...]:
     return tuple(name for bit, name in THROTTLE_BITS.items() if bits & (1 << bit))
 
 
-def edgetpus(root: str | Path = "/") -> list[EdgeTPU]:
-    """Edge TPUs attached: USB accelerators (with their link speed) and PCIe ``/dev/apex_*``."""
-    root = Path(root)
-    found: list[EdgeTPU] = []
-    usb = root / "sys/bus/usb/devices"
-    if usb.is_dir():
-        for dev in sorted(usb.iterdir()):
-            vendor = _first_line(_read(dev / "idVendor"))
-            product = _first_line(_read(dev / "idProduct"))
-            if (vendor, product) not in _EDGETPU_USB_IDS:
-                continue
-            speed = _first_line(_read(dev / "speed"))
-            try:
-                mbps = int(float(speed)) if speed else None
-            except ValueError:
-                mbps = None
-            found.append(EdgeTPU("usb", f"{dev.name} ({vendor}:{product})", mbps))
-    dev_dir = root / "dev"
-    if dev_dir.is_dir():
-        found += [EdgeTPU("pci", f"/dev/{p.name}") for p in sorted(dev_dir.glob("apex_*"))]
-    return found
-
-
 def slugify(text: str) -> str:
     """``"Raspberry Pi 5 Model B Rev 1.0"`` → ``"raspberry-pi-5-model-b-rev-1-0"``."""
     text = re.sub(r"\((?:R|TM|C)\)", "", text, flags=re.IGNORECASE)
@@ -290,30 +252,6 @@ def slugify(text: str) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Readers
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_bytes().decode("utf-8", "replace").replace("\x00", "")
-    except OSError:
-        return None
-
-
-def _first_line(text: str | None) -> str | None:
-    if not text:
-        return None
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return None
-
-
-def _board(root: Path) -> str | None:
-    for rel in ("proc/device-tree/model", "sys/firmware/devicetree/base/model"):
-        model = _first_line(_read(root / rel))
-        if model:
-            return model
-    return None
 
 
 def _slug(board: str | None, machine: str, cpu_model: str, cores: int) -> str:
@@ -361,7 +299,7 @@ def _cpuinfo_machine(cpuinfo: str) -> str | None:
 
 
 def _os_release(root: Path) -> str | None:
-    text = _read(root / "etc/os-release")
+    text = read_text(root / "etc/os-release")
     if not text:
         return None
     for line in text.splitlines():
@@ -373,7 +311,7 @@ def _os_release(root: Path) -> str | None:
 def _meminfo(root: Path) -> dict[str, int]:
     """MemTotal, MemAvailable… in MB."""
     out: dict[str, int] = {}
-    for line in (_read(root / "proc/meminfo") or "").splitlines():
+    for line in (read_text(root / "proc/meminfo") or "").splitlines():
         key, _, value = line.partition(":")
         parts = value.split()
         if parts and parts[0].isdigit():
@@ -387,7 +325,7 @@ def memory_mb(root: str | Path = "/") -> dict[str, int]:
 
 
 def _khz_to_mhz(text: str | None) -> float | None:
-    line = _first_line(text)
+    line = first_line(text)
     if not line:
         return None
     try:

@@ -37,6 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from edgeseg.errors import DataError, MissingDependencyError
+from edgeseg.hardware import opencv_has_gui
 from edgeseg.imageio import write_image
 from edgeseg.optional import cv2
 
@@ -105,13 +106,15 @@ class _SinkBase:
         if self.closed:
             raise DataError(f"{type(self).__name__} is closed")
 
-
-def _check_rendered(rendered: np.ndarray) -> np.ndarray:
-    if rendered.ndim != 3 or rendered.shape[2] != 3 or rendered.dtype != np.uint8:
-        raise DataError(
-            f"expected a rendered uint8 (H, W, 3) RGB frame, got {rendered.dtype} {rendered.shape}"
-        )
-    return rendered
+    def _rendered(self, rendered: np.ndarray) -> np.ndarray:
+        """The rendered frame a write was given, checked; raises when the sink is closed."""
+        self._check_open()
+        if rendered.ndim != 3 or rendered.shape[2] != 3 or rendered.dtype != np.uint8:
+            raise DataError(
+                "expected a rendered uint8 (H, W, 3) RGB frame, "
+                f"got {rendered.dtype} {rendered.shape}"
+            )
+        return rendered
 
 
 def _check_labels(labels: np.ndarray) -> np.ndarray:
@@ -194,8 +197,7 @@ class VideoSink(_SinkBase):
     def write(
         self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
     ) -> None:
-        self._check_open()
-        frame = _check_rendered(rendered)
+        frame = self._rendered(rendered)
         cv = cv2()
         h, w = frame.shape[:2]
         if self._writer is None:
@@ -361,22 +363,6 @@ def _csv_value(value: Any) -> Any:
 # Window
 
 
-def _has_gui(cv: Any) -> bool:
-    """Whether this OpenCV was built with a HighGUI backend (the headless wheels are not)."""
-    info = cv.getBuildInformation()
-    for line in info.splitlines():
-        key, _, value = line.strip().partition(":")
-        if key.strip() == "GUI":
-            return value.strip().upper() not in ("NONE", "NO", "")
-    # Older builds list toolkits instead of a GUI line.
-    toolkits = ("GTK+", "GTK", "QT", "Win32 UI", "Cocoa")
-    for line in info.splitlines():
-        key, _, value = line.strip().partition(":")
-        if key.strip() in toolkits and value.strip().upper().startswith("YES"):
-            return True
-    return False
-
-
 class WindowSink(_SinkBase):
     """Show rendered frames in an OpenCV window; ``quit_requested`` turns true after q or Esc
     (or when the user closes the window).
@@ -390,7 +376,7 @@ class WindowSink(_SinkBase):
         self.quit_requested = False
         self._shown = False
         cv = cv2()
-        if not _has_gui(cv):
+        if not opencv_has_gui(cv):
             raise MissingDependencyError(f"this OpenCV has no window support; {_GUI_HINT}")
         if sys.platform.startswith("linux") and not (
             os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
@@ -407,8 +393,7 @@ class WindowSink(_SinkBase):
     def write(
         self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
     ) -> None:
-        self._check_open()
-        frame = _check_rendered(rendered)
+        frame = self._rendered(rendered)
         cv = cv2()
         cv.imshow(self.title, cv.cvtColor(frame, cv.COLOR_RGB2BGR))
         self._shown = True
@@ -644,8 +629,7 @@ class MjpegServer(_SinkBase):
     def write(
         self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
     ) -> None:
-        self._check_open()
-        frame = _check_rendered(rendered)
+        frame = self._rendered(rendered)
         stats = json.dumps(_json_value(dict(record))).encode()
         if self._clients:  # someone is watching: encode once, here, for all of them
             jpeg, raw = self._encode(frame), None
