@@ -13,12 +13,13 @@ import importlib.metadata
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from edgeseg.child import run_python
 
 __all__ = ["Check", "probe_model_bytes", "run_checks"]
 
@@ -130,21 +131,12 @@ print("frame %dx%d" % (frame.shape[1], frame.shape[0]) if ok and frame is not No
 
 def _python(code: str, *args: str, timeout: float) -> tuple[int | None, str, str]:
     """(return code or None on timeout, stdout, stderr) of ``python -c code args``."""
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", code, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return None, "", ""
+        done = run_python(["-c", code, *args], timeout=timeout)
     except OSError as exc:
         return 1, "", str(exc)
+    if done.timed_out:
+        return None, "", ""
     return done.returncode, done.stdout.strip(), done.stderr.strip()
 
 
@@ -292,7 +284,7 @@ def check_runtimes() -> Iterator[Check]:
 def check_edgetpu() -> Iterator[Check]:
     import ctypes.util
 
-    from edgeseg.devices.fingerprint import edgetpus
+    from edgeseg.hardware import edgetpus
     from edgeseg.runtime.backends import EDGETPU_INSTALL_HINT
 
     library = ctypes.util.find_library("edgetpu")
@@ -362,8 +354,10 @@ def _gpu_libraries() -> list[str]:
 
 
 def check_gpu() -> Iterator[Check]:
+    from edgeseg.hardware import board_family
+
     found = _gpu_libraries()
-    jetson = Path("/etc/nv_tegra_release").exists()
+    jetson = board_family() == "jetson"
     yield Check(
         "delegates",
         "GPU delegate",
@@ -380,10 +374,9 @@ def check_gpu() -> Iterator[Check]:
 
 def check_video() -> Iterator[Check]:
     from edgeseg.errors import EdgesegError
+    from edgeseg.hardware import opencv_capabilities, video_devices
 
     try:
-        from edgeseg.runtime.streams import opencv_capabilities
-
         caps = opencv_capabilities()
     except EdgesegError as exc:
         yield Check("video", "OpenCV", MISSING, str(exc), "pip install 'edgeseg[runtime]' (OpenCV)")
@@ -404,7 +397,7 @@ def check_video() -> Iterator[Check]:
             )
     if importlib.util.find_spec("picamera2") is not None:
         yield Check("video", "picamera2", OK, "installed (csi:// on a Raspberry Pi)")
-    nodes = sorted(Path("/dev").glob("video*"), key=lambda p: (len(p.name), p.name))
+    nodes = video_devices()
     if not nodes:
         yield Check("video", "cameras", INFO, "no /dev/video* device")
     for node in nodes[:_MAX_CAMERAS]:
