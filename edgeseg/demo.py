@@ -263,33 +263,25 @@ def _bench(p: dict[str, Path], s: DemoSettings, say: Callable[[str], None]) -> N
 
 
 def _run(p: dict[str, Path], s: DemoSettings, say: Callable[[str], None]) -> None:
-    import threading
+    from edgeseg.session import RunOptions, build_session
 
-    from edgeseg.runtime.backends import open_backend
-    from edgeseg.runtime.capture import CaptureThread
-    from edgeseg.runtime.pipeline import CSV_FIELDS, Segmenter, run_pipeline
-    from edgeseg.runtime.sinks import CsvSink, MaskSink, VideoSink
-    from edgeseg.runtime.streams import open_stream
-
-    backend, chosen = open_backend(p["int8"], delegate="cpu", threads=os.cpu_count())
-    meta = backend.metadata()
     frames = 24 if s.quick else 90
     uri = f"synthetic://?size={s.frame}x{s.frame}&frames={frames}&seed={s.seed + 7}"
     say(f"running {p['int8'].name} on {uri} ({s.frame}² frames, {s.tile}² tiles)")
-    stream = open_stream(uri)
-    sinks = [
-        VideoSink(p["video"], fps=10),
-        MaskSink(p["masks"]),
-        CsvSink(p["csv"], CSV_FIELDS),
-    ]
-    summary = run_pipeline(
-        CaptureThread(stream).start(),
-        Segmenter.for_backend(backend, meta),
-        sinks,
-        stop=threading.Event(),
-        source=stream.info.description,
-        backend=chosen,
+    # The pipeline `edgeseg run` builds, with its policy (one interpreter per core here).
+    options = RunOptions(
+        model=p["int8"],
+        source=uri,
+        delegate="cpu",
+        headless=True,
+        record=p["video"],
+        record_fps=10,
+        save_masks=p["masks"],
+        csv=p["csv"],
     )
+    session = build_session(options, warn=say)
+    say(f"  {session.description}")
+    summary = session.run()
     p["run_summary"].write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     for line in summary.lines():
         say(f"  {line}")
@@ -410,9 +402,10 @@ def _bench_table(folder: Path) -> tuple[list[str], str]:
 
 def _sample_overlays(p: dict[str, Path], s: DemoSettings) -> str:
     """One validation image segmented by the float model, fp16 and int8, side by side (PNG)."""
+    from edgeseg.core.backend import CallableBackend
+    from edgeseg.core.segmenter import Segmenter
     from edgeseg.imageio import list_images, read_image
     from edgeseg.model.loading import load_model
-    from edgeseg.model.predict import segment
     from edgeseg.optional import cv2
     from edgeseg.runtime.backends import open_backend
     from edgeseg.runtime.overlay import display_frame, overlay, side_by_side
@@ -422,8 +415,9 @@ def _sample_overlays(p: dict[str, Path], s: DemoSettings) -> str:
     int8, _ = open_backend(p["int8"], delegate="cpu")
     meta = int8.metadata()
     panels = []
-    for predict in (keras_model.predict, open_backend(p["fp16"])[0].predict, int8.predict):
-        labels = segment(image, predict, meta)
+    keras_backend = CallableBackend(keras_model.predict, meta, path=p["model"])
+    for backend in (keras_backend, open_backend(p["fp16"])[0], int8):
+        labels = Segmenter(backend, meta).labels(image)
         panels.append(overlay(display_frame(image, meta), labels, meta))
     row = panels[0]
     for panel in panels[1:]:

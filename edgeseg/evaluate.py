@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from edgeseg.core.backend import Backend
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.metrics import PooledScores, Scores
+from edgeseg.core.segmenter import DEFAULT_OVERLAP, Segmenter
 from edgeseg.datasets import find_pairs, mask_to_labels, read_pair
-from edgeseg.model.predict import DEFAULT_OVERLAP, segment
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class EvalReport:
 
 
 def evaluate(
-    predict: Callable[[np.ndarray], np.ndarray],
+    backend: Backend,
     meta: ModelMetadata,
     data_dir: str | Path,
     *,
@@ -62,9 +61,10 @@ def evaluate(
 ) -> EvalReport:
     """Segment every image of ``data_dir/images`` and score it against ``data_dir/masks``.
 
-    ``predict`` maps float32 (n, H, W, C) tiles to (n, h, w, K) probabilities.
+    Images go through the :class:`~edgeseg.core.segmenter.Segmenter`, as frames do in `run`.
     """
     start = time.perf_counter()
+    segmenter = Segmenter(backend, meta, overlap=overlap)
     pairs = find_pairs(data_dir)
     fg = [1] if meta.num_classes == 1 else list(range(1, meta.num_classes))
     names = [meta.class_names[0]] if meta.num_classes == 1 else [meta.class_names[c] for c in fg]
@@ -73,7 +73,7 @@ def evaluate(
     for i, (img_path, mask_path) in enumerate(pairs):
         image, mask = read_pair(img_path, mask_path)
         truth = mask_to_labels(mask, meta, mask_path.name)
-        labels = segment(image, predict, meta, overlap=overlap)
+        labels = segmenter.labels(image)
         for j, c in enumerate(fg):
             per_image[j].append((img_path.stem, pooled[j].add(labels == c, truth == c)))
         if progress:

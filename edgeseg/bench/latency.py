@@ -29,8 +29,6 @@ import json
 import math
 import os
 import resource
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.child import run_child
 from edgeseg.errors import DataError, EdgesegError, MissingDependencyError, ModelError
 
 __all__ = [
@@ -356,7 +355,7 @@ def measure(config: BenchConfig, stage: Any = None) -> dict[str, Any]:
     }
     if config.e2e:
         say("the end-to-end run")
-        result["e2e"] = measure_e2e(backend, chosen, config.e2e, config.e2e_frames)
+        result["e2e"] = measure_e2e(config)
     return result
 
 
@@ -428,35 +427,37 @@ class _TimingSink:
         pass
 
 
-def measure_e2e(backend: Any, chosen: str, source: str, frames: int) -> dict[str, Any]:
-    """The real pipeline on ``source`` (up to ``frames`` frames): per-stage timings."""
-    from edgeseg.model.resolve import apply_flags
-    from edgeseg.runtime.capture import CaptureThread
-    from edgeseg.runtime.pipeline import STAGES, Segmenter, run_pipeline
-    from edgeseg.runtime.streams import open_stream, parse_source
+def measure_e2e(config: BenchConfig) -> dict[str, Any]:
+    """The pipeline `edgeseg run` builds, on ``config.e2e`` (up to ``config.e2e_frames``
+    frames), with its policy (one interpreter per core for a file source on the CPU): per-stage
+    timings."""
+    from edgeseg.runtime.pipeline import STAGES
+    from edgeseg.session import RunOptions, build_session
 
-    uri = parse_source(None, source)
-    embedded = backend.metadata()
-    meta = apply_flags(embedded, backend.input.shape, backend.output.shape)
-    segmenter = Segmenter.for_backend(backend, meta, resize=embedded is None)
-    stream = open_stream(uri)
     sink = _TimingSink()
-    capture = CaptureThread(stream, max_frames=frames).start()
-    summary = run_pipeline(
-        capture, segmenter, [sink], source=stream.info.description, backend=chosen
+    options = RunOptions(
+        model=Path(config.model),
+        source=config.e2e,
+        delegate=config.delegate,
+        edgetpu_device=config.edgetpu_device,
+        threads=config.threads,
+        headless=True,
+        max_frames=config.e2e_frames,
     )
+    session = build_session(options, extra_sinks=[sink])
+    summary = session.run()
     out: dict[str, Any] = {
         "source": summary.source,
         "frames": summary.frames,
         "frame_size": list(sink.frame_shape) if sink.frame_shape else None,
-        "mode": "resize" if embedded is None else "tiles",
+        "mode": "tiles" if session.mode == "tiling" else "resize",
         "seconds": round(summary.seconds, 3),
         "fps": round(summary.fps, 3),
         "dropped": summary.dropped,
         "stopped": summary.stopped,
         "error": summary.error,
         "warnings": summary.warnings,
-        "workers": 1,
+        "workers": len(session.segmenters),
         "stages_ms": {},
         "latency_ms": None,
     }
@@ -500,45 +501,31 @@ def measure_in_subprocess(config: BenchConfig, *, timeout: float | None = None) 
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as tmp:
         cfg, res = Path(tmp) / "config.json", Path(tmp) / "result.json"
         cfg.write_text(json.dumps(asdict(config)))
-        env = dict(os.environ)
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        try:
-            done = subprocess.run(
-                _child_command(str(cfg), str(res)),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                env=env,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
+        done = run_child(_child_command(str(cfg), str(res)), timeout=timeout)
+        if done.timed_out:
             step = _read_stage(res)
             raise ModelError(
                 f"{label}: the measurement did not finish within {timeout:g} s "
                 f"(stopped during {step}); raise --timeout or lower --runs"
-            ) from None
-        if done.returncode < 0:
+            )
+        if done.signal_name is not None:
             step = _read_stage(res)
-            try:
-                name = signal.Signals(-done.returncode).name
-            except ValueError:
-                name = f"signal {-done.returncode}"
             raise ModelError(
-                f"{label}: the runtime crashed ({name}) during {step}; the file passed "
+                f"{label}: the runtime crashed ({done.signal_name}) during {step}; the file passed "
                 "edgeseg's checks but the interpreter cannot run it: it is corrupt or was "
                 "written for another runtime"
             )
         try:
             payload = json.loads(res.read_text())
         except (OSError, json.JSONDecodeError):
-            tail = [ln for ln in (done.stderr or "").splitlines() if ln.strip()]
+            tail = [ln for ln in done.stderr.splitlines() if ln.strip()]
             why = tail[-1].strip() if tail else f"exit code {done.returncode}"
             raise ModelError(f"{label}: the measuring process failed: {why}") from None
     if "error" in payload:
         kinds = {"DataError": DataError, "MissingDependencyError": MissingDependencyError}
         raise kinds.get(payload.get("type"), ModelError)(payload["error"])
     result = payload["result"]
-    result["runtime"]["xnnpack_reported"] = "XNNPACK delegate" in (done.stderr or "")
+    result["runtime"]["xnnpack_reported"] = "XNNPACK delegate" in done.stderr
     return result
 
 

@@ -245,7 +245,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
             "",
             f"{e2e.get('frames', 0)} frames {e2e.get('frame_size')} ({e2e.get('mode')}) in "
             f"{e2e.get('seconds', 0)} s: {e2e.get('fps', 0)} FPS, {e2e.get('dropped', 0)} "
-            f"dropped; one inference worker.",
+            f"dropped; {e2e.get('workers', 1)} inference worker(s), as `edgeseg run` would use.",
             "",
             "| stage | p50 | p90 | p99 | mean |",
             "|---|---:|---:|---:|---:|",

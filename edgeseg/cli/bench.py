@@ -64,17 +64,14 @@ def bench(
     start apart, throughput, peak memory and model size; with --e2e the per-stage timings of
     the real pipeline. The report names the device by a fingerprint read from the system.
     """
-    import os
-
     from edgeseg.bench.latency import BenchConfig, measure_in_subprocess, model_info
     from edgeseg.bench.report import build_report, write_report
     from edgeseg.devices.fingerprint import fingerprint
-    from edgeseg.devices.profiles import detect_profile, load_profile
+    from edgeseg.devices.profiles import detect_profile
+    from edgeseg.session import device_policy
 
-    profile = load_profile(device) if device else None
-    delegate = delegate or (profile.delegate if profile else "auto")
-    if threads is None:
-        threads = (profile.threads if profile else None) or os.cpu_count() or 1
+    policy = device_policy(device, delegate=delegate, threads=threads)
+    profile, delegate, threads = policy.profile, policy.delegate, policy.threads
     if e2e is not None:
         from edgeseg.runtime.streams import parse_source
 

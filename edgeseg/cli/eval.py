@@ -44,10 +44,10 @@ def eval_(
 
     from edgeseg.datasets import find_pairs
     from edgeseg.evaluate import evaluate
-    from edgeseg.model.resolve import open_predictor
+    from edgeseg.model.resolve import open_model
 
     find_pairs(data)  # check the data before paying for loading the model
-    predict, meta = open_predictor(
+    backend, meta = open_model(
         model,
         trust_model=trust_model,
         **metadata_flags(
@@ -57,7 +57,7 @@ def eval_(
     with progress_bar() as bar:
         task = bar.add_task("segmenting", total=None)
         report = evaluate(
-            predict,
+            backend,
             meta,
             data,
             model_name=str(model),

@@ -100,134 +100,39 @@ def run(
     Outputs in any combination: a window (when a display exists), --record, --save-masks,
     --csv, --stream. Ctrl-C stops cleanly: the recording stays playable and the CSV complete.
     """
-    import os
-    import signal
-    import threading
+    from edgeseg.session import RunOptions, build_session
 
-    from edgeseg.errors import DataError
-    from edgeseg.model.resolve import apply_flags
-    from edgeseg.runtime.backends import TFLiteBackend, open_backend
-    from edgeseg.runtime.capture import CaptureThread
-    from edgeseg.runtime.pipeline import CSV_FIELDS, RenderOptions, Segmenter, run_pipeline
-    from edgeseg.runtime.sinks import (
-        CsvSink,
-        MaskSink,
-        MjpegServer,
-        VideoSink,
-        WindowSink,
-        parse_stream_address,
-    )
-    from edgeseg.runtime.streams import open_stream, parse_source
-
-    profile = None
-    if device is not None:
-        from edgeseg.devices.profiles import load_profile
-
-        profile = load_profile(device)
-        if camera is None and source is None:
-            source = profile.camera
-    delegate = delegate or (profile.delegate if profile else "auto")
-    if model.suffix.lower() not in (".tflite", ".onnx"):
-        raise DataError(
-            f"{model} is not a .tflite or .onnx model; convert it first: "
-            f"edgeseg convert {model} --int8 …"
-        )
-    if mask_format not in ("png", "tif"):
-        raise DataError(f"--mask-format must be png or tif, got {mask_format}")
-    if not 0.0 <= alpha <= 1.0:
-        raise DataError(f"--alpha must be between 0 and 1, got {alpha}")
-    uri = parse_source(camera, source)
-    backend, chosen = open_backend(
-        model,
+    options = RunOptions(
+        model=model,
+        camera=camera,
+        source=source,
         delegate=delegate,
-        # One interpreter gets every core unless told otherwise (LiteRT's own default is
-        # fewer); with several workers the pool below splits the cores between them.
-        threads=threads or (profile.threads if profile else None) or os.cpu_count(),
+        device=device,
         fallback=fallback,
-        device=edgetpu_device,
-        warn=lambda msg: err.print(msg, highlight=False),
+        edgetpu_device=edgetpu_device,
+        threads=threads,
+        workers=workers,
+        resize=resize,
+        overlap=overlap,
+        min_area=min_area,
+        alpha=alpha,
+        contours=contours,
+        hud=hud,
+        record=record,
+        save_masks=save_masks,
+        mask_format=mask_format,
+        csv=csv_path,
+        stream=stream,
+        headless=headless,
+        max_frames=max_frames,
+        width=width,
+        height=height,
+        fps=fps,
+        flags=metadata_flags(input_size, normalization, input_max, threshold, None, channel_order),
     )
-    embedded = backend.metadata()
-    meta = apply_flags(
-        embedded,
-        backend.input.shape,
-        backend.output.shape,
-        **metadata_flags(input_size, normalization, input_max, threshold, None, channel_order),
-    )
-    tile = (embedded is not None) if resize is None else not resize
-    options = {"resize": not tile, "overlap": overlap, "min_area": min_area}
-    segmenter = Segmenter.for_backend(backend, meta, **options)
-
-    sinks: list = []
-    stream_obj = None
-    try:
-        # Outputs first: a port in use or an unwritable path fails before the camera opens.
-        if stream:
-            host, port = parse_stream_address(stream)
-            server = MjpegServer(host=host, port=port)
-            sinks.append(server)
-            err.print(f"streaming at {server.url}", highlight=False)
-        if csv_path:
-            sinks.append(CsvSink(csv_path, CSV_FIELDS))
-        if save_masks:
-            sinks.append(MaskSink(save_masks, fmt=mask_format))
-        if record:
-            sinks.append(VideoSink(record, fps=fps or 0))
-        if not headless:
-            try:
-                sinks.append(WindowSink(f"edgeseg: {model.name}"))
-            except Exception as exc:  # no display / headless OpenCV: say so, run on
-                if not sinks:
-                    raise
-                err.print(f"no window ({exc}); continuing with the other outputs", highlight=False)
-        if not sinks:
-            raise DataError(
-                "--headless with no output: add --record, --save-masks, --csv or --stream"
-            )
-        stream_obj = open_stream(uri, width=width, height=height, fps=fps)
-    except BaseException:
-        for sink in sinks:
-            sink.close()
-        raise
-    info = stream_obj.info
-    cores = os.cpu_count() or 1
-    if workers is None:
-        workers = cores if (not info.live and chosen.startswith("CPU")) else 1
-    segmenters = [segmenter]
-    if workers > 1:
-        if not chosen.startswith("CPU"):
-            raise DataError("--workers above 1 runs several CPU interpreters, not a delegate")
-        per = threads or max(1, cores // workers)
-        # One interpreter per worker, each with its share of the cores.
-        pool = [TFLiteBackend(backend.path, threads=per) for _ in range(workers)]
-        segmenters = [Segmenter.for_backend(b, meta, **options) for b in pool]
-        chosen = f"CPU (XNNPACK), {workers} interpreters x {per} thread(s) via {backend.runtime}"
-    err.print(
-        f"{info.description} → {model.name} on {chosen}; "
-        f"{'tiling' if tile else 'resizing'} to {meta.input_size[0]}x{meta.input_size[1]}",
-        highlight=False,
-    )
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    capture = CaptureThread(stream_obj, max_frames=max_frames).start()
-    try:
-        summary = run_pipeline(
-            capture,
-            segmenters,
-            sinks,
-            stop=stop,
-            render=RenderOptions(alpha=alpha, contours=contours, hud=hud),
-            source=info.description,
-            backend=chosen,
-        )
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    session = build_session(options, warn=lambda msg: err.print(msg, highlight=False))
+    err.print(session.description, highlight=False)
+    summary = session.run(handle_signals=True)
     for line in summary.lines():
         out.print(line, highlight=False)
     written = [str(p) for p in (record, save_masks, csv_path, summary_json) if p]

@@ -37,7 +37,7 @@ import numpy as np
 
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.preprocess import prepare
-from edgeseg.core.tiling import extract_tiles, plan_tiles
+from edgeseg.core.segmenter import effective_overlap, frame_tiles
 from edgeseg.errors import DataError
 from edgeseg.runtime.sources import FrameSource, TiffStack, VideoFile, open_file_source
 
@@ -56,9 +56,6 @@ __all__ = [
 
 FORMAT = "edgeseg-calibration-set"
 FORMAT_VERSION = 1
-# The tile overlap the runtime uses (edgeseg.model.predict.DEFAULT_OVERLAP), clamped the same
-# way for small models; tiles cut with it are the tiles the model will see.
-TILE_OVERLAP = 32
 SELECTION = (
     "k-center greedy on tile descriptors (8x8 per-channel thumbnail, intensity quantiles "
     "5/25/50/75/95 %, mean absolute gradient in y and x), starting from the tile nearest the "
@@ -379,7 +376,7 @@ def _build(
         "holdout_fraction": holdout,
         "holdout": [src.name(i) for i in held],
         "preprocessing": meta.to_dict(),
-        "tiling": {"overlap": _overlap(meta), "border": meta.output_border},
+        "tiling": {"overlap": effective_overlap(meta), "border": meta.output_border},
         "selection": SELECTION,
         "tile_origins": origin,
         "seed": seed,
@@ -473,11 +470,6 @@ def check_output_path(path: str | Path) -> Path:
 # Internals
 
 
-def _overlap(meta: ModelMetadata) -> int:
-    # As edgeseg.model.predict.probabilities: small outputs get a smaller overlap.
-    return min(TILE_OVERLAP, max(0, min(meta.output_size) // 2 - 1))
-
-
 def _frame_tiles(src: Any, i: int, meta: ModelMetadata) -> np.ndarray:
     """Frame ``i`` prepared for the model and cut into float32 (T, th, tw, C) input tiles."""
     try:
@@ -488,10 +480,7 @@ def _frame_tiles(src: Any, i: int, meta: ModelMetadata) -> np.ndarray:
         if name not in message:
             message = f"frame {name} of {src.description}: {message}"
         raise DataError(message) from exc
-    grid = plan_tiles(
-        x.shape[:2], meta.input_size, overlap=_overlap(meta), border=meta.output_border
-    )
-    return extract_tiles(x, grid)
+    return frame_tiles(x, meta)
 
 
 def _is_frame_source(obj: object) -> bool:

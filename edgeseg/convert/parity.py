@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.core.backend import Backend
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.metrics import foreground_overlap
-from edgeseg.model.predict import segment
+from edgeseg.core.quant import TensorInfo, dequantize, quantize
+from edgeseg.core.segmenter import Segmenter
 
 
 @dataclass(frozen=True)
@@ -313,35 +315,39 @@ def _producers(data: bytes) -> dict[str, str]:
     return out
 
 
-def _to_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind == "f":
-        return x.astype(dtype)
+def _info(detail: dict[str, Any]) -> TensorInfo:
+    """A LiteRT tensor detail as the core's TensorInfo (per-tensor quantization)."""
     scale, zero = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+    return TensorInfo(
+        detail["name"], detail["index"], tuple(detail["shape"]),
+        np.dtype(detail["dtype"]).name, float(scale), int(zero),
+    )  # fmt: skip
+
+
+def _to_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    # The one quantization rule (TFLite's rounding), as the runtime feeds every frame.
+    return quantize(x, _info(detail))
 
 
 def _dequantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray | None:
     x = np.asarray(x)
-    if x.dtype.kind == "f":
-        return x.astype(np.float64)
-    scale, zero = detail["quantization"]
-    if not scale:
+    info = _info(detail)
+    if x.dtype.kind != "f" and not info.quantized:
         return None  # per-channel (weights) or unquantized integers: not an activation
-    return (x.astype(np.float64) - zero) * scale
+    return dequantize(x, info).astype(np.float64)
 
 
 def label_maps(
     frames: Sequence[np.ndarray],
-    predict: Callable[[np.ndarray], np.ndarray],
+    backend: Backend,
     meta: ModelMetadata,
     progress: Callable[[], None] | None = None,
 ) -> list[np.ndarray]:
-    """uint8 (H, W) label maps of raw frames, tiled as the runtime tiles them."""
+    """uint8 (H, W) label maps of raw frames, through the Segmenter `run` uses."""
+    segmenter = Segmenter(backend, meta)
     out = []
     for frame in frames:
-        out.append(segment(frame, predict, meta))
+        out.append(segmenter.labels(frame))
         if progress:
             progress()
     return out

@@ -31,6 +31,7 @@ from edgeseg import __version__
 from edgeseg.convert.edgetpu import DEFAULT_COMPILER_TIMEOUT, CompilerError, check_recipe
 from edgeseg.convert.parity import ArtefactReport, Overlap, ParityReport, label_maps, overlap
 from edgeseg.convert.recipes import Recipe, load_recipe
+from edgeseg.core.backend import CallableBackend
 from edgeseg.errors import DataError, EdgesegError, ModelError
 from edgeseg.paths import ensure_writable_dir
 
@@ -142,10 +143,9 @@ def convert_model(
     from edgeseg.convert.calibration import CalibrationSet, build_calibration
     from edgeseg.convert.parity import layer_errors
     from edgeseg.convert.tflite import convert
-    from edgeseg.core.metadata import read_sidecar
+    from edgeseg.core.metadata import apply_flags, read_sidecar
     from edgeseg.core.tflite_file import embed_metadata, op_histogram
     from edgeseg.model.loading import load_model
-    from edgeseg.model.resolve import apply_flags
     from edgeseg.runtime.backends import load_backend
     from edgeseg.runtime.sources import open_file_source
 
@@ -226,7 +226,8 @@ def convert_model(
     tiles = calib_set.tiles if calib_set is not None else None
 
     say(f"segmenting {len(heldout.frames)} held-out frames with the float model")
-    float_labels = label_maps(heldout.frames, loaded.predict, meta)
+    float_model = CallableBackend(loaded.predict, meta, path=req.model)
+    float_labels = label_maps(heldout.frames, float_model, meta)
     float_truth = overlap(float_labels, heldout.truths, meta) if heldout.truths else None
 
     fp32_recipe = next((r for r in req.recipes if r.name == "fp32"), None) or load_recipe("fp32")
@@ -270,7 +271,7 @@ def convert_model(
         path.write_bytes(data)
         backend = load_backend(path, threads=req.threads)
         say(f"checking {path.name} on the held-out frames")
-        labels = label_maps(heldout.frames, backend.predict, meta)
+        labels = label_maps(heldout.frames, backend, meta)
         errors: tuple = ()
         notes = list(conv.notes)
         if conv.float_twin is not None and tiles is not None:
@@ -392,7 +393,7 @@ def _onnx_step(
     path.write_bytes(export.data)
     backend = OnnxBackend(path, provider="cpu", threads=req.threads)
     say(f"checking {path.name} on the held-out frames ({backend.runtime})")
-    labels = label_maps(heldout.frames, backend.predict, meta)
+    labels = label_maps(heldout.frames, backend, meta)
     report = ArtefactReport(
         recipe="onnx",
         path=str(path),

@@ -228,3 +228,21 @@ def infer_metadata(
     }
     defaults.update({k_: v for k_, v in overrides.items() if v is not None})
     return ModelMetadata(**defaults)
+
+
+def apply_flags(
+    meta: ModelMetadata | None,
+    input_shape: tuple[int | None, ...],
+    output_shape: tuple[int | None, ...],
+    **flags: Any,
+) -> ModelMetadata:
+    """``meta`` (or metadata inferred from the tensor shapes when None) with the flags given.
+
+    Flags left at None change nothing; ``channel_order`` is upper-cased.
+    """
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if "channel_order" in overrides:
+        overrides["channel_order"] = str(overrides["channel_order"]).upper()
+    if meta is None:
+        return infer_metadata(input_shape, output_shape, **overrides)
+    return meta.with_updates(**overrides) if overrides else meta

@@ -36,6 +36,7 @@ __all__ = [
     "TileGrid",
     "extract_tiles",
     "plan_tiles",
+    "predict_tiles",
     "segment_tiled",
     "stitch_tiles",
 ]
@@ -203,6 +204,53 @@ def stitch_tiles(outputs: np.ndarray, grid: TileGrid) -> np.ndarray:
     return result[..., 0] if squeeze else result
 
 
+def predict_tiles(
+    tiles: np.ndarray,
+    predict: Callable[[np.ndarray], np.ndarray],
+    out_shape: tuple[int, int],
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Run ``predict`` over (N, th, tw, C) tiles ``batch_size`` at a time.
+
+    ``predict`` maps (n, th, tw, C) tiles to (n, oh, ow, K) outputs (or (n, oh, ow) for K = 1)
+    with (oh, ow) == ``out_shape``. Returns (N, oh, ow, K), at least float32.
+
+    Raises:
+        DataError: for a bad batch size or predictor outputs of the wrong shape or type.
+    """
+    batch_size = _int(batch_size, "batch_size")
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    out_h, out_w = out_shape
+    n = len(tiles)
+    outputs: np.ndarray | None = None
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        out = np.asarray(predict(tiles[start:stop]))
+        if out.ndim == 3:
+            out = out[..., None]
+        if out.ndim != 4 or out.shape[:3] != (stop - start, out_h, out_w):
+            raise DataError(
+                f"predict returned shape {out.shape} for {stop - start} tiles, expected "
+                f"({stop - start}, {out_h}, {out_w}, K)"
+            )
+        if not (np.issubdtype(out.dtype, np.number) or out.dtype == np.bool_):
+            raise DataError(f"predict returned dtype {out.dtype}, expected numbers")
+        if outputs is None:
+            # At least float32, so a later batch in a wider type is not truncated.
+            dtype = np.result_type(out.dtype, np.float32)
+            if stop == n:  # one batch: no copy
+                return out.astype(dtype, copy=False)
+            outputs = np.empty((n, *out.shape[1:]), dtype=dtype)
+        elif out.shape[3] != outputs.shape[3]:
+            raise DataError(
+                f"predict returned {out.shape[3]} channels, earlier batches had {outputs.shape[3]}"
+            )
+        outputs[start:stop] = out
+    assert outputs is not None  # a grid always has at least one tile
+    return outputs
+
+
 def segment_tiled(
     image: np.ndarray,
     grid_or_tile_shape: TileGrid | Sequence[int],
@@ -213,8 +261,8 @@ def segment_tiled(
 ) -> np.ndarray:
     """Run ``predict`` over an image of any size, tile by tile, and stitch the outputs.
 
-    Tiles are cut ``batch_size`` at a time, so only one batch of input tiles is held at once
-    (plus the outputs of all tiles until they are blended).
+    The three steps :class:`edgeseg.core.segmenter.Segmenter` times separately:
+    :func:`extract_tiles`, :func:`predict_tiles`, :func:`stitch_tiles`.
 
     Args:
         image: (H, W) or (H, W, C) array of any dtype; tiles are passed to ``predict`` in that
@@ -232,9 +280,6 @@ def segment_tiled(
         DataError: for a grid planned for another image size, a bad batch size, or predictor
             outputs of the wrong shape.
     """
-    batch_size = _int(batch_size, "batch_size")
-    if batch_size < 1:
-        raise DataError(f"batch_size must be >= 1, got {batch_size}")
     arr = np.asarray(image)
     if isinstance(grid_or_tile_shape, TileGrid):
         grid = grid_or_tile_shape
@@ -242,32 +287,11 @@ def segment_tiled(
         if arr.ndim not in (2, 3):
             raise DataError(f"image must be (H, W) or (H, W, C), got shape {arr.shape}")
         grid = plan_tiles(arr.shape[:2], grid_or_tile_shape, overlap=overlap, border=border)
-    padded = _pad_image(_as_hwc(arr, grid), grid.pad)
-
-    out_h, out_w = grid.out_tile_shape
-    outputs: np.ndarray | None = None
-    for start in range(0, grid.n_tiles, batch_size):
-        stop = min(start + batch_size, grid.n_tiles)
-        out = np.asarray(predict(_cut(padded, grid, start, stop)))
-        if out.ndim == 3:
-            out = out[..., None]
-        if out.ndim != 4 or out.shape[:3] != (stop - start, out_h, out_w):
-            raise DataError(
-                f"predict returned shape {out.shape} for {stop - start} tiles, expected "
-                f"({stop - start}, {out_h}, {out_w}, K)"
-            )
-        if not (np.issubdtype(out.dtype, np.number) or out.dtype == np.bool_):
-            raise DataError(f"predict returned dtype {out.dtype}, expected numbers")
-        if outputs is None:
-            # At least float32, so a later batch in a wider type is not truncated.
-            dtype = np.result_type(out.dtype, np.float32)
-            outputs = np.empty((grid.n_tiles, *out.shape[1:]), dtype=dtype)
-        elif out.shape[3] != outputs.shape[3]:
-            raise DataError(
-                f"predict returned {out.shape[3]} channels, earlier batches had {outputs.shape[3]}"
-            )
-        outputs[start:stop] = out
-    assert outputs is not None  # a grid always has at least one tile
+    _int(batch_size, "batch_size")
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    tiles = extract_tiles(arr, grid)
+    outputs = predict_tiles(tiles, predict, grid.out_tile_shape, batch_size)
     _check_outputs(outputs, grid)
     return _stitch(outputs, grid)
 

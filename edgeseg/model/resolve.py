@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from edgeseg.core.metadata import ModelMetadata, infer_metadata, read_sidecar
-
-
-def apply_flags(
-    meta: ModelMetadata | None,
-    input_shape: tuple[int | None, ...],
-    output_shape: tuple[int | None, ...],
-    **flags: Any,
-) -> ModelMetadata:
-    """``meta`` (or metadata inferred from the tensor shapes when None) with the flags given.
-
-    Flags left at None change nothing; ``channel_order`` is upper-cased.
-    """
-    overrides = {k: v for k, v in flags.items() if v is not None}
-    if "channel_order" in overrides:
-        overrides["channel_order"] = str(overrides["channel_order"]).upper()
-    if meta is None:
-        return infer_metadata(input_shape, output_shape, **overrides)
-    return meta.with_updates(**overrides) if overrides else meta
+from edgeseg.core.backend import Backend, CallableBackend
+from edgeseg.core.metadata import ModelMetadata, apply_flags, read_sidecar
 
 
 def model_metadata(
@@ -38,23 +18,24 @@ def model_metadata(
     """
     path = Path(model_path)
     if path.suffix.lower() in (".tflite", ".onnx"):
-        return open_predictor(path, **flags)[1]
+        return open_model(path, **flags)[1]
     meta = read_sidecar(path)
     if meta is not None:
         return apply_flags(meta, (), (), **flags)
-    return open_predictor(path, trust_model=trust_model, **flags)[1]
+    return open_model(path, trust_model=trust_model, **flags)[1]
 
 
-def open_predictor(
+def open_model(
     model_path: str | Path,
     *,
     trust_model: bool = False,
     threads: int | None = None,
     **flags: Any,
-) -> tuple[Callable[[np.ndarray], np.ndarray], ModelMetadata]:
-    """A tile predictor and the metadata of any model file: .tflite, .onnx, .keras, .h5, SavedModel.
+) -> tuple[Backend, ModelMetadata]:
+    """A backend and the metadata of any model file: .tflite, .onnx, .keras, .h5, SavedModel.
 
-    The predictor maps float32 (n, H, W, C) tiles to float32 (n, h, w, K) probabilities.
+    A Keras model becomes a float backend over its ``predict``; a .tflite or .onnx model the
+    runtime's backend, on the CPU, as `run` opens it.
     """
     path = Path(model_path)
     if path.suffix.lower() in (".tflite", ".onnx"):
@@ -63,9 +44,9 @@ def open_predictor(
         backend, _ = open_backend(path, delegate="cpu" if path.suffix == ".onnx" else "auto",
                                   threads=threads)  # fmt: skip
         meta = apply_flags(backend.metadata(), backend.input.shape, backend.output.shape, **flags)
-        return backend.predict, meta
+        return backend, meta
     from edgeseg.model.loading import load_model
 
     loaded = load_model(path, trust_model=trust_model)
     meta = apply_flags(read_sidecar(path), loaded.input_shape, loaded.output_shape, **flags)
-    return loaded.predict, meta
+    return CallableBackend(loaded.predict, meta, path=path), meta

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.core.backend import Backend
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.quant import TensorInfo, dequantize, quantize
 from edgeseg.errors import DataError, MissingDependencyError, ModelError
@@ -31,7 +32,6 @@ __all__ = [
     "TFLiteBackend",
     "choose_providers",
     "cpu_sibling",
-    "edgetpu_devices",
     "interpreter_class",
     "load_backend",
     "load_delegate",
@@ -89,9 +89,13 @@ def _version(dist: str, module_name: str) -> str:
 
 
 class _ImageModel:
-    """What every backend shares: ``input`` (B, H, W, C) describes the tiles it takes."""
+    """What every backend shares: the attributes of :class:`~edgeseg.core.backend.Backend`,
+    and ``input`` (B, H, W, C) describes the tiles it takes."""
 
+    path: Path
+    runtime: str
     input: TensorInfo
+    output: TensorInfo
 
     @property
     def batch_size(self) -> int:
@@ -337,32 +341,11 @@ EDGETPU_LIBRARY = {
     "Darwin": "libedgetpu.1.dylib",
     "Windows": "edgetpu.dll",
 }
-# USB ids of the Coral USB Accelerator: before (1a6e:089a) and after (18d1:9302) its firmware
-# is loaded by the first inference.
-EDGETPU_USB_IDS = (("1a6e", "089a"), ("18d1", "9302"))
 EDGETPU_INSTALL_HINT = (
     "install libedgetpu1-std from Coral's apt repository "
     "(https://coral.ai/docs/accelerator/get-started)"
 )
 DELEGATES = ("auto", "cpu", "edgetpu")
-
-
-def edgetpu_devices(sys_root: str | Path = "/") -> list[str]:
-    """Edge TPUs visible to this machine: ``usb:<bus>-<port>`` and ``pci:/dev/apex_N`` entries."""
-    root = Path(sys_root)
-    found = []
-    usb = root / "sys" / "bus" / "usb" / "devices"
-    if usb.is_dir():
-        for dev in sorted(usb.iterdir()):
-            try:
-                vendor = (dev / "idVendor").read_text().strip()
-                product = (dev / "idProduct").read_text().strip()
-            except OSError:
-                continue
-            if (vendor, product) in EDGETPU_USB_IDS:
-                found.append(f"usb:{dev.name} ({vendor}:{product})")
-    found += [f"pci:{p}" for p in sorted((root / "dev").glob("apex_*"))]
-    return found
 
 
 def _load_delegate_function() -> Any:
@@ -431,14 +414,16 @@ def load_delegate(spec: str, options: dict[str, str] | None = None) -> tuple[Any
             raise MissingDependencyError(
                 f"the Edge TPU library {library} is not installed; {EDGETPU_INSTALL_HINT}"
             )
-        devices = edgetpu_devices()
+        from edgeseg.hardware import edgetpus
+
+        devices = edgetpus()
         if not devices:
             raise DataError(
                 f"no Edge TPU attached: {library} loaded but found no device (looked for USB "
                 "1a6e:089a / 18d1:9302 and /dev/apex_*); plug in the Coral and check `lsusb`"
             )
         raise ModelError(
-            f"{library} is installed and an Edge TPU is attached ({devices[0]}), but the "
+            f"{library} is installed and an Edge TPU is attached ({devices[0].name}), but the "
             f"delegate could not be created with {runtime}: libedgetpu is built against one "
             "TFLite version; use the interpreter that matches it (e.g. tflite-runtime from "
             f"Coral's repository) ({text})"
@@ -468,7 +453,7 @@ def open_backend(
     fallback: bool = False,
     device: str | None = None,
     warn: Any = None,
-) -> tuple[TFLiteBackend, str]:
+) -> tuple[Backend, str]:
     """A backend for ``model_path`` with the delegate asked for; (backend, what was chosen).
 
     ``delegate``: ``auto`` (the Edge TPU for ``*_edgetpu.tflite`` models, else the CPU with
@@ -486,7 +471,7 @@ def open_backend(
                 + ", ".join(ORT_PROVIDERS)
             )
         onnx_backend = OnnxBackend(path, provider=provider, threads=threads)
-        return onnx_backend, onnx_backend.runtime  # type: ignore[return-value]
+        return onnx_backend, onnx_backend.runtime
     choice = delegate
     if delegate == "auto":
         choice = "edgetpu" if path.stem.endswith("_edgetpu") else "cpu"

@@ -21,24 +21,25 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edgeseg.core.metadata import ModelMetadata
-from edgeseg.core.postprocess import (
-    ObjectStats,
-    labels_from_probabilities,
-    object_stats,
-    remove_small_objects,
-)
-from edgeseg.core.preprocess import prepare, prepare_quantized
-from edgeseg.core.tiling import TileGrid, extract_tiles, plan_tiles, stitch_tiles
-from edgeseg.runtime.sinks import CSV_FIELDS
+from edgeseg.core.postprocess import ObjectStats
+from edgeseg.core.segmenter import Segmenter
+from edgeseg.runtime.capture import CaptureThread
+from edgeseg.runtime.sinks import CSV_FIELDS, Sink
 
-__all__ = ["CSV_FIELDS", "RenderOptions", "RunSummary", "Segmenter", "run_pipeline"]
+__all__ = [
+    "CSV_FIELDS",
+    "RenderOptions",
+    "RunSummary",
+    "Segmenter",
+    "run_pipeline",
+]  # Segmenter: from core
 
 STAGES = ("preprocess", "inference", "postprocess", "render")
 
@@ -53,90 +54,6 @@ class Segmented:
     labels: np.ndarray  # uint8 (H, W), the frame's size
     stats: ObjectStats
     timings: dict[str, float]  # milliseconds per stage
-
-
-class Segmenter:
-    """Frame (as read) → uint8 label map of the frame's size, with per-stage timings.
-
-    Frames larger than the model input are tiled with ``overlap`` and stitched (the same
-    tiling as ``eval`` and calibration); with ``resize`` (the default for models without
-    edgeseg metadata) the frame is resized to the model input and the output back.
-    """
-
-    def __init__(
-        self,
-        predict: Callable[[np.ndarray], np.ndarray],
-        meta: ModelMetadata,
-        *,
-        resize: bool = False,
-        overlap: int = 32,
-        min_area: int = 0,
-        raw: tuple[Any, Callable[[np.ndarray], np.ndarray]] | None = None,
-    ) -> None:
-        self.predict = predict
-        # (input TensorInfo, predict_raw) of an integer model: frames are quantized straight
-        # to its input through a lookup table, with no float copy of the frame.
-        self.raw = raw
-        self.meta = meta
-        self.resize = resize
-        self.overlap = min(overlap, max(0, min(meta.output_size) // 2 - 1))
-        self.min_area = min_area
-        self._grids: dict[tuple[int, int], TileGrid] = {}
-
-    @classmethod
-    def for_backend(cls, backend: Any, meta: ModelMetadata, **options: Any) -> Segmenter:
-        """A segmenter over a :class:`~edgeseg.runtime.backends.TFLiteBackend`."""
-        raw = (backend.input, backend.predict_raw) if backend.input.quantized else None
-        return cls(backend.predict, meta, raw=raw, **options)
-
-    def _grid(self, shape: tuple[int, int]) -> TileGrid:
-        grid = self._grids.get(shape)
-        if grid is None:
-            grid = plan_tiles(shape, self.meta.input_size, self.overlap, self.meta.output_border)
-            self._grids[shape] = grid
-        return grid
-
-    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, ObjectStats, dict[str, float]]:
-        t0 = time.perf_counter()
-        predict = self.predict
-        x = None
-        if self.raw is not None and not self.resize:
-            x = prepare_quantized(frame, self.meta, self.raw[0])
-            if x is not None:
-                predict = self.raw[1]
-        if x is None:
-            x = prepare(frame, self.meta)
-        h, w = x.shape[:2]
-        if self.resize:
-            from edgeseg.optional import cv2
-
-            th, tw = self.meta.input_size
-            tiles = cv2().resize(x, (tw, th), interpolation=cv2().INTER_AREA)
-            tiles = tiles.reshape(1, th, tw, self.meta.channels)
-        else:
-            grid = self._grid((h, w))
-            tiles = extract_tiles(x, grid)
-        t1 = time.perf_counter()
-        out = predict(tiles)
-        t2 = time.perf_counter()
-        if self.resize:
-            from edgeseg.optional import cv2
-
-            prob = cv2().resize(out[0], (w, h), interpolation=cv2().INTER_LINEAR)
-            prob = prob.reshape(h, w, -1)
-        else:
-            prob = stitch_tiles(out, grid)
-        labels = labels_from_probabilities(prob, self.meta)
-        if self.min_area > 0:
-            labels = remove_small_objects(labels, self.min_area)
-        stats = object_stats(labels, self.meta)
-        t3 = time.perf_counter()
-        timings = {
-            "preprocess": (t1 - t0) * 1000,
-            "inference": (t2 - t1) * 1000,
-            "postprocess": (t3 - t2) * 1000,
-        }
-        return labels, stats, timings
 
 
 @dataclass
@@ -206,9 +123,9 @@ class _End:
 
 
 def run_pipeline(
-    capture: Any,
+    capture: CaptureThread,
     segmenters: Segmenter | Sequence[Segmenter],
-    sinks: Sequence[Any],
+    sinks: Sequence[Sink],
     *,
     stop: threading.Event | None = None,
     render: RenderOptions = RenderOptions(),
@@ -263,8 +180,10 @@ def run_pipeline(
                         break
                     continue
                 seq, frame = taken
-                labels, stats, timings = segmenter(frame.image)
-                item = Segmented(frame.index, frame.captured, frame.image, labels, stats, timings)
+                seg = segmenter(frame.image)
+                item = Segmented(
+                    frame.index, frame.captured, frame.image, seg.labels, seg.stats, seg.timings
+                )
                 put((seq, item))
         except BaseException as exc:  # reported by the main loop, never lost in the thread
             worker_error.append(exc)
@@ -346,9 +265,9 @@ def run_pipeline(
 
 def _render_one(
     item: Segmented,
-    capture: Any,
+    capture: CaptureThread,
     meta: ModelMetadata,
-    sinks: Sequence[Any],
+    sinks: Sequence[Sink],
     render: RenderOptions,
     recent: deque[float],
     start: float,

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.core.backend import CallableBackend
 from edgeseg.core.metadata import ModelMetadata, class_names_for, write_sidecar
 from edgeseg.core.metrics import ThresholdChoice, best_threshold, foreground_overlap
-from edgeseg.core.postprocess import labels_from_probabilities
+from edgeseg.core.segmenter import Segmenter
 from edgeseg.datasets import LabelledSet, load_labelled, split, synthetic_labelled
 from edgeseg.errors import DataError
-from edgeseg.model.predict import probabilities
 from edgeseg.model.unet import UNetConfig, build_unet
 from edgeseg.optional import keras
 from edgeseg.train.augment import AugmentConfig, augment, random_crop
@@ -172,18 +172,16 @@ def _batches(
     return Crops(workers=1, use_multiprocessing=False)
 
 
-def _tile_predictor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """The Keras model in inference mode as a tile predictor (float32 tiles → numpy)."""
-    return lambda tiles: np.asarray(model(tiles, training=False))
+def _segmenter(model: Any, meta: ModelMetadata) -> Segmenter:
+    """The Keras model in inference mode behind the Segmenter every report uses."""
+    predict = lambda tiles: np.asarray(model(tiles, training=False))  # noqa: E731
+    return Segmenter(CallableBackend(predict, meta), meta)
 
 
 def validate(model: Any, val: LabelledSet, meta: ModelMetadata) -> tuple[float, float]:
     """Pooled Dice and IoU over all validation pixels (foreground; mean of classes 1..K-1)."""
-    predict = _tile_predictor(model)
-    predicted = [
-        labels_from_probabilities(probabilities(image, predict, meta, prepared=True), meta)
-        for image in val.images
-    ]
+    segmenter = _segmenter(model, meta)
+    predicted = [segmenter.labels(image, prepared=True) for image in val.images]
     return foreground_overlap(predicted, val.targets, meta.num_classes)
 
 
@@ -194,13 +192,13 @@ def tune_threshold(
 
     Images are taken in a seeded random order until ``max_pixels`` are covered (at least one).
     """
-    predict = _tile_predictor(model)
+    segmenter = _segmenter(model, meta)
     order = np.random.default_rng(seed).permutation(len(data))
     probs, truths, covered = [], [], 0
     for i in order:
         if probs and covered + data.targets[i].size > max_pixels:
             continue
-        probs.append(probabilities(data.images[i], predict, meta, prepared=True)[..., 0])
+        probs.append(segmenter.probabilities(data.images[i], prepared=True)[..., 0])
         truths.append(data.targets[i] == 1)
         covered += data.targets[i].size
     return best_threshold(probs, truths)

@@ -1,0 +1,321 @@
+"""The one session builder: model + device policy + stream + sinks → a pipeline ready to run.
+
+`edgeseg run`, `edgeseg demo` and `edgeseg bench --e2e` all build their pipeline here, so they
+share one policy and `bench --e2e` measures what `run` does:
+
+- a ``--device`` profile gives the delegate, the threads and the camera unless they are given;
+- one interpreter gets every core, unless told otherwise;
+- models with edgeseg metadata are tiled, others resized (``resize`` overrides);
+- a finite source (file, folder, stack, a synthetic stream without a frame rate) on the CPU is
+  processed by one interpreter per core (throughput); a live source or a delegate gets one
+  interpreter (latency);
+- outputs are opened before the source (a port in use or an unwritable path fails before the
+  camera opens), in a fixed order: stream, CSV, masks, recording, window.
+
+It sits above ``runtime/`` and ``devices/`` (it reads device profiles), below the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeseg.core.metadata import ModelMetadata, apply_flags
+from edgeseg.core.segmenter import DEFAULT_OVERLAP, Segmenter
+from edgeseg.errors import DataError
+from edgeseg.runtime.pipeline import RenderOptions, RunSummary, run_pipeline
+from edgeseg.runtime.sinks import Sink
+from edgeseg.runtime.streams import Stream
+
+__all__ = ["DevicePolicy", "RunOptions", "Session", "build_session", "device_policy"]
+
+MASK_FORMATS = ("png", "tif")
+
+
+@dataclass(frozen=True)
+class DevicePolicy:
+    """What a ``--device`` profile (or its absence) decides: delegate, threads, camera."""
+
+    delegate: str
+    threads: int
+    camera: str | None  # the profile's camera pipeline (a stream URI)
+    profile: Any = None  # the DeviceProfile, when one was named
+
+
+def device_policy(
+    device: str | None, *, delegate: str | None = None, threads: int | None = None
+) -> DevicePolicy:
+    """Fill what the user left out from the profile ``device`` (a name or .toml), else defaults.
+
+    Defaults: the ``auto`` delegate and every core for one interpreter (LiteRT's own default
+    is fewer).
+    """
+    profile = None
+    if device is not None:
+        from edgeseg.devices.profiles import load_profile
+
+        profile = load_profile(device)
+    return DevicePolicy(
+        delegate=delegate or (profile.delegate if profile else "auto"),
+        threads=threads or (profile.threads if profile else None) or os.cpu_count() or 1,
+        camera=profile.camera if profile else None,
+        profile=profile,
+    )
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything `edgeseg run` takes; the field names are its option names.
+
+    ``flags`` are the metadata overrides (input_size, normalization, input_max, threshold,
+    channel_order) for models without edgeseg metadata.
+    """
+
+    model: Path
+    camera: int | None = None
+    source: str | None = None
+    delegate: str | None = None
+    device: str | None = None
+    fallback: bool = False
+    edgetpu_device: str | None = None
+    threads: int | None = None
+    workers: int | None = None
+    resize: bool | None = None
+    overlap: int = DEFAULT_OVERLAP
+    min_area: int = 0
+    alpha: float = 0.45
+    contours: bool = True
+    hud: bool = True
+    record: Path | None = None
+    record_fps: float | None = None  # the recording's frame rate (default: --fps, the stream's)
+    save_masks: Path | None = None
+    mask_format: str = "png"
+    csv: Path | None = None
+    stream: str | None = None
+    headless: bool = False
+    max_frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    flags: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Session:
+    """A pipeline ready to run: the opened stream, one segmenter per worker, the sinks.
+
+    Attributes:
+        model: the model asked for (with --fallback, the backend may run its CPU sibling).
+        stream: the opened source.
+        segmenters: one per worker, each with its own interpreter.
+        sinks: the outputs, in the order they were opened.
+        meta: the model's metadata (embedded, or inferred with the flags).
+        backend: what runs the model, e.g. "CPU (XNNPACK, 2 threads) via ai-edge-litert 2.3.0".
+        mode: "tiling" or "resizing".
+        messages: what was said while building (the stream URL, a missing window).
+    """
+
+    model: Path
+    stream: Stream
+    segmenters: list[Segmenter]
+    sinks: list[Sink]
+    meta: ModelMetadata
+    backend: str
+    mode: str
+    render: RenderOptions
+    max_frames: int | None = None
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def description(self) -> str:
+        """The start-up line: source → model on backend; tiling or resizing to the input."""
+        h, w = self.meta.input_size
+        return (
+            f"{self.stream.info.description} → {self.model.name} on "
+            f"{self.backend}; {self.mode} to {h}x{w}"
+        )
+
+    def run(
+        self, stop: threading.Event | None = None, *, handle_signals: bool = False
+    ) -> RunSummary:
+        """Run until the source ends, ``max_frames``, ``stop`` or (with ``handle_signals``, in
+        the main thread) SIGINT/SIGTERM; every sink is closed and a summary returned."""
+        from edgeseg.runtime.capture import CaptureThread
+
+        stop = stop or threading.Event()
+        with _signals_set(stop) if handle_signals else _nothing():
+            capture = CaptureThread(self.stream, max_frames=self.max_frames).start()
+            return run_pipeline(
+                capture,
+                self.segmenters,
+                self.sinks,
+                stop=stop,
+                render=self.render,
+                source=self.stream.info.description,
+                backend=self.backend,
+            )
+
+    def close(self) -> None:
+        """Close the sinks and the stream without running (after a failure to start)."""
+        for sink in self.sinks:
+            sink.close()
+        self.stream.close()
+
+
+def build_session(
+    options: RunOptions,
+    *,
+    extra_sinks: Sequence[Sink] = (),
+    warn: Callable[[str], None] = lambda _msg: None,
+) -> Session:
+    """Open the model, the outputs and the source as `edgeseg run` does.
+
+    ``extra_sinks`` (e.g. a timing sink for `bench --e2e`) come after the usual ones and count
+    as outputs. ``warn`` hears what is worth saying at once (a delegate falling back, the
+    stream's URL, a missing window). Raises DataError for bad options, before anything opens.
+    """
+    from edgeseg.runtime.backends import TFLiteBackend, open_backend
+    from edgeseg.runtime.streams import open_stream, parse_source
+
+    o = options
+    policy = device_policy(o.device, delegate=o.delegate, threads=o.threads)
+    if o.model.suffix.lower() not in (".tflite", ".onnx"):
+        raise DataError(
+            f"{o.model} is not a .tflite or .onnx model; convert it first: "
+            f"edgeseg convert {o.model} --int8 …"
+        )
+    if o.mask_format not in MASK_FORMATS:
+        raise DataError(f"--mask-format must be png or tif, got {o.mask_format}")
+    if not 0.0 <= o.alpha <= 1.0:
+        raise DataError(f"--alpha must be between 0 and 1, got {o.alpha}")
+    source = o.source
+    if o.camera is None and source is None:
+        source = policy.camera
+    uri = parse_source(o.camera, source)
+    backend, chosen = open_backend(
+        o.model,
+        delegate=policy.delegate,
+        threads=policy.threads,
+        fallback=o.fallback,
+        device=o.edgetpu_device,
+        warn=warn,
+    )
+    embedded = backend.metadata()
+    meta = apply_flags(embedded, backend.input.shape, backend.output.shape, **o.flags)
+    tile = (embedded is not None) if o.resize is None else not o.resize
+    seg_options = {"resize": not tile, "overlap": o.overlap, "min_area": o.min_area}
+
+    messages: list[str] = []
+    sinks = _open_sinks(o, messages, warn)
+    sinks += extra_sinks
+    try:
+        if not sinks:
+            raise DataError(
+                "--headless with no output: add --record, --save-masks, --csv or --stream"
+            )
+        stream = open_stream(uri, width=o.width, height=o.height, fps=o.fps)
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    try:
+        cpu = chosen.startswith("CPU")
+        workers = o.workers
+        if workers is None:
+            workers = (os.cpu_count() or 1) if (not stream.info.live and cpu) else 1
+        segmenters = [Segmenter(backend, meta, **seg_options)]
+        if workers > 1:
+            if not cpu:
+                raise DataError("--workers above 1 runs several CPU interpreters, not a delegate")
+            per = o.threads or max(1, (os.cpu_count() or 1) // workers)
+            # One interpreter per worker, each with its share of the cores.
+            pool = [TFLiteBackend(backend.path, threads=per) for _ in range(workers)]
+            segmenters = [Segmenter(b, meta, **seg_options) for b in pool]
+            chosen = (
+                f"CPU (XNNPACK), {workers} interpreters x {per} thread(s) via {backend.runtime}"
+            )
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        stream.close()
+        raise
+    return Session(
+        model=o.model,
+        stream=stream,
+        segmenters=segmenters,
+        sinks=sinks,
+        meta=meta,
+        backend=chosen,
+        mode="tiling" if tile else "resizing",
+        render=RenderOptions(alpha=o.alpha, contours=o.contours, hud=o.hud),
+        max_frames=o.max_frames,
+        messages=messages,
+    )
+
+
+def _open_sinks(o: RunOptions, messages: list[str], warn: Callable[[str], None]) -> list[Sink]:
+    """The outputs `run` was asked for, in a fixed order; all closed again if one fails."""
+    from edgeseg.runtime.sinks import (
+        CSV_FIELDS,
+        CsvSink,
+        MaskSink,
+        MjpegServer,
+        VideoSink,
+        WindowSink,
+        parse_stream_address,
+    )
+
+    sinks: list[Sink] = []
+    try:
+        if o.stream:
+            host, port = parse_stream_address(o.stream)
+            server = MjpegServer(host=host, port=port)
+            sinks.append(server)
+            messages.append(f"streaming at {server.url}")
+            warn(messages[-1])
+        if o.csv:
+            sinks.append(CsvSink(o.csv, CSV_FIELDS))
+        if o.save_masks:
+            sinks.append(MaskSink(o.save_masks, fmt=o.mask_format))
+        if o.record:
+            fps = o.record_fps if o.record_fps is not None else o.fps
+            sinks.append(VideoSink(o.record, fps=fps or 0))
+        if not o.headless:
+            try:
+                sinks.append(WindowSink(f"edgeseg: {o.model.name}"))
+            except Exception as exc:  # no display / headless OpenCV: say so, run on
+                if not sinks:
+                    raise
+                messages.append(f"no window ({exc}); continuing with the other outputs")
+                warn(messages[-1])
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
+@contextmanager
+def _signals_set(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` (a clean stop: recordings finalized) while inside."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
