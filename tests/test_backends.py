@@ -2,84 +2,26 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
 import json
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import META, SIZE, keras_unet, probe_model, small_model, tflite_bytes
 
-from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.quant import TensorInfo, dequantize, quantize
 from edgeseg.errors import DataError, MissingDependencyError, ModelError
 
-SIZE = 32
 TILES = np.random.default_rng(2).random((3, SIZE, SIZE, 1), dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------
-# Tiny models, converted once per test session (test_inspect.py reuses tflite_bytes)
+# Tiny models (converted once per test session by helpers.tflite_bytes)
 # --------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def keras_unet():
-    """An untrained 32x32 U-Net (4 filters, depth 2), the same weights every run."""
-    keras = pytest.importorskip("keras")
-    from edgeseg.model.unet import UNetConfig, build_unet
-
-    keras.utils.set_random_seed(0)
-    return build_unet(UNetConfig(input_size=(SIZE, SIZE), base_filters=4, depth=2))
-
-
-def _small_model(kind: str):
-    import keras
-
-    keras.utils.set_random_seed(1)
-    if kind == "dense":  # a classifier: rank-2 output
-        inp = keras.Input((SIZE, SIZE, 1))
-        out = keras.layers.Dense(2)(keras.layers.Flatten()(inp))
-    elif kind == "dynamic":  # any image size
-        inp = keras.Input((None, None, 1))
-        out = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inp)
-    elif kind == "batch2":  # a static batch of 2
-        inp = keras.Input((SIZE, SIZE, 1), batch_size=2)
-        out = keras.layers.Conv2D(2, 3, padding="same", activation="sigmoid")(inp)
-    else:
-        raise ValueError(kind)
-    return keras.Model(inp, out)
-
-
-@functools.cache
-def tflite_bytes(kind: str) -> bytes:
-    """Converted .tflite bytes: float, int8 / uint8 (full integer, int8 or uint8 I/O),
-    int8_float_io (int8 inside, float I/O), dense, dynamic, batch2."""
-    tf = pytest.importorskip("tensorflow")
-    model = keras_unet() if kind in ("float", "int8", "uint8", "int8_float_io") else None
-    converter = tf.lite.TFLiteConverter.from_keras_model(model or _small_model(kind))
-    if kind in ("int8", "uint8", "int8_float_io"):
-
-        def representative():
-            rng = np.random.default_rng(1)  # the same calibration for every integer model
-            for _ in range(8):
-                yield [rng.random((1, SIZE, SIZE, 1), dtype=np.float32)]
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if kind != "int8_float_io":
-            io_type = tf.int8 if kind == "int8" else tf.uint8
-            converter.inference_input_type = io_type
-            converter.inference_output_type = io_type
-    with warnings.catch_warnings():
-        # "Statistics for quantized inputs were expected": the representative set gives them.
-        warnings.simplefilter("ignore", UserWarning)
-        return converter.convert()
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +190,7 @@ def test_static_batch_is_filled_and_padded(models: dict[str, Path]) -> None:
     y = backend.predict(TILES)  # 3 tiles: one full batch, one padded
     assert y.shape == (3, SIZE, SIZE, 2)
     np.testing.assert_allclose(y[2:], backend.predict(TILES[2:]), atol=1e-6)
-    expected = np.asarray(_small_model("batch2")(np.concatenate([TILES[2:], TILES[2:]])))[:1]
+    expected = np.asarray(small_model("batch2")(np.concatenate([TILES[2:], TILES[2:]])))[:1]
     np.testing.assert_allclose(y[2:], expected, atol=1e-5)
 
 
@@ -264,11 +206,56 @@ def test_non_image_models_are_refused(models: dict[str, Path]) -> None:
     assert "dynamic input size" in one_line(exc)
 
 
+def test_tflite_backend_is_a_backend(tmp_path: Path) -> None:
+    """The contract of edgeseg.core.backend, on the doctor's probe model (no TensorFlow)."""
+    from edgeseg.core.backend import Backend
+    from edgeseg.runtime.backends import TFLiteBackend, open_backend
+
+    path = probe_model(tmp_path / "probe.tflite")
+    backend = TFLiteBackend(path, threads=1)
+    assert isinstance(backend, Backend)
+    x = np.arange(64, dtype=np.float32).reshape(1, 8, 8, 1) / 64
+    np.testing.assert_array_equal(backend.predict_raw(x), backend.predict(x))
+    assert backend.path == path and backend.runtime and backend.metadata() is None
+    opened, chosen = open_backend(path, delegate="cpu", threads=1)
+    assert isinstance(opened, Backend) and chosen.startswith("CPU (XNNPACK, 1 threads)")
+
+
+def test_onnx_backend_is_a_backend(tmp_path: Path) -> None:
+    """The same contract for onnxruntime, on a one-node ONNX model (x → sigmoid(x))."""
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")  # installed with tf2onnx
+    from onnx import TensorProto, helper
+
+    from edgeseg.core.backend import Backend
+    from edgeseg.runtime.backends import OnnxBackend, open_backend
+
+    shape = [1, 8, 8, 1]
+    graph = helper.make_graph(
+        [helper.make_node("Sigmoid", ["x"], ["y"])],
+        "sigmoid",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what every onnxruntime since 1.10 reads
+    onnx.checker.check_model(model)
+    path = tmp_path / "sigmoid.onnx"
+    path.write_bytes(model.SerializeToString())
+
+    backend = OnnxBackend(path, provider="cpu")
+    assert isinstance(backend, Backend)
+    x = np.linspace(-4, 4, 128, dtype=np.float32).reshape(2, 8, 8, 1)
+    np.testing.assert_allclose(backend.predict(x), 1 / (1 + np.exp(-x)), atol=1e-6)
+    np.testing.assert_array_equal(backend.predict_raw(x), backend.predict(x))  # float model
+    assert backend.metadata() is None and backend.runtime.startswith("onnxruntime ")
+    opened, chosen = open_backend(path)
+    assert isinstance(opened, Backend) and chosen == opened.runtime
+
+
 # --------------------------------------------------------------------------------------------
 # core/tflite_file.py
 # --------------------------------------------------------------------------------------------
-
-META = ModelMetadata(input_size=(SIZE, SIZE), threshold=0.4, provenance={"data": "synthetic"})
 
 
 @pytest.mark.parametrize("kind", ["float", "int8"])

@@ -12,29 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import one_line_error
+from helpers import one_line_error, probe_model
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app
 
 runner = CliRunner()
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def probe_model(path: Path, recipe: str | None = None, precision: str = "fp32") -> Path:
-    """The 300-byte (1, 8, 8, 1) float model of `doctor` (x + x), optionally with edgeseg
-    metadata and a recipe embedded as `edgeseg convert` does. No TensorFlow needed."""
-    from edgeseg.devices.doctor import probe_model_bytes
-
-    data = probe_model_bytes()
-    if recipe is not None:
-        from edgeseg.core.metadata import ModelMetadata
-        from edgeseg.core.tflite_file import embed_metadata
-
-        extra = {"recipe": {"name": recipe, "precision": precision}}
-        data = embed_metadata(data, ModelMetadata(input_size=(8, 8)), extra=extra)
-    path.write_bytes(data)
-    return path
 
 
 def bench(*args: str):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import HEAVY, _imported_by_cli, one_line_error
+from helpers import HEAVY, imported_by_cli, one_line_error
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app
@@ -334,7 +334,7 @@ def test_cli_build_and_show(tmp_path: Path) -> None:
 
 
 def test_cli_build_from_a_video(tmp_path: Path) -> None:
-    from conftest import write_video
+    from helpers import write_video
 
     video = write_video(tmp_path / "clip.avi", n=12)
     model = _model(tmp_path, RGB)
@@ -355,7 +355,7 @@ def test_cli_build_from_a_video(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("argv", [["calib", "--help"], ["calib", "build", "--help"]])
 def test_calib_help_imports_no_heavy_library(argv: list[str]) -> None:
-    loaded = _imported_by_cli(argv)
+    loaded = imported_by_cli(argv)
     assert "typer" in loaded
     assert [m for m in HEAVY if m in loaded] == []
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_pairs
-from test_cli import one_line_error
+from helpers import one_line_error, write_pairs
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_cli import one_line_error
+from helpers import one_line_error
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app

@@ -75,9 +75,9 @@ def test_probe_model_is_a_valid_image_model(tmp_path: Path) -> None:
 
 
 def test_help_of_bench_report_doctor_imports_no_heavy_library() -> None:
-    from test_cli import HEAVY, _imported_by_cli
+    from helpers import HEAVY, imported_by_cli
 
     for argv in (["bench", "--help"], ["report", "--help"], ["doctor", "--help"]):
-        loaded = _imported_by_cli(argv)
+        loaded = imported_by_cli(argv)
         assert "typer" in loaded
         assert not [m for m in HEAVY if m in loaded], argv

@@ -11,14 +11,11 @@ from __future__ import annotations
 import json
 import os
 import stat
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_pairs
-from test_cli import one_line_error
+from helpers import one_line_error, write_pairs
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app
@@ -28,7 +25,6 @@ from edgeseg.convert.edgetpu import (
     CompilerError,
     compile_model,
     compiler_args,
-    list_edge_tpus,
     parse_compiler_log,
     preflight,
 )
@@ -47,7 +43,7 @@ def _tflite(tensors: list[dict], ops: list[dict], inputs=(0,), outputs=None) -> 
     tensor: {"name", "shape", "dtype" ("INT8"…), "data" (constant array), "sig" (signature),
     "scale"}; op: {"op" (builtin name or "custom:NAME"), "in", "out", "opts" (options object)}.
     """
-    from edgeseg.core.tflite_file import TFLITE_IDENTIFIER, _aligned_builder, schema
+    from edgeseg.core.tflite_file import TFLITE_IDENTIFIER, aligned_builder, schema
 
     fb = schema()
     model = fb.ModelT()
@@ -99,7 +95,7 @@ def _tflite(tensors: list[dict], ops: list[dict], inputs=(0,), outputs=None) -> 
         c.deprecatedBuiltinCode = min(c.builtinCode, 127)
         c.version = 1
         model.operatorCodes.append(c)
-    builder = _aligned_builder()(1024)
+    builder = aligned_builder()(1024)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
     return bytes(builder.Output())
 
@@ -445,38 +441,6 @@ def test_compiler_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert result.compiled == tmp_path / "m_edgetpu.tflite" and result.compiled.is_file()
     assert result.command[1:] == ("-s", "-o", str(tmp_path), "-t", "20", str(model))
     assert result.report.ops_edgetpu == 41
-
-
-# ---- several Edge TPUs: Google's pycoral when it is there, else sysfs ----------------------
-
-
-def _fake_module(monkeypatch: pytest.MonkeyPatch, listing=None) -> None:
-    pkg, utils, mod = (types.ModuleType(n) for n in
-                       ("pycoral", "pycoral.utils", "pycoral.utils.edgetpu"))  # fmt: skip
-    if listing is not None:
-        mod.list_edge_tpus = lambda: listing
-    pkg.utils, utils.edgetpu = utils, mod
-    for name, m in (("pycoral", pkg), ("pycoral.utils", utils), ("pycoral.utils.edgetpu", mod)):
-        monkeypatch.setitem(sys.modules, name, m)
-
-
-def test_list_edge_tpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    usb = tmp_path / "sys" / "bus" / "usb" / "devices" / "2-1"
-    usb.mkdir(parents=True)
-    (usb / "idVendor").write_text("18d1\n")
-    (usb / "idProduct").write_text("9302\n")
-    (tmp_path / "dev").mkdir()
-    (tmp_path / "dev" / "apex_0").write_text("")
-    # PyPI's unrelated `pycoral` (no list_edge_tpus): the sysfs fallback.
-    _fake_module(monkeypatch)
-    found = list_edge_tpus(tmp_path)
-    assert [(d.device, d.source) for d in found] == [("usb:0", "sysfs"), ("pci:0", "sysfs")]
-    assert found[0].path == "2-1"
-    # Google's pycoral: its own enumeration.
-    _fake_module(monkeypatch, [{"type": "usb", "path": "/sys/bus/usb/devices/2-1"},
-                               {"type": "usb", "path": "/sys/bus/usb/devices/2-2"}])  # fmt: skip
-    found = list_edge_tpus(tmp_path)
-    assert [(d.device, d.source) for d in found] == [("usb:0", "pycoral"), ("usb:1", "pycoral")]
 
 
 # ---- real conversions of small U-Nets ---------------------------------------------------------

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_backends import META, tflite_bytes
-from test_cli import HEAVY, _imported_after, _imported_by_cli, one_line_error
+from helpers import HEAVY, META, imported_after, imported_by_cli, one_line_error, tflite_bytes
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app
@@ -35,10 +34,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_inspect_help_imports_no_heavy_library() -> None:
-    loaded = _imported_by_cli(["inspect", "--help"])
+    loaded = imported_by_cli(["inspect", "--help"])
     assert "typer" in loaded
     assert not [m for m in HEAVY if m in loaded]
-    assert not [m for m in HEAVY if m in _imported_after("import edgeseg.cli.inspect")]
+    assert not [m for m in HEAVY if m in imported_after("import edgeseg.cli.inspect")]
 
 
 def test_inspect_text(files: dict[str, Path]) -> None:

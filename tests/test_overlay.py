@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import BINARY, THREE
 
-from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.preprocess import normalize
 from edgeseg.errors import DataError
 from edgeseg.runtime.overlay import (
@@ -18,11 +18,6 @@ from edgeseg.runtime.overlay import (
 )
 
 pytest.importorskip("cv2")
-
-BINARY = ModelMetadata(input_size=(32, 32))
-THREE = ModelMetadata(
-    input_size=(32, 32), num_classes=3, class_names=("background", "nucleus", "membrane")
-)
 
 
 def gray_image(h: int = 40, w: int = 48, value: int = 100) -> np.ndarray:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import BINARY, THREE
 
-from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.postprocess import (
     ObjectStats,
     labels_from_probabilities,
@@ -15,11 +15,6 @@ from edgeseg.core.postprocess import (
 from edgeseg.errors import DataError
 
 pytest.importorskip("cv2")
-
-BINARY = ModelMetadata(input_size=(32, 32))
-THREE = ModelMetadata(
-    input_size=(32, 32), num_classes=3, class_names=("background", "nucleus", "membrane")
-)
 
 
 def hand_map() -> np.ndarray:

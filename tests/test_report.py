@@ -11,8 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from test_bench import probe_model
-from test_cli import one_line_error
+from helpers import one_line_error, probe_model
 from typer.testing import CliRunner
 
 from edgeseg.bench.report import _ms

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import one_line_error
+from helpers import one_line_error, read_video, write_nuclei_video
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app
@@ -88,28 +88,7 @@ def any_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgeseg.samples import SyntheticStream
-
-    path = tmp_path_factory.mktemp("video") / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 128))
-    stream = SyntheticStream(size=(128, 160), seed=4)
-    for _ in range(12):
-        frame, _mask = stream.read()
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
-    writer.release()
-    return path
-
-
-def _read_video(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
+    return write_nuclei_video(tmp_path_factory.mktemp("video") / "clip.avi", 12, (128, 160), 4)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -129,7 +108,7 @@ def test_video_file_to_recording_masks_and_csv(
          str(tmp_path / "summary.json")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    frames = _read_video(rec)
+    frames = read_video(rec)
     rows = _rows(stats)
     mask_files = sorted(masks.iterdir())
     # A file source is processed frame by frame: nothing dropped.
@@ -163,7 +142,7 @@ def test_synthetic_stream_tiles_large_frames(any_model: Path, tmp_path: Path) ->
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "tiling to 64x64" in result.output
-    assert len(_read_video(rec)) == 5 and len(_rows(tmp_path / "s.csv")) == 5
+    assert len(read_video(rec)) == 5 and len(_rows(tmp_path / "s.csv")) == 5
     assert "5 frames" in result.output and "p50" in result.output
 
 
@@ -250,7 +229,7 @@ def test_sigterm_keeps_recording_playable_and_csv_complete(model: Path, tmp_path
     assert proc.returncode == 0, errtext
     assert "stopped: interrupted" in out
     rows = _rows(stats)
-    assert len(rows) >= 5 and len(_read_video(rec)) == len(rows)
+    assert len(rows) >= 5 and len(read_video(rec)) == len(rows)
 
 
 # ---- faults -------------------------------------------------------------------------------------
@@ -274,7 +253,7 @@ def test_truncated_video_keeps_what_was_recorded(model: Path, video: Path, tmp_p
     )
     assert result.exit_code == 0, result.output
     assert "warning" in result.output
-    assert 1 <= len(_read_video(rec)) < 12
+    assert 1 <= len(read_video(rec)) < 12
 
 
 def test_bad_frame_depth_mid_stream_keeps_earlier_frames(model: Path, tmp_path: Path) -> None:
@@ -294,7 +273,7 @@ def test_bad_frame_depth_mid_stream_keeps_earlier_frames(model: Path, tmp_path: 
          "--csv", str(stats)],
     )  # fmt: skip
     one_line_error(result, "2-channel")
-    assert len(_rows(stats)) == 3 and len(_read_video(rec)) == 3
+    assert len(_rows(stats)) == 3 and len(read_video(rec)) == 3
 
 
 def test_model_that_is_not_image_shaped(tmp_path: Path) -> None:

@@ -15,8 +15,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import read_video
 
 from edgeseg.errors import DataError, MissingDependencyError
+from edgeseg.hardware import opencv_has_gui
 from edgeseg.imageio import read_image
 from edgeseg.runtime import sinks
 from edgeseg.runtime.sinks import (
@@ -55,18 +57,6 @@ RECORD = {"frame": 0, "inference_ms": 12.3456789, "objects": 2, "dropped": 0}
 # ---------------------------------------------------------------------------- video
 
 
-def read_video(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return frames
-
-
 @pytest.mark.parametrize("suffix", [".mp4", ".avi"])
 def test_video_round_trip(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / "out" / f"run{suffix}"
@@ -77,7 +67,7 @@ def test_video_round_trip(tmp_path: Path, suffix: str) -> None:
         sink.write(6, rendered(6, 30, 40), labels_for(30, 40), RECORD)
     assert sink.frames == 7
     assert len(sink.warnings) == 1 and "resized" in sink.warnings[0]
-    frames = read_video(path)
+    frames = read_video(path, rgb=True)
     assert len(frames) == 7
     assert all(f.shape == (48, 64, 3) for f in frames)
     block = frames[2][12:28, 12:28].reshape(-1, 3).mean(axis=0)
@@ -199,7 +189,7 @@ def test_csv_custom_fields_and_numpy_values(tmp_path: Path) -> None:
 
 
 def test_window_without_gui_is_a_clean_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    if sinks._has_gui(cv2):
+    if opencv_has_gui(cv2):
         pytest.skip("this OpenCV has windows")
     with pytest.raises(MissingDependencyError, match=r"pip install 'edgeseg\[gui\]'") as info:
         WindowSink("test")

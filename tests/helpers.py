@@ -1,0 +1,219 @@
+"""Helpers shared by several test modules (fixtures live in conftest.py).
+
+Test modules import from here, never from each other or from conftest.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgeseg.core.metadata import ModelMetadata
+
+# --------------------------------------------------------------------------------------------
+# The command line: light imports and one-line errors
+# --------------------------------------------------------------------------------------------
+
+HEAVY = ("tensorflow", "keras", "cv2", "ai_edge_litert", "tflite_runtime", "tifffile", "h5py")
+
+
+def imported_after(code: str) -> set[str]:
+    """Modules loaded after running ``code`` in a fresh interpreter."""
+    probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def imported_by_cli(argv: list[str]) -> set[str]:
+    """Modules loaded after running ``edgeseg *argv`` in a fresh interpreter."""
+    return imported_after(
+        "import sys\n"
+        f"sys.argv = ['edgeseg', *{argv!r}]\n"
+        "from edgeseg.cli.main import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    )
+
+
+def one_line_error(result: Any, *needles: str) -> str:
+    """Assert a clean failure: non-zero exit, no traceback, one error line naming the needles."""
+    assert result.exit_code not in (0, None), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Data on disk: labelled folders and videos
+# --------------------------------------------------------------------------------------------
+
+
+def write_pairs(
+    root: Path,
+    n: int = 3,
+    size: tuple[int, int] = (48, 40),
+    image_dtype: type = np.uint8,
+    channels: int = 1,
+    suffix: str = ".png",
+    mask_values: tuple[int, ...] = (0, 255),
+    seed: int = 0,
+) -> Path:
+    """Write ``n`` random image/mask pairs under root/images and root/masks."""
+    from edgeseg.imageio import write_image
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    top = np.iinfo(image_dtype).max
+    shape = size if channels == 1 else (*size, channels)
+    for i in range(n):
+        img = rng.integers(0, top, size=shape, dtype=image_dtype)
+        mask = rng.choice(np.array(mask_values, dtype=np.uint8), size=size)
+        write_image(root / "images" / f"{i}{suffix}", img)
+        write_image(root / "masks" / f"{i}.png", mask)
+    return root
+
+
+def write_video(path: Path, n: int, size: tuple[int, int] = (48, 64)) -> Path:
+    """MJPG .avi at 10 fps whose frame i is red i*8 with a white bar i+1 pixels wide."""
+    cv2 = pytest.importorskip("cv2")
+    h, w = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
+    assert writer.isOpened()
+    for i in range(n):
+        rgb = np.zeros((h, w, 3), np.uint8)
+        rgb[..., 0] = i * 8
+        rgb[:, : i + 1] = 255
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def write_nuclei_video(path: Path, n: int, size: tuple[int, int], seed: int) -> Path:
+    """MJPG .avi at 10 fps of ``n`` synthetic 8-bit microscopy frames of ``size`` (H, W)."""
+    cv2 = pytest.importorskip("cv2")
+    from edgeseg.samples import SyntheticStream
+
+    h, w = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
+    stream = SyntheticStream(size=size, seed=seed)
+    for _ in range(n):
+        frame, _mask = stream.read()
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    return path
+
+
+def read_video(path: Path, *, rgb: bool = False) -> list[np.ndarray]:
+    """Every frame of a video file, as OpenCV decodes it (BGR), or RGB with ``rgb``."""
+    cv2 = pytest.importorskip("cv2")
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if rgb else frame)
+    cap.release()
+    return frames
+
+
+# --------------------------------------------------------------------------------------------
+# Metadata of small models
+# --------------------------------------------------------------------------------------------
+
+BINARY = ModelMetadata(input_size=(32, 32))
+THREE = ModelMetadata(
+    input_size=(32, 32), num_classes=3, class_names=("background", "nucleus", "membrane")
+)
+
+# --------------------------------------------------------------------------------------------
+# Tiny models: the doctor's probe (no TensorFlow) and 32x32 U-Nets converted once per session
+# --------------------------------------------------------------------------------------------
+
+SIZE = 32
+META = ModelMetadata(input_size=(SIZE, SIZE), threshold=0.4, provenance={"data": "synthetic"})
+
+
+def probe_model(path: Path, recipe: str | None = None, precision: str = "fp32") -> Path:
+    """The 300-byte (1, 8, 8, 1) float model of `doctor` (x + x), optionally with edgeseg
+    metadata and a recipe embedded as `edgeseg convert` does. No TensorFlow needed."""
+    from edgeseg.devices.doctor import probe_model_bytes
+
+    data = probe_model_bytes()
+    if recipe is not None:
+        from edgeseg.core.tflite_file import embed_metadata
+
+        extra = {"recipe": {"name": recipe, "precision": precision}}
+        data = embed_metadata(data, ModelMetadata(input_size=(8, 8)), extra=extra)
+    path.write_bytes(data)
+    return path
+
+
+@functools.cache
+def keras_unet() -> Any:
+    """An untrained 32x32 U-Net (4 filters, depth 2), the same weights every run."""
+    keras = pytest.importorskip("keras")
+    from edgeseg.model.unet import UNetConfig, build_unet
+
+    keras.utils.set_random_seed(0)
+    return build_unet(UNetConfig(input_size=(SIZE, SIZE), base_filters=4, depth=2))
+
+
+def small_model(kind: str) -> Any:
+    """A small Keras model that is not a U-Net: dense (rank-2 output), dynamic (any image
+    size) or batch2 (a static batch of 2)."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(1)
+    if kind == "dense":  # a classifier: rank-2 output
+        inp = keras.Input((SIZE, SIZE, 1))
+        out = keras.layers.Dense(2)(keras.layers.Flatten()(inp))
+    elif kind == "dynamic":  # any image size
+        inp = keras.Input((None, None, 1))
+        out = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inp)
+    elif kind == "batch2":  # a static batch of 2
+        inp = keras.Input((SIZE, SIZE, 1), batch_size=2)
+        out = keras.layers.Conv2D(2, 3, padding="same", activation="sigmoid")(inp)
+    else:
+        raise ValueError(kind)
+    return keras.Model(inp, out)
+
+
+@functools.cache
+def tflite_bytes(kind: str) -> bytes:
+    """Converted .tflite bytes: float, int8 / uint8 (full integer, int8 or uint8 I/O),
+    int8_float_io (int8 inside, float I/O), dense, dynamic, batch2."""
+    tf = pytest.importorskip("tensorflow")
+    model = keras_unet() if kind in ("float", "int8", "uint8", "int8_float_io") else None
+    converter = tf.lite.TFLiteConverter.from_keras_model(model or small_model(kind))
+    if kind in ("int8", "uint8", "int8_float_io"):
+
+        def representative():
+            rng = np.random.default_rng(1)  # the same calibration for every integer model
+            for _ in range(8):
+                yield [rng.random((1, SIZE, SIZE, 1), dtype=np.float32)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if kind != "int8_float_io":
+            io_type = tf.int8 if kind == "int8" else tf.uint8
+            converter.inference_input_type = io_type
+            converter.inference_output_type = io_type
+    with warnings.catch_warnings():
+        # "Statistics for quantized inputs were expected": the representative set gives them.
+        warnings.simplefilter("ignore", UserWarning)
+        return converter.convert()
