@@ -90,11 +90,12 @@ def test_video_frame_rate_set_later(tmp_path: Path) -> None:
 
 
 def test_video_bad_paths(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"\.mp4 or \.avi"):
+    with pytest.raises(DataError, match=r"\.mp4 or \.avi file, or a folder"):
         VideoSink(tmp_path / "run.xyz", fps=10)
-    (tmp_path / "folder.mp4").mkdir()
-    with pytest.raises(DataError, match="folder"):
-        VideoSink(tmp_path / "folder.mp4", fps=10)
+    (tmp_path / "folder.mp4").mkdir()  # an existing folder records segments into it
+    assert VideoSink(tmp_path / "folder.mp4", fps=10).segmented
+    assert VideoSink(f"{tmp_path}/new.mp4/", fps=10).segmented  # a trailing slash too
+    assert not VideoSink(tmp_path / "file.mp4", fps=10).segmented
     with pytest.raises(DataError, match="frame rate"):
         VideoSink(tmp_path / "run.avi", fps=-1)
     VideoSink(tmp_path / "unused.mp4", fps=10).close()  # nothing written: no file, no error
@@ -106,10 +107,11 @@ def test_video_folder_removed_while_recording(tmp_path: Path) -> None:
     sink = VideoSink(folder / "run.avi", fps=10)
     sink.write(0, rendered(), labels_for(), RECORD)
     shutil.rmtree(folder)
-    with pytest.raises(DataError, match="removed"):
-        sink.write(1, rendered(1), labels_for(), RECORD)
-    with pytest.raises(DataError):
-        sink.close()
+    sink.write(1, rendered(1), labels_for(), RECORD)  # stops recording, never raises
+    sink.write(2, rendered(2), labels_for(), RECORD)
+    sink.close()
+    assert sink.stopped is not None and "recording stopped: removed while recording" in sink.stopped
+    assert sink.frames == 1 and len(sink.warnings) == 1
 
 
 def test_video_mp4_writer_that_cannot_open_names_avi(
@@ -147,8 +149,9 @@ def test_masks_errors(tmp_path: Path) -> None:
     sink = MaskSink(tmp_path / "gone")
     sink.write(0, rendered(), labels_for(), RECORD)
     shutil.rmtree(tmp_path / "gone")
-    with pytest.raises(DataError, match="cannot write mask"):
-        sink.write(1, rendered(), labels_for(), RECORD)
+    sink.write(1, rendered(), labels_for(), RECORD)  # stops saving, never raises
+    assert sink.stopped is not None and sink.stopped.startswith("saving masks stopped:")
+    assert sink.frames == 1 and len(sink.warnings) == 1
     with pytest.raises(DataError, match="uint8"):
         sink.write(2, rendered(), labels_for().astype(np.float32), RECORD)
 
@@ -364,3 +367,120 @@ def test_mjpeg_ipv6_loopback() -> None:
     with server:
         assert server.url == f"http://[::1]:{server.port}/"
         assert json.loads(get(server.url + "stats.json")[2]) == {}
+
+
+# ---------------------------------------------------------------------------- MJPEG token
+
+
+def request(
+    port: int, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """GET a path on this machine; the status, headers and (a bounded part of) the body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        if response.status == 200 and path.startswith("/stream.mjpg"):
+            return response.status, dict(response.headers), read_part(response)
+        return response.status, dict(response.headers), response.read(1 << 20)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("::ffff:127.0.0.1", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("", False),
+        ("192.168.1.20", False),
+        ("camera.local", False),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert sinks.is_loopback(host) is loopback
+
+
+def test_mjpeg_off_loopback_needs_the_token(tmp_path: Path) -> None:
+    folder = tmp_path / "config" / "edgeseg"
+    with MjpegServer(host="0.0.0.0", port=0, token_folder=folder) as server:
+        token = server.token
+        assert token and server.url == f"http://0.0.0.0:{server.port}/?token={token}"
+        server.write(0, rendered(0), labels_for(), RECORD)
+        server.status("camera lost, retrying since 14:02:11")
+        for path in ("/", "/frame.jpg", "/stream.mjpg", "/stats.json", "/nothing"):
+            for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}):
+                status, got, body = request(server.port, path, headers)
+                assert status == 401 and b"\xff\xd8" not in body, path
+                assert "image" not in got.get("Content-Type", "")
+            status, _, _ = request(server.port, f"{path}?token={token[:-1]}x")
+            assert status == 401
+            status, _, _ = request(server.port, f"{path}?token=caf%C3%A9")  # not ASCII
+            assert status == 401
+        status, _, body = request(server.port, f"/frame.jpg?token={token}")
+        assert status == 200 and decode(body).shape == (48, 64, 3)
+        status, _, body = request(server.port, "/stream.mjpg", {"Authorization": f"Bearer {token}"})
+        assert status == 200 and decode(body).shape == (48, 64, 3)
+        status, got, page = request(server.port, f"/?token={token}")
+        assert status == 200 and f"/stream.mjpg?token={token}".encode() in page
+        assert f"/stats.json?token={token}".encode() in page
+        cookie = got["Set-Cookie"].split(";")[0]
+        assert "HttpOnly" in got["Set-Cookie"]
+        status, _, body = request(server.port, "/stats.json", {"Cookie": cookie})
+        stats = json.loads(body)
+        assert status == 200 and stats["objects"] == 2
+        assert stats["status"] == "camera lost, retrying since 14:02:11"
+    path = folder / "stream-token"
+    assert path.read_text().strip() == token
+    assert (path.stat().st_mode & 0o777) == 0o600 and (folder.stat().st_mode & 0o777) == 0o700
+    # A restart reads the same token back.
+    with MjpegServer(port=0, require_token=True, token_folder=folder) as again:
+        assert again.token == token
+        assert request(again.port, "/frame.jpg")[0] == 401
+        assert request(again.port, f"/frame.jpg?token={token}")[0] == 503  # no frame yet
+
+
+def test_mjpeg_token_in_xdg_config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert sinks.token_dir() == tmp_path / "xdg" / "edgeseg"
+    with MjpegServer(port=0, require_token=True) as server:
+        assert (tmp_path / "xdg" / "edgeseg" / "stream-token").read_text().strip() == server.token
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    assert sinks.token_dir() == Path.home() / ".config" / "edgeseg"
+
+
+def test_mjpeg_given_token_and_loopback_stays_open(tmp_path: Path) -> None:
+    token = "given-token-0123456789"
+    with MjpegServer(port=0, token=token) as server:  # a given token is always required
+        assert server.url.endswith(f"?token={token}")
+        assert request(server.port, "/stats.json")[0] == 401
+        assert request(server.port, "/stats.json", {"Authorization": f"bearer {token}"})[0] == 200
+    with MjpegServer(port=0, token_folder=tmp_path / "cfg") as server:
+        assert server.token is None and server.url == f"http://127.0.0.1:{server.port}/"
+        server.write(0, rendered(0), labels_for(), RECORD)
+        assert request(server.port, "/frame.jpg")[0] == 200
+    assert not (tmp_path / "cfg").exists()  # no token made for a loopback server
+    with pytest.raises(DataError, match="URL-safe"):
+        MjpegServer(port=0, token="short")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataError, match=r"stream token .*pass a token instead"):
+        MjpegServer(port=0, require_token=True, token_folder=tmp_path / "file" / "sub")
+
+
+def test_mjpeg_status_on_page_and_stats() -> None:
+    with MjpegServer(port=0) as server:
+        server.status("camera lost, retrying since 14:02:11")
+        assert json.loads(get(server.url + "stats.json")[2]) == {
+            "status": "camera lost, retrying since 14:02:11"
+        }
+        page = get(server.url)[2]
+        assert b'id="status"' in page and b"s.status" in page
+        server.write(0, rendered(0), labels_for(), RECORD)
+        server.status(None)  # frames flow again
+        assert "status" not in json.loads(get(server.url + "stats.json")[2])

@@ -7,9 +7,17 @@ Every sink has ``write(index, rendered, labels, record)`` and ``close()``:
 - ``labels``: uint8 array (H, W), the label map (0 background);
 - ``record``: plain per-frame data (timings in ms, counts), what :class:`CsvSink` writes.
 
-``close()`` is idempotent and sinks are context managers. A write that fails (disk full, the
-folder removed) raises :class:`~edgeseg.errors.DataError`; what was written before stays valid
-(the video is finalized on close, every mask file is complete, the CSV ends with a whole row).
+``close()`` is idempotent and sinks are context managers. Bad input (a frame of the wrong
+type, a closed sink) raises :class:`~edgeseg.errors.DataError`. A write that fails on disk (full,
+the folder removed: any OSError) never raises into the pipeline: that sink stops writing, sets
+``stopped`` and adds a one-line warning to its ``warnings`` (``"recording stopped: disk full
+(…)"``), and inference and the other sinks go on; what was written before stays valid (closed
+video segments, every mask file, the CSV up to its last whole row).
+
+A sink may also have ``status(message)``: the pipeline tells it the source's state (None while
+frames flow, else e.g. ``"camera lost, retrying since 14:02:11"``); :class:`MjpegServer` shows
+it. Video segments, mask files and rotated CSVs can be kept within a size
+(:mod:`edgeseg.runtime.storage`).
 """
 
 from __future__ import annotations
@@ -17,29 +25,39 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import hmac
+import io
+import ipaddress
 import json
 import math
 import os
+import re
+import secrets
+import shutil
 import socket
 import socketserver
+import stat
 import struct
 import sys
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import parse_qs
 
 import numpy as np
 
 from edgeseg.errors import DataError, MissingDependencyError
 from edgeseg.hardware import opencv_has_gui
-from edgeseg.imageio import write_image
-from edgeseg.optional import cv2
+from edgeseg.optional import cv2, require
+from edgeseg.runtime.storage import Ring, disk_full, fsync_dir, fsync_file, parse_size
 
 __all__ = [
     "CSV_FIELDS",
@@ -49,7 +67,11 @@ __all__ = [
     "Sink",
     "VideoSink",
     "WindowSink",
+    "is_loopback",
+    "parse_size",
     "parse_stream_address",
+    "stream_token",
+    "token_dir",
 ]
 
 # The per-frame CSV columns the pipeline writes (a caller may pass its own list).
@@ -66,6 +88,12 @@ CSV_FIELDS = (
 )
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 DEFAULT_VIDEO_FPS = 25.0
+SEGMENT_SECONDS = 10.0
+# Our file names: closed segments, the open one, a mask being written.
+_SEGMENT = re.compile(r"edgeseg-\d{8}-\d{6}-(?P<seq>\d{6,})\.(?:mp4|avi)")
+_PARTIAL_SEGMENT = re.compile(r"\.edgeseg-\d{8}-\d{6}-(?P<seq>\d{6,})\.partial\.(?:mp4|avi)")
+_PARTIAL_MASK = re.compile(r"\.\d{6,}\.partial\.(?:png|tif)")
+_LOW_SPACE = 1 << 20  # less free than this after a failed write: the disk is full
 _GUI_HINT = (
     "pip uninstall -y opencv-python-headless && pip install 'edgeseg[gui]' (replaces "
     "opencv-python-headless), or run with --headless / --stream"
@@ -87,6 +115,7 @@ class _SinkBase:
     """Context-manager plumbing and the closed flag shared by every sink."""
 
     closed = False
+    stopped: str | None = None  # why writing stopped early (a disk error), else None
 
     def __enter__(self) -> Any:
         return self
@@ -127,47 +156,170 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _stop_message(what: str, exc: BaseException) -> str:
+    """``"recording stopped: disk full (/rec/x.mp4)"``: one line for a sink that gave up."""
+    if disk_full(exc):
+        reason = "disk full"
+    elif isinstance(exc, OSError):
+        reason = _os_reason(exc)
+    else:
+        reason = str(exc) or type(exc).__name__
+    where = getattr(exc, "filename", None)
+    return f"{what} stopped: {reason} ({where})" if where else f"{what} stopped: {reason}"
+
+
+def _write_failed(path: Path, what: str) -> OSError:
+    """The error for a writer that failed without saying why: disk full if it is."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < _LOW_SPACE:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return OSError(errno.EIO, what, str(path))
+
+
+def _remove_partials(folder: Path, pattern: re.Pattern[str], warnings: list[str]) -> None:
+    """Delete the partial files of our naming an earlier, killed run left in ``folder``."""
+    try:
+        names = sorted(n for n in os.listdir(folder) if pattern.fullmatch(n))
+    except OSError:
+        return
+    removed = []
+    for name in names:
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
+            removed.append(name)
+    if removed:
+        more = f" and {len(removed) - 3} more" if len(removed) > 3 else ""
+        shown = ", ".join(removed[:3]) + more
+        warnings.append(
+            f"deleted {len(removed)} unfinished file(s) of an earlier run that was killed in "
+            f"{folder}: {shown}"
+        )
+
+
+def is_folder_target(text: str | Path) -> bool:
+    """A recording target is a folder if it is one, ends with a slash or has no suffix."""
+    raw = os.fspath(text)
+    path = Path(raw)
+    return raw.endswith(("/", os.sep)) or path.is_dir() or path.suffix == ""
+
+
 # --------------------------------------------------------------------------------------------
 # Video file
 
 
 class VideoSink(_SinkBase):
-    """Record rendered frames to ``.mp4`` (codec mp4v) or ``.avi`` (Motion JPEG) with OpenCV.
+    """Record rendered frames with OpenCV: one file, or short segments in a folder.
+
+    **One file** (``path`` ends with ``.mp4``, codec mp4v, or ``.avi``, Motion JPEG): as
+    before; :meth:`close` finalizes it, and an ``.mp4`` cut by a crash or power loss is
+    unplayable.
+
+    **Segments** (``path`` is a folder: it exists as one, ends with ``/`` or has no suffix):
+    ``segment_seconds`` of frames at the recording's frame rate each (default 10 s), named
+    ``edgeseg-YYYYMMDD-HHMMSS-NNNNNN.mp4`` (``.avi`` with ``fmt="avi"``): the UTC start time
+    and a sequence number that continues across restarts (the order, even if the clock
+    jumps). A segment is written as ``.edgeseg-….partial.mp4`` (hidden), then checked (OpenCV
+    reads back as many frames as were written), fsynced, renamed and the folder fsynced, so
+    after a kill or power cut at any moment only the segment being written is lost; leftover
+    partial files of a killed run are deleted at start (with a warning). With ``max_bytes``
+    (bytes, ``"2G"``, ``"20%"`` of the free space: :func:`~edgeseg.runtime.storage.parse_size`)
+    the oldest segments of our naming, earlier runs' included, are deleted after each new one
+    so the folder's segments stay within it; no other file is ever touched. Readers should
+    take ``edgeseg-*.mp4``.
 
     The frame size is the first frame's; a later frame of another size is resized to it (and
     one warning is added to :attr:`warnings`). ``fps`` may be 0 at construction and set on the
     attribute before the first frame (a camera's rate is known only once it is open); still 0
     at the first frame means 25. The codec is checked at construction, so an unusable one
-    fails before the camera opens. :meth:`close` finalizes the file (an ``.mp4`` is unplayable
-    until then; the pipeline closes its sinks however a run ends).
+    fails before the camera opens.
+
+    A write that fails on disk (full, folder removed, any OSError) never raises: recording
+    stops, :attr:`stopped` and :attr:`warnings` say why (``"recording stopped: disk full
+    (…)"``), and the run goes on; the segments already closed stay as they are.
     """
 
-    def __init__(self, path: str | Path, fps: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float = 0.0,
+        *,
+        segment_seconds: float | None = None,
+        fmt: str | None = None,
+        max_bytes: int | str | None = None,
+    ) -> None:
         self.path = Path(path)
         self.fps = float(fps)
         self.warnings: list[str] = []
         self.frames = 0
         self.size: tuple[int, int] | None = None  # (width, height)
+        self.segmented = is_folder_target(path)
+        self.segments = 0  # segments closed by this run
+        self.last_segment: Path | None = None
+        self.ring: Ring | None = None
         self._writer: Any = None
         self._finalizer: weakref.finalize | None = None
+        self._partial: Path | None = None  # the open segment, under its temporary name
+        self._final: Path | None = None  # ... and the name it gets when closed
+        self._segment_frames = 0
+        self._per_segment = 0
+        self._segment_bytes = 0  # the size of the last closed segment
+        self._next_seq = 0
+        if not math.isfinite(self.fps) or self.fps < 0:
+            raise DataError(f"video frame rate must be positive, got {fps}")
+        if self.segmented:
+            self._init_folder(segment_seconds, fmt, max_bytes)
+        else:
+            self._init_file(segment_seconds, fmt, max_bytes)
+        self.fourcc = VIDEO_CODECS[f".{self.fmt}"]
+        self._probe_codec()
+
+    def _init_file(
+        self, segment_seconds: float | None, fmt: str | None, max_bytes: int | str | None
+    ) -> None:
         suffix = self.path.suffix.lower()
         if suffix not in VIDEO_CODECS:
             raise DataError(
-                f"cannot record to {self.path}: use a .mp4 or .avi file "
-                f"(got {self.path.suffix or 'no suffix'})"
+                f"cannot record to {self.path}: use a .mp4 or .avi file, or a folder for "
+                f"segments (got {self.path.suffix})"
             )
-        if not math.isfinite(self.fps) or self.fps < 0:
-            raise DataError(f"video frame rate must be positive, got {fps}")
-        self.fourcc = VIDEO_CODECS[suffix]
-        if self.path.is_dir():
-            raise DataError(f"cannot record to {self.path}: it is a folder")
+        self.fmt = suffix[1:]
+        if fmt is not None and fmt.lower().lstrip(".") != self.fmt:
+            raise DataError(f"cannot record {fmt} video to {self.path}: the name says {self.fmt}")
+        if segment_seconds is not None or max_bytes is not None:
+            raise DataError(
+                f"segments and a size bound need a folder to record to, not the file {self.path}"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DataError(f"cannot create {self.path.parent}: {_os_reason(exc)}") from exc
         if not os.access(self.path.parent, os.W_OK):
             raise DataError(f"cannot record to {self.path}: {self.path.parent} is not writable")
-        self._probe_codec()
+
+    def _init_folder(
+        self, segment_seconds: float | None, fmt: str | None, max_bytes: int | str | None
+    ) -> None:
+        self.fmt = (fmt or "mp4").lower().lstrip(".")
+        if f".{self.fmt}" not in VIDEO_CODECS:
+            raise DataError(f"video format must be mp4 or avi, got {fmt!r}")
+        seconds = SEGMENT_SECONDS if segment_seconds is None else float(segment_seconds)
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise DataError(f"segment length must be more than 0 seconds, got {segment_seconds}")
+        self.segment_seconds = seconds
+        if self.path.exists() and not self.path.is_dir():
+            raise DataError(f"cannot record segments to {self.path}: it is a file")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create {self.path}: {_os_reason(exc)}") from exc
+        if not os.access(self.path, os.W_OK):
+            raise DataError(f"cannot record to {self.path}: the folder is not writable")
+        _remove_partials(self.path, _PARTIAL_SEGMENT, self.warnings)
+        self.ring = Ring(self.path, _SEGMENT, max_bytes, order=_segment_seq)
+        self._next_seq = max((_segment_seq(Path(n)) for n in self.ring.names()), default=-1) + 1
 
     def _open_writer(self, path: Path, size: tuple[int, int], fps: float) -> Any:
         cv = cv2()
@@ -179,16 +331,19 @@ class VideoSink(_SinkBase):
 
     def _cannot_open(self) -> DataError:
         if self.fourcc == "mp4v":
-            return DataError(
-                f"this OpenCV cannot write MPEG-4 video to {self.path}; record to an .avi "
-                f"(Motion JPEG) instead, e.g. --record {self.path.with_suffix('.avi')}"
+            hint = (
+                "record Motion JPEG .avi segments instead"
+                if self.segmented
+                else f"record to an .avi (Motion JPEG) instead, e.g. --record "
+                f"{self.path.with_suffix('.avi')}"
             )
+            return DataError(f"this OpenCV cannot write MPEG-4 video to {self.path}; {hint}")
         return DataError(f"this OpenCV cannot write Motion JPEG video to {self.path}")
 
     def _probe_codec(self) -> None:
         """Open and discard a tiny writer with the same codec, away from the target path."""
         with tempfile.TemporaryDirectory(prefix="edgeseg-video-") as tmp:
-            writer = self._open_writer(Path(tmp) / f"probe{self.path.suffix}", (64, 64), 25.0)
+            writer = self._open_writer(Path(tmp) / f"probe.{self.fmt}", (64, 64), 25.0)
             ok = writer.isOpened()
             writer.release()
         if not ok:
@@ -198,48 +353,157 @@ class VideoSink(_SinkBase):
         self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
     ) -> None:
         frame = self._rendered(rendered)
+        if self.stopped is not None:
+            return
         cv = cv2()
         h, w = frame.shape[:2]
-        if self._writer is None:
-            fps = self.fps if self.fps > 0 else DEFAULT_VIDEO_FPS
+        if self.size is None:
             self.size = (w, h)
-            writer = self._open_writer(self.path, (w, h), fps)
-            if not writer.isOpened():
-                writer.release()
-                raise self._cannot_open()
-            self._writer = writer
-            # An interpreter exit without close() (an uncaught error elsewhere) still
-            # finalizes the file.
-            self._finalizer = weakref.finalize(self, writer.release)
         elif (w, h) != self.size:
-            if not self.warnings:
+            if not any("resized" in m for m in self.warnings):
                 self.warnings.append(
                     f"{self.path.name}: frame {index} is {w}x{h}, the video "
                     f"{self.size[0]}x{self.size[1]}; later frames of another size are resized"
                 )
             frame = cv.resize(frame, self.size, interpolation=cv.INTER_AREA)
-        if not self.path.exists():
-            raise DataError(f"{self.path} was removed while recording")
-        # OpenCV's VideoWriter reports no write errors; a full disk shows on close.
-        self._writer.write(cv.cvtColor(frame, cv.COLOR_RGB2BGR))
-        self.frames += 1
+        try:
+            if self._writer is None:
+                self._open_next()
+            target = self._partial if self.segmented else self.path
+            assert target is not None
+            if not self.segmented and not self.path.exists():
+                raise OSError(errno.ENOENT, "removed while recording", str(self.path))
+            # OpenCV 4.x returns None here; False (5.x) is a failed write.
+            if self._writer.write(cv.cvtColor(frame, cv.COLOR_RGB2BGR)) is False:
+                raise _write_failed(target, "the video writer failed")
+            self.frames += 1
+            self._segment_frames += 1
+            if self.segmented and self._segment_frames >= self._per_segment:
+                self._close_segment()
+        except OSError as exc:
+            self._stop(exc)
+
+    def _open_next(self) -> None:
+        """Open the file, or the next segment under its temporary name (raises OSError)."""
+        assert self.size is not None
+        fps = self.fps if self.fps > 0 else DEFAULT_VIDEO_FPS
+        if not self.segmented:
+            target = self.path
+        else:
+            self._per_segment = max(1, round(self.segment_seconds * fps))
+            if self._segment_bytes:  # would the next segment still fit?
+                free = shutil.disk_usage(self.path).free
+                if free < self._segment_bytes:
+                    raise OSError(
+                        errno.ENOSPC,
+                        f"{free} bytes free, a segment takes about {self._segment_bytes}",
+                        str(self.path),
+                    )
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            stem = f"edgeseg-{stamp}-{self._next_seq:06d}"
+            self._next_seq += 1
+            self._final = self.path / f"{stem}.{self.fmt}"
+            self._partial = target = self.path / f".{stem}.partial.{self.fmt}"
+        writer = self._open_writer(target, self.size, fps)
+        if not writer.isOpened():
+            writer.release()
+            raise _write_failed(target, "cannot open the video writer")
+        self._writer = writer
+        self._segment_frames = 0
+        # An interpreter exit without close() (an uncaught error elsewhere) still
+        # finalizes the file (a segment keeps its temporary name: the next run deletes it).
+        self._finalizer = weakref.finalize(self, writer.release)
+
+    def _release(self) -> None:
+        if self._writer is None:
+            return
+        writer, self._writer = self._writer, None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        writer.release()
+
+    def _close_segment(self) -> None:
+        """Finish the open segment: release, check, fsync, rename, fsync the folder, then
+        keep the ring within its bound. Raises OSError (the partial file is deleted)."""
+        partial, final, frames = self._partial, self._final, self._segment_frames
+        assert partial is not None and final is not None and self.ring is not None
+        self._release()
+        self._partial = self._final = None
+        self._segment_frames = 0
+        try:
+            readable = _frame_count(partial)
+            if readable != frames:
+                raise _write_failed(
+                    partial, f"the segment reads back {readable} of its {frames} frames"
+                )
+            fsync_file(partial)
+            os.replace(partial, final)
+        except OSError:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise
+        fsync_dir(self.path)
+        self._segment_bytes = final.stat().st_size
+        self.segments += 1
+        self.last_segment = final
+        self.ring.add(final)
+        self.ring.enforce(reserve=self._segment_bytes)
+
+    def _stop(self, exc: OSError) -> None:
+        self.stopped = _stop_message("recording", exc)
+        kept = (
+            f"{self.segments} segment(s) of this run kept" if self.segmented else "the file is kept"
+        )
+        self.warnings.append(f"{self.stopped}; {kept}, inference goes on")
+        with contextlib.suppress(Exception):
+            self._release()
+        if self._partial is not None:
+            with contextlib.suppress(OSError):
+                self._partial.unlink()  # unplayable: the disk is full or the folder gone
+            self._partial = self._final = None
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        if self._writer is None:
-            return
-        self._writer.release()
-        if self._finalizer is not None:
-            self._finalizer.detach()
-        self._writer = None
         try:
-            size = self.path.stat().st_size
-        except OSError as exc:
-            raise DataError(f"{self.path} is missing after recording: {_os_reason(exc)}") from exc
-        if size == 0:
-            raise DataError(f"{self.path} is empty after recording {self.frames} frames")
+            if self._writer is None:
+                return
+            if self.segmented:
+                try:
+                    self._close_segment()
+                except OSError as exc:
+                    self._stop(exc)
+                return
+            self._release()
+            try:
+                size = self.path.stat().st_size
+            except OSError as exc:
+                self.warnings.append(f"{self.path} is missing after recording: {_os_reason(exc)}")
+                return
+            if size == 0:
+                self.warnings.append(f"{self.path} is empty after recording {self.frames} frames")
+        finally:
+            if self.ring is not None:
+                self.warnings += self.ring.warnings
+
+
+def _segment_seq(path: Path) -> int:
+    m = _SEGMENT.fullmatch(path.name) or _PARTIAL_SEGMENT.fullmatch(path.name)
+    return int(m["seq"]) if m else -1
+
+
+def _frame_count(path: Path) -> int:
+    """How many frames OpenCV finds in a closed video file (from its index: nothing decoded)."""
+    cv = cv2()
+    cap = cv.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            return 0
+        return max(0, int(cap.get(cv.CAP_PROP_FRAME_COUNT)))
+    finally:
+        cap.release()
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,27 +517,51 @@ class MaskSink(_SinkBase):
     model, 1..K-1 the classes otherwise), so they look black in an image viewer;
     :func:`edgeseg.imageio.read_image` and any image library read them back exactly.
     Each file is written under a temporary name and renamed, so a file either is complete or
-    does not exist.
+    does not exist (leftover temporary files of a killed run are deleted at start).
+
+    With ``max_bytes`` (bytes, ``"500M"``, ``"20%"``) the oldest mask files of this naming
+    (``NNNNNN.png``, earlier runs' included) are deleted after each new one to stay within it;
+    no other file is touched. A write that fails on disk stops saving masks with a warning
+    (:attr:`stopped`) and never raises.
     """
 
-    def __init__(self, folder: str | Path, fmt: str = "png") -> None:
+    def __init__(
+        self, folder: str | Path, fmt: str = "png", max_bytes: int | str | None = None
+    ) -> None:
         self.folder = Path(folder)
         fmt = fmt.lower().lstrip(".")
         if fmt == "tiff":
             fmt = "tif"
         if fmt not in ("png", "tif"):
             raise DataError(f"mask format must be png or tif, got {fmt!r}")
+        if fmt == "tif":
+            require("tifffile")  # missing: a one-line error now, not at the first frame
         self.fmt = fmt
         self.frames = 0
+        self.warnings: list[str] = []
+        self.ring: Ring | None = None
         if self.folder.exists() and not self.folder.is_dir():
             raise DataError(f"cannot save masks to {self.folder}: it is a file, not a folder")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DataError(f"cannot create {self.folder}: {_os_reason(exc)}") from exc
+        _remove_partials(self.folder, _PARTIAL_MASK, self.warnings)
+        if max_bytes is not None:
+            self.ring = Ring(self.folder, rf"\d{{6,}}\.{fmt}", max_bytes, order=_mtime)
 
     def path_for(self, index: int) -> Path:
         return self.folder / f"{index:06d}.{self.fmt}"
+
+    def _encode(self, labels: np.ndarray) -> bytes:
+        if self.fmt == "tif":
+            buf = io.BytesIO()
+            require("tifffile").imwrite(buf, labels)
+            return buf.getvalue()
+        ok, png = cv2().imencode(".png", labels)
+        if not ok:
+            raise DataError("cannot encode a label map as PNG")
+        return png.tobytes()
 
     def write(
         self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
@@ -282,17 +570,39 @@ class MaskSink(_SinkBase):
         labels = _check_labels(labels)
         if index < 0:
             raise DataError(f"frame index must be >= 0, got {index}")
+        if self.stopped is not None:
+            return
+        data = self._encode(np.ascontiguousarray(labels))
         path = self.path_for(index)
         tmp = path.with_name(f".{path.stem}.partial.{self.fmt}")
         try:
-            write_image(tmp, np.ascontiguousarray(labels))
+            with open(tmp, "wb") as f:
+                f.write(data)
             os.replace(tmp, path)
-        except Exception as exc:  # OSError, cv2.error, DataError: all mean "not written"
+            if self.ring is not None:
+                self.ring.add(path)
+                self.ring.enforce()
+        except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            reason = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
-            raise DataError(f"cannot write mask {path}: {reason}") from exc
+            self.stopped = _stop_message("saving masks", exc)
+            self.warnings.append(f"{self.stopped}; {self.frames} masks saved, inference goes on")
+            return
         self.frames += 1
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.ring is not None:
+            self.warnings += self.ring.warnings
+
+
+def _mtime(path: Path) -> tuple[int, str]:
+    try:
+        return path.stat().st_mtime_ns, path.name
+    except OSError:
+        return 0, path.name
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,51 +612,154 @@ class MaskSink(_SinkBase):
 class CsvSink(_SinkBase):
     """One CSV row a frame with the ``fields`` of each record, header first.
 
-    Every row is flushed when written, so the file is complete up to the last frame even if
-    the process is killed. Fields missing from a record are left empty, keys not in ``fields``
-    ignored; floats are written with at most 4 decimals.
+    Every row is written straight to the file (no buffer), so the file is complete up to the
+    last frame even if the process is killed. Fields missing from a record are left empty,
+    keys not in ``fields`` ignored; floats are written with at most 4 decimals.
+
+    With ``max_bytes`` (bytes, ``"50M"``, ``"20%"``) the file rotates: when ``path`` would
+    grow past ``file_bytes`` (default a tenth of ``max_bytes``) it is fsynced and renamed to
+    ``name.1.csv``, ``name.2.csv``… (higher is newer; the numbers continue across restarts)
+    and a new ``path`` starts with the header; the oldest rotated files are deleted so all of
+    them with the current one stay within ``max_bytes``. Each file is complete with its
+    header. A CSV of an earlier run found at ``path`` is rotated aside, not overwritten
+    (without ``max_bytes`` it is overwritten, as always).
+
+    A write that fails on disk stops the CSV with a warning (:attr:`stopped`) and never
+    raises; the file is cut back to its last whole row.
     """
 
-    def __init__(self, path: str | Path, fields: Sequence[str] = CSV_FIELDS) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        fields: Sequence[str] = CSV_FIELDS,
+        *,
+        max_bytes: int | str | None = None,
+        file_bytes: int | str | None = None,
+    ) -> None:
         self.path = Path(path)
         self.fields = tuple(fields)
         self.rows = 0
+        self.warnings: list[str] = []
+        self.ring: Ring | None = None
+        self.file_bytes: int | None = None
+        self._fd = -1
+        self._bytes = 0  # of the current file, all whole rows
+        self._header = self._line(self.fields)
+        self._next = 1
         if not self.fields:
             raise DataError("a CSV needs at least one field")
         if self.path.is_dir():
             raise DataError(f"cannot write CSV {self.path}: it is a folder")
+        if file_bytes is not None and max_bytes is None:
+            raise DataError("a CSV file size to rotate at needs a bound on the total (max_bytes)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
             raise DataError(f"cannot write CSV {self.path}: {_os_reason(exc)}") from exc
-        self._writer = csv.writer(self._file)
-        self._write_row(self.fields)
-
-    def _write_row(self, row: Sequence[Any]) -> None:
+        if max_bytes is not None:
+            stem, suffix = re.escape(self.path.stem), re.escape(self.path.suffix)
+            self.ring = Ring(
+                self.path.parent, rf"{stem}\.(?P<seq>\d+){suffix}", max_bytes, order=self._seq
+            )
+            assert self.ring.max_bytes is not None
+            per_file = (
+                max(1, self.ring.max_bytes // 10) if file_bytes is None else parse_size(file_bytes)
+            )
+            if per_file > self.ring.max_bytes:
+                raise DataError(
+                    f"a CSV file of {per_file} bytes does not fit in a total of "
+                    f"{self.ring.max_bytes} bytes"
+                )
+            self.file_bytes = per_file
+            self._next = max((self._seq(Path(n)) for n in self.ring.names()), default=0) + 1
         try:
-            self._writer.writerow(row)
-            self._file.flush()
+            if self.ring is not None and self.path.is_file() and self.path.stat().st_size > 0:
+                self._rotate_aside()
+            self._open()
         except OSError as exc:
             raise DataError(f"cannot write CSV {self.path}: {_os_reason(exc)}") from exc
+
+    def _seq(self, path: Path) -> int:
+        return int(path.name[len(self.path.stem) + 1 : len(path.name) - len(self.path.suffix)])
+
+    @staticmethod
+    def _line(row: Sequence[Any]) -> bytes:
+        buf = io.StringIO(newline="")
+        csv.writer(buf).writerow(row)
+        return buf.getvalue().encode("utf-8")
+
+    def _open(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._bytes = 0
+        self._append(self._header)
+
+    def _append(self, data: bytes) -> None:
+        """Write whole ``data`` or, on an error, cut the file back to its last whole row."""
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self._fd, data[done:])
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._bytes)
+            raise
+        self._bytes += len(data)
+
+    def _rotate_aside(self) -> None:
+        """Rename ``path`` to the next ``name.N.csv`` and keep the rotated files bounded."""
+        assert self.ring is not None and self.file_bytes is not None
+        target = self.path.with_name(f"{self.path.stem}.{self._next}{self.path.suffix}")
+        self._next += 1
+        os.replace(self.path, target)
+        fsync_dir(self.path.parent)
+        self.ring.add(target)
+        self.ring.enforce(reserve=self.file_bytes)
+
+    def _rotate(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        self._rotate_aside()
+        self._open()
 
     def write(
         self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
     ) -> None:
         self._check_open()
-        if not self.path.exists():
-            raise DataError(f"{self.path} was removed while writing")
-        self._write_row([_csv_value(record.get(f)) for f in self.fields])
+        if self.stopped is not None:
+            return
+        line = self._line([_csv_value(record.get(f)) for f in self.fields])
+        try:
+            if not self.path.exists():
+                raise OSError(errno.ENOENT, "removed while writing", str(self.path))
+            if (
+                self.file_bytes is not None
+                and self._bytes > len(self._header)
+                and self._bytes + len(line) > self.file_bytes
+            ):
+                self._rotate()
+            self._append(line)
+        except OSError as exc:
+            self.stopped = _stop_message("CSV", exc)
+            self.warnings.append(f"{self.stopped}; {self.rows} rows written, inference goes on")
+            return
         self.rows += 1
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        try:
-            self._file.close()
-        except OSError as exc:
-            raise DataError(f"cannot write CSV {self.path}: {_os_reason(exc)}") from exc
+        if self.ring is not None:
+            self.warnings += self.ring.warnings
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                if not self.stopped:
+                    self.warnings.append(f"cannot write CSV {self.path}: {_os_reason(exc)}")
+            finally:
+                os.close(fd)
 
 
 def _csv_value(value: Any) -> Any:
@@ -460,14 +873,20 @@ _PAGE = """<!doctype html>
 body{margin:0;background:#111;color:#ddd;font:14px system-ui,sans-serif}
 img{display:block;max-width:100vw;max-height:calc(100vh - 2.5em);margin:0 auto}
 #stats{padding:.5em 1em;font-family:ui-monospace,monospace;white-space:pre}
+#status{padding:.5em 1em;background:#7a4b00;color:#fff}
 </style></head>
-<body><img src="/stream.mjpg" alt="edgeseg stream"><div id="stats">waiting for frames</div>
+<body><div id="status" hidden></div>
+<img src="/stream.mjpg@QUERY@" alt="edgeseg stream"><div id="stats">waiting for frames</div>
 <script>
 const el = document.getElementById("stats");
+const st = document.getElementById("status");
 async function poll() {
   try {
-    const r = await fetch("/stats.json", {cache: "no-store"});
+    const r = await fetch("/stats.json@QUERY@", {cache: "no-store"});
     const s = await r.json();
+    st.textContent = s.status || "";
+    st.hidden = !s.status;
+    delete s.status;
     el.textContent = Object.entries(s).map(([k, v]) => k + " " + v).join("   ")
       || "waiting for frames";
   } catch (e) { el.textContent = "stream stopped"; }
@@ -478,6 +897,74 @@ poll();
 """
 _BOUNDARY = "edgesegframe"
 _STREAM_SNDBUF = 128 * 1024
+_TOKEN_COOKIE = "edgeseg_token"
+_TOKEN_FILE = "stream-token"
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_.~-]{16,256}")
+_UNAUTHORIZED = (
+    b"401 Unauthorized: this stream needs its token; open the address edgeseg printed at "
+    b"start-up (.../?token=...)\n"
+)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach: 127.0.0.0/8, ::1 (also as
+    ::ffff:127.x) and ``localhost``."""
+    name = host.strip().strip("[]").split("%", 1)[0]
+    if name.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        addr = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return bool(addr.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def token_dir() -> Path:
+    """Where the stream token is kept: ``$XDG_CONFIG_HOME/edgeseg`` (``~/.config/edgeseg``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or ""
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".config"
+    return root / "edgeseg"
+
+
+def stream_token(folder: str | Path | None = None) -> str:
+    """The stream token kept in ``folder/stream-token`` (default :func:`token_dir`); created
+    with mode 0600 (its folder 0700) on first use, read back on every later start."""
+    folder = Path(folder) if folder is not None else token_dir()
+    path = folder / _TOKEN_FILE
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except FileNotFoundError:
+        text = ""
+    except OSError as exc:
+        raise DataError(
+            f"cannot read the stream token {path}: {_os_reason(exc)}; pass a token instead"
+        ) from exc
+    if _TOKEN_CHARS.fullmatch(text):
+        with contextlib.suppress(OSError):
+            if stat.S_IMODE(path.stat().st_mode) & 0o077:
+                path.chmod(0o600)  # readable by others: only its owner should see it
+        return text
+    token = secrets.token_urlsafe(32)
+    tmp = folder / f".{_TOKEN_FILE}.{os.getpid()}.tmp"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, (token + "\n").encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)  # never a half-written token, even after a power cut
+        fsync_dir(folder)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise DataError(
+            f"cannot keep a stream token in {path}: {_os_reason(exc)}; pass a token instead"
+        ) from exc
+    return token
 
 
 class _Server(ThreadingHTTPServer):
@@ -505,11 +992,38 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # no per-request chatter on the console
 
+    def _authorized(self, query: str) -> bool:
+        """The request carries the server's token (query, bearer header or cookie)."""
+        token = self.server.sink.token
+        if token is None:
+            return True
+        offered = list(parse_qs(query).get("token", []))
+        scheme, _, value = (self.headers.get("Authorization") or "").strip().partition(" ")
+        if scheme.lower() == "bearer":
+            offered.append(value.strip())
+        with contextlib.suppress(CookieError):
+            cookie = SimpleCookie(self.headers.get("Cookie") or "")
+            if _TOKEN_COOKIE in cookie:
+                offered.append(cookie[_TOKEN_COOKIE].value)
+        want = token.encode()
+        # Every candidate is compared, in constant time each.
+        return any([hmac.compare_digest(o.encode("utf-8", "replace"), want) for o in offered])
+
     def do_GET(self) -> None:
         sink = self.server.sink
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
+        if not self._authorized(query):
+            self.send_response(HTTPStatus.UNAUTHORIZED)
+            self.send_header("WWW-Authenticate", 'Bearer realm="edgeseg"')
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(_UNAUTHORIZED)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(_UNAUTHORIZED)
+            return
         if path in ("/", "/index.html"):
-            self._send(_PAGE.encode(), "text/html; charset=utf-8")
+            q = f"?token={sink.token}" if sink.token else ""
+            self._send(_PAGE.replace("@QUERY@", q).encode(), "text/html; charset=utf-8")
         elif path == "/stats.json":
             self._send(sink._stats_json(), "application/json")
         elif path == "/frame.jpg":
@@ -531,6 +1045,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        token = self.server.sink.token
+        if token is not None and content_type.startswith("text/html"):
+            # The page's own requests (and a reload without ?token=) carry it from now on.
+            self.send_header(
+                "Set-Cookie", f"{_TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+            )
         self.end_headers()
         self.wfile.write(body)
 
@@ -575,29 +1095,53 @@ class _Handler(BaseHTTPRequestHandler):
 class MjpegServer(_SinkBase):
     """Serve rendered frames as MJPEG over HTTP, from a daemon thread.
 
-    - ``/``: a page showing the stream with live stats;
+    - ``/``: a page showing the stream with live stats and the source's status;
     - ``/stream.mjpg``: multipart/x-mixed-replace JPEGs; each client gets the newest frame
       when it is ready for one, never a backlog, and a slow client never blocks ``write``;
     - ``/frame.jpg``: the latest frame (503 before the first);
-    - ``/stats.json``: the latest record (``{}`` before the first frame).
+    - ``/stats.json``: the latest record (``{}`` before the first frame), with ``"status"``
+      while :meth:`status` has a message.
 
     Binds ``host`` (127.0.0.1 by default: this machine only); port 0 picks a free port
     (see :attr:`port`, :attr:`url`). A frame is JPEG-encoded at most once, right in
     :meth:`write` while a stream client is connected, otherwise only when someone asks.
+
+    Bound to a loopback address (127.0.0.0/8, ::1, localhost) the stream is open. Bound to
+    any other address it needs a token: ``token``, or the one kept in ``token_folder``
+    (default ``$XDG_CONFIG_HOME/edgeseg``, see :func:`stream_token`: made on first use, mode
+    0600, the same after a restart). A request without it (``?token=…``, ``Authorization:
+    Bearer …`` or the cookie the page sets) gets 401 and never a frame; :attr:`url` then ends
+    with ``?token=…`` (print it at start-up). ``require_token`` True or False overrides the
+    address rule (a given ``token`` is always required).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8080, quality: int = 80) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        quality: int = 80,
+        *,
+        token: str | None = None,
+        require_token: bool | None = None,
+        token_folder: str | Path | None = None,
+    ) -> None:
         if not 1 <= quality <= 100:
             raise DataError(f"JPEG quality must be between 1 and 100, got {quality}")
         if not 0 <= port <= 65535:
             raise DataError(f"port must be between 0 and 65535, got {port}")
+        if token is not None and not _TOKEN_CHARS.fullmatch(token):
+            raise DataError(
+                "a stream token must be 16 to 256 URL-safe characters (letters, digits, - _ . ~)"
+            )
         self.host = host
         self.quality = int(quality)
+        self.token: str | None = None
         self._cond = threading.Condition()
         self._seq = 0
         self._jpeg: bytes | None = None
         self._raw: np.ndarray | None = None
-        self._stats = b"{}"
+        self._record: dict[str, Any] = {}
+        self._status: str | None = None
         self._clients: set[socket.socket] = set()
         cls = _Server6 if ":" in host else _Server
         try:
@@ -609,9 +1153,20 @@ class MjpegServer(_SinkBase):
                 ) from None
             raise DataError(f"cannot serve on {host}:{port}: {_os_reason(exc)}") from None
         self._server.sink = self
+        bound = str(self._server.server_address[0])
+        needed = require_token if require_token is not None else not is_loopback(bound)
+        if token is not None:
+            self.token = token
+        elif needed:
+            try:
+                self.token = stream_token(token_folder)
+            except DataError:
+                self._server.server_close()
+                raise
         self.port: int = self._server.server_address[1]
         shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{self.port}/"
+        self.base_url = f"http://{shown}:{self.port}/"
+        self.url = self.base_url + (f"?token={self.token}" if self.token else "")
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.2},
@@ -619,6 +1174,12 @@ class MjpegServer(_SinkBase):
             daemon=True,
         )
         self._thread.start()
+
+    def status(self, message: str | None) -> None:
+        """The source's state, shown on the page and in ``/stats.json`` (``"status"``):
+        None while frames flow, else e.g. ``"camera lost, retrying since 14:02:11"``."""
+        with self._cond:
+            self._status = None if message is None else str(message)
 
     @property
     def clients(self) -> int:
@@ -630,14 +1191,14 @@ class MjpegServer(_SinkBase):
         self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
     ) -> None:
         frame = self._rendered(rendered)
-        stats = json.dumps(_json_value(dict(record))).encode()
+        stats = _json_value(dict(record))
         if self._clients:  # someone is watching: encode once, here, for all of them
             jpeg, raw = self._encode(frame), None
         else:  # nobody is: keep a copy, encoded only if asked for
             jpeg, raw = None, frame.copy()
         with self._cond:
             self._seq += 1
-            self._jpeg, self._raw, self._stats = jpeg, raw, stats
+            self._jpeg, self._raw, self._record = jpeg, raw, stats
             self._cond.notify_all()
 
     def _encode(self, frame: np.ndarray) -> bytes:
@@ -671,7 +1232,10 @@ class MjpegServer(_SinkBase):
 
     def _stats_json(self) -> bytes:
         with self._cond:
-            return self._stats
+            stats, status = self._record, self._status
+        if status is not None:
+            stats = {**stats, "status": status}
+        return json.dumps(stats).encode()
 
     def _attach(self, conn: socket.socket) -> None:
         with self._cond:
