@@ -12,12 +12,14 @@ Sources:
   Raspberry Pi, Jetson or Coral Dev Board model; ``/etc/nv_tegra_release`` marks a Jetson.
 - Edge TPUs: USB devices 1a6e:089a / 18d1:9302 under ``/sys/bus/usb/devices`` with their link
   speed (``speed``: 480 is USB 2, 5000 and up USB 3), PCIe ``/dev/apex_*``.
-- cameras: ``/dev/video*``.
+- cameras: ``/dev/video*``, and their stable names under ``/dev/v4l/by-id`` (udev's symlinks
+  named after the USB device, which survive a camera coming back at another index).
 - OpenCV: ``cv2.getBuildInformation()`` and its videoio registry.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ __all__ = [
     "opencv_has_gui",
     "parse_opencv_build_information",
     "read_text",
+    "v4l_by_id",
     "video_devices",
 ]
 
@@ -149,6 +152,49 @@ def video_devices(root: str | Path = "/") -> list[Path]:
     if not dev_dir.is_dir():
         return []
     return sorted(dev_dir.glob("video*"), key=lambda p: (len(p.name), p.name))
+
+
+def v4l_by_id(device: str | Path, root: str | Path = "/") -> Path | None:
+    """The stable name of a V4L2 device node: the ``/dev/v4l/by-id/…`` symlink that points to
+    ``device`` (``/dev/video0``, or any symlink to it), or None when there is none (no udev, a
+    CSI or virtual camera, another system).
+
+    A USB camera that is unplugged and comes back may get another ``/dev/videoN``; its by-id
+    name (``usb-Logitech_C920_1234-video-index0``) stays. ``device`` is a path on the system
+    below ``root``; the answer is too (``root/dev/v4l/by-id/…``). A device already named by id
+    is its own answer. When several links point to the node, the first by name is taken.
+    """
+    root = Path(root)
+    by_id = root / "dev/v4l/by-id"
+    node = _under(root, Path(device))
+    try:
+        if node.parent == by_id and node.is_symlink():
+            return node if _resolve(node, root) is not None else None
+        target = _resolve(node, root)
+        if target is None or not by_id.is_dir():
+            return None
+        for link in sorted(by_id.iterdir()):
+            if link.is_symlink() and _resolve(link, root) == target:
+                return link
+    except OSError:  # an unreadable /dev counts as absent
+        return None
+    return None
+
+
+def _under(root: Path, path: Path) -> Path:
+    """A system path as seen below ``root``."""
+    return root / path.relative_to(path.anchor) if path.is_absolute() else root / path
+
+
+def _resolve(path: Path, root: Path, depth: int = 8) -> Path | None:
+    """Follow symlinks below ``root`` (absolute link targets are taken below it too): the
+    existing file they end at, or None."""
+    for _ in range(depth):
+        if not path.is_symlink():
+            return Path(os.path.realpath(path)) if path.exists() else None
+        target = Path(os.readlink(path))
+        path = _under(root, target) if target.is_absolute() else path.parent / target
+    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from helpers import BINARY, THREE
 from edgeseg.core.preprocess import normalize
 from edgeseg.errors import DataError
 from edgeseg.runtime.overlay import (
+    ALERT,
     class_colors,
     display_frame,
     draw_hud,
@@ -200,6 +201,23 @@ def test_hud_lines() -> None:
     ]
     assert hud_lines(None, {"inference_ms": 5.0}, None, 0) == ["infer 5.0 ms", "dropped 0"]
     assert hud_lines(None, {}, None, None) == []
+
+
+def test_hud_shows_a_lost_camera_in_red_first_and_counts_outages() -> None:
+    lost = "camera lost, retrying since 14:02:11"
+    lines = hud_lines(12.0, {}, 3, 0, status=lost, outages=2)
+    assert lines == [(lost, ALERT), "FPS 12.0", "objects 3", "dropped 0", "outages 2"]
+    assert hud_lines(12.0, {}, None, None, status=None, outages=0) == ["FPS 12.0"]
+    image = gray_image(120, 320)
+    draw_hud(image, lines)
+    red = (image[..., 0] > 200) & (image[..., 1] < 120) & (image[..., 2] < 120)
+    white = (image == 255).all(axis=2)
+    rows = np.flatnonzero(red.any(axis=1))
+    assert rows.size and white.any()
+    assert rows.max() < np.flatnonzero(white.any(axis=1)).min()  # the red line is on top
+    plain = gray_image(120, 320)
+    draw_hud(plain, ["FPS 12.0", ("", ALERT)])  # empty lines are left out, coloured or not
+    assert not ((plain[..., 0] > 200) & (plain[..., 1] < 120)).any()
 
 
 def test_side_by_side_pads_never_resamples() -> None:

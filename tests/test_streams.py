@@ -3,6 +3,8 @@ cameras that are not there, pipelines this OpenCV cannot run, cameras faked."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -17,7 +19,7 @@ from edgeseg.imageio import write_image
 from edgeseg.runtime import cameras
 from edgeseg.runtime.cameras import csi_pipeline
 from edgeseg.runtime.streams import Stream, open_stream
-from edgeseg.runtime.uri import SCHEMES, parse_source, redact
+from edgeseg.runtime.uri import SCHEMES, parse_source, parse_uri, redact
 
 cv2 = pytest.importorskip("cv2")
 tifffile = pytest.importorskip("tifffile")
@@ -389,3 +391,83 @@ def test_csi_through_picamera2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert cam.closed and stream.read() is None
     with pytest.raises(DataError, match="picamera2 sees 1 camera"):
         open_stream("csi://1")
+
+
+# --------------------------------------------------------------------------------------------
+# Reopening live streams (a camera that comes back, maybe at another index)
+
+
+def test_by_id_and_by_path_names_are_v4l2_devices() -> None:
+    name = "/dev/v4l/by-id/usb-Logitech_C920_AB12-video-index0"
+    assert parse_source(None, name) == f"v4l2://{name}"
+    assert parse_source(None, "/dev/v4l/by-path/pci-0000:00:14.0-usb-0:1:1.0-video-index0") == (
+        "v4l2:///dev/v4l/by-path/pci-0000:00:14.0-usb-0:1:1.0-video-index0"
+    )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="V4L2 names are Linux's")
+def test_camera_reopens_through_its_by_id_name_at_another_index(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    FakeCapture.opened = []
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
+    dev = tmp_path / "dev"
+    by_id = dev / "v4l" / "by-id"
+    by_id.mkdir(parents=True)
+    (dev / "video0").write_bytes(b"")
+    link = by_id / "usb-Logitech_C920_AB12-video-index0"
+    os.symlink("../../video0", link)
+    stream = cameras.CameraStream(parse_uri("camera://0"), dev_root=tmp_path)
+    assert stream.by_id == link and FakeCapture.opened[-1][0] == 0
+    stream.close()
+    # Unplugged: the name is gone, so reopening fails (it never opens camera 0 blindly, which
+    # may now be another camera).
+    link.unlink()
+    (dev / "video0").unlink()
+    with pytest.raises(DataError, match=r"camera 0 is not back: no .*usb-Logitech_C920_AB12"):
+        stream.reopen()
+    # Back as /dev/video4: opened through the stable name, which says where it came back.
+    (dev / "video4").write_bytes(b"")
+    os.symlink("../../video4", link)
+    again = stream.reopen()
+    assert FakeCapture.opened[-1][0] == str(link)
+    assert again.by_id == link and again.info.uri == "camera://0"
+    assert again.info.description.startswith("camera 0 (")
+    assert any(
+        "came back as" in w and w.endswith("video4 (" + str(link) + ")") for w in again.warnings
+    )
+    assert again.read() is not None
+    again.close()
+
+
+def test_camera_without_a_by_id_name_reopens_as_at_first(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    FakeCapture.opened = []
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
+    stream = cameras.CameraStream(parse_uri("camera://3"), dev_root=tmp_path)
+    assert stream.by_id is None
+    again = stream.reopen()
+    assert [target for target, _ in FakeCapture.opened][-1] == 3
+    assert again.by_id is None and again.info.uri == "camera://3"
+
+
+def test_network_stream_reopens_with_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeCapture.opened = []
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
+    stream = open_stream("rtsp://admin:hunter2@cam.local/live")
+    assert stream.info.uri == "rtsp://admin:***@cam.local/live"
+    again = stream.reopen()
+    assert FakeCapture.opened[-1][0] == "rtsp://admin:hunter2@cam.local/live"
+    assert again.info == stream.info and again.reopen is not None
+
+
+def test_picamera2_stream_reopens(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    module = type("picamera2", (), {"Picamera2": FakePicamera2})
+    monkeypatch.setattr(cameras, "_import_picamera2", lambda: module)
+    monkeypatch.setattr(cameras, "board_family", lambda: board_family(tmp_path))
+    stream = open_stream("csi://0", width=640, height=480, fps=25)
+    stream.close()
+    again = stream.reopen()
+    assert again.info == stream.info and again._cam.started and again._cam is not stream._cam
+    again.close()

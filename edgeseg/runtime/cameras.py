@@ -9,23 +9,36 @@ failed) and converts frames from OpenCV's BGR to RGB. Frames are uint8 (H, W, 3)
 
 PyPI's OpenCV wheels have no GStreamer, so ``gst:`` pipelines and camera pipelines on a Pi or a
 Jetson need the system's OpenCV (or picamera2): opening one says so, naming what to install.
+
+Every live stream opened here has ``reopen``: a function that opens the same source again
+(the capture thread calls it when the source stopped delivering). A V4L2 camera opened by index
+or ``/dev/videoN`` remembers its stable ``/dev/v4l/by-id/…`` name and reopens through it, since
+a USB camera that comes back may get another index.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeseg.errors import DataError
-from edgeseg.hardware import board_family, opencv_capabilities, opencv_has_backend, video_devices
+from edgeseg.hardware import (
+    board_family,
+    opencv_capabilities,
+    opencv_has_backend,
+    v4l_by_id,
+    video_devices,
+)
 from edgeseg.optional import cv2
 from edgeseg.runtime.stream_base import Stream, StreamInfo, one_line
 from edgeseg.runtime.uri import ParsedURI, redact
@@ -92,6 +105,7 @@ class OpenCVStream:
     later) and is returned by the first :meth:`read`.
 
     Its description is ``name (backend, WxH, N fps)``, without the parts not given.
+    ``reopen`` (when given) opens the same source again as a new stream.
     """
 
     def __init__(
@@ -104,8 +118,10 @@ class OpenCVStream:
         backend: str | None = None,
         fps: float | None,
         warnings: list[str] | None = None,
+        reopen: Callable[[], Stream] | None = None,
     ) -> None:
         self._cap = cap
+        self.reopen = reopen
         self._pending: np.ndarray | None = first
         h, w = int(first.shape[0]), int(first.shape[1])
         parts = [backend] if backend else []
@@ -139,7 +155,14 @@ class OpenCVStream:
 
 class CameraStream(OpenCVStream):
     """``camera://N`` or ``v4l2:///dev/videoN`` through cv2.VideoCapture: V4L2 first on Linux,
-    then OpenCV's default backend. Frames uint8 (H, W, 3) RGB (gray cameras (H, W))."""
+    then OpenCV's default backend. Frames uint8 (H, W, 3) RGB (gray cameras (H, W)).
+
+    ``by_id`` is the camera's stable ``/dev/v4l/by-id/…`` name, looked up at opening (under
+    ``dev_root``, ``/`` but in tests), None when it has none; ``reopen()`` opens the camera
+    through it (the camera may have come back at another index; until its name is back,
+    reopening fails), or as at first without one. Given ``by_id``, the camera is opened
+    through that name.
+    """
 
     def __init__(
         self,
@@ -148,20 +171,33 @@ class CameraStream(OpenCVStream):
         width: int | None = None,
         height: int | None = None,
         fps: float | None = None,
+        by_id: str | Path | None = None,
+        dev_root: str | Path = "/",
     ) -> None:
         cv = cv2()
+        linux = sys.platform.startswith("linux")
         if parsed.scheme == "camera":
             index: int | None = int(parsed.target)
             device = None
             label = f"camera {index}"
+            node = f"/dev/video{index}" if linux else None
         else:
             device = parsed.target
             index = _video_index(device)
             label = f"camera {device}"
-            if not os.path.exists(device):
-                raise DataError(f"no camera at {device}: no such device; {_list_video_devices()}")
+            node = device
+        moved = None  # the node a camera reopened through its stable name came back at
+        if by_id is not None:
+            came_back = _node_under(by_id)
+            if came_back is None:
+                raise DataError(f"{label} is not back: no {by_id}")
+            was = _node_under(Path(dev_root) / Path(node).relative_to("/")) if node else None
+            device, index = str(by_id), _video_index(str(by_id))
+            moved = came_back if came_back != was else None
+        elif device is not None and not os.path.exists(device):
+            raise DataError(f"no camera at {device}: no such device; {_list_video_devices()}")
         attempts: list[tuple[str, Any, int]] = []
-        if sys.platform.startswith("linux") and opencv_has_backend(cv, "CAP_V4L2"):
+        if linux and opencv_has_backend(cv, "CAP_V4L2"):
             attempts.append(("V4L2", device if device is not None else index, cv.CAP_V4L2))
         default_target = index if index is not None else device
         attempts.append(("the default backend", default_target, cv.CAP_ANY))
@@ -169,10 +205,11 @@ class CameraStream(OpenCVStream):
         def not_opened() -> str:
             where = f"at index {index}" if device is None else f"at {device}"
             tried = " and ".join(name for name, _, _ in attempts)
-            node = device or (f"/dev/video{index}" if sys.platform.startswith("linux") else None)
+            where_node = device or (f"/dev/video{index}" if linux else None)
             busy = (
-                f" ({node} exists: in use by another program, or no permission (group video)?)"
-                if node and os.path.exists(node)
+                f" ({where_node} exists: in use by another program, or no permission (group "
+                "video)?)"
+                if where_node and os.path.exists(where_node)
                 else ""
             )
             return f"no camera {where}: tried {tried}; {_list_video_devices()}{busy}"
@@ -201,9 +238,29 @@ class CameraStream(OpenCVStream):
             )
         if fps is not None and rate is not None and abs(rate - fps) > 0.5:
             warnings.append(f"{label} runs at {rate:g} fps, not the {fps:g} asked for")
+        if moved is not None:
+            warnings.append(f"{label} came back as {moved} ({by_id})")
+        if by_id is None and node is not None and linux:
+            by_id = v4l_by_id(node, dev_root)
+        self.by_id: Path | None = None if by_id is None else Path(by_id)
         backend = _backend_name(cap)
         super().__init__(
-            cap, first, uri=parsed.uri, name=label, backend=backend, fps=rate, warnings=warnings
+            cap,
+            first,
+            uri=parsed.uri,
+            name=label,
+            backend=backend,
+            fps=rate,
+            warnings=warnings,
+            reopen=functools.partial(
+                CameraStream,
+                parsed,
+                width=width,
+                height=height,
+                fps=fps,
+                by_id=self.by_id,
+                dev_root=dev_root,
+            ),
         )
 
 
@@ -225,7 +282,14 @@ def open_network(uri: str) -> OpenCVStream:
     )
     rate = float(cap.get(cv.CAP_PROP_FPS) or 0.0)
     rate_or_none = rate if 0 < rate < 1000 else None  # FFmpeg reports 90000 for some streams
-    return OpenCVStream(cap, first, uri=shown, name=f"stream {shown}", fps=rate_or_none)
+    return OpenCVStream(
+        cap,
+        first,
+        uri=shown,
+        name=f"stream {shown}",
+        fps=rate_or_none,
+        reopen=functools.partial(open_network, uri),
+    )
 
 
 def open_gstreamer(
@@ -246,7 +310,15 @@ def open_gstreamer(
         no_frame=f"{what} started but delivered no frame ({pipeline})",
     )
     rate = float(cap.get(cv.CAP_PROP_FPS) or 0.0) or fps
-    return OpenCVStream(cap, first, uri=uri, name=label or what, backend="GStreamer", fps=rate)
+    return OpenCVStream(
+        cap,
+        first,
+        uri=uri,
+        name=label or what,
+        backend="GStreamer",
+        fps=rate,
+        reopen=functools.partial(open_gstreamer, pipeline, uri, what, fps=fps, label=label),
+    )
 
 
 def _no_gstreamer_advice(cv: Any, board: str) -> str:
@@ -329,7 +401,8 @@ def _import_picamera2() -> Any | None:
 
 
 class Picamera2Stream:
-    """A Raspberry Pi camera through picamera2, frames uint8 (H, W, 3) RGB.
+    """A Raspberry Pi camera through picamera2, frames uint8 (H, W, 3) RGB; ``reopen()``
+    starts it again as a new stream.
 
     picamera2's ``RGB888`` format (the one its video pipeline prefers) stores pixels as
     [B, G, R], following libcamera's naming; frames are reversed to RGB here.
@@ -339,6 +412,9 @@ class Picamera2Stream:
         self, module: Any, index: int, uri: str, width: int, height: int, fps: float | None
     ) -> None:
         self.warnings: list[str] = []
+        self.reopen: Callable[[], Stream] | None = functools.partial(
+            Picamera2Stream, module, index, uri, width, height, fps
+        )
         cameras = module.Picamera2.global_camera_info()
         if index >= len(cameras):
             raise DataError(f"no CSI camera {index}: picamera2 sees {len(cameras)} camera(s)")
@@ -423,6 +499,11 @@ def _backend_name(cap: Any) -> str:
         return str(cap.getBackendName())
     except Exception:  # getBackendName raises when the backend is unknown
         return "OpenCV"
+
+
+def _node_under(path: str | Path) -> str | None:
+    """The device node a path ends at after its symlinks, or None when nothing is there."""
+    return os.path.realpath(path) if os.path.exists(path) else None
 
 
 def _video_index(device: str) -> int | None:

@@ -7,6 +7,7 @@ which the sinks show, record or stream. Colours are RGB triples throughout.
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,7 +17,9 @@ from edgeseg.errors import DataError
 from edgeseg.optional import cv2
 
 __all__ = [
+    "ALERT",
     "PALETTE",
+    "HudLine",
     "class_colors",
     "display_frame",
     "draw_hud",
@@ -44,6 +47,11 @@ PALETTE = np.array(
     ],
     dtype=np.uint8,
 )
+#: The colour of HUD lines that need attention (a camera lost).
+ALERT = (255, 60, 60)
+_TEXT = (255, 255, 255)
+#: A HUD line: its text (white), or (text, RGB colour).
+HudLine = str | tuple[str, tuple[int, int, int]]
 # The default display stretch for 16-bit and float frames (as the "percentile" normalization).
 DISPLAY_PERCENTILES = (1.0, 99.8)
 _DISPLAY_PIXELS = 256 * 256
@@ -218,11 +226,13 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return display_frame(image)
 
 
-def draw_hud(image_rgb: np.ndarray, lines: list[str], *, corner: str = "tl") -> np.ndarray:
+def draw_hud(image_rgb: np.ndarray, lines: Sequence[HudLine], *, corner: str = "tl") -> np.ndarray:
     """Write ``lines`` on a dark semi-transparent box in a corner of the image, in place.
 
-    ``image_rgb``: C-contiguous uint8 array (H, W, 3). Text size follows the image size; a box
-    larger than the image is clipped. ``corner``: "tl", "tr", "bl" or "br". Returns the image.
+    ``image_rgb``: C-contiguous uint8 array (H, W, 3). A line is its text, drawn white, or
+    (text, RGB colour), e.g. ``("camera lost, retrying since 14:02:11", ALERT)``. Text size
+    follows the image size; a box larger than the image is clipped. ``corner``: "tl", "tr",
+    "bl" or "br". Returns the image.
     """
     if corner not in _CORNERS:
         raise DataError(f"HUD corner must be one of {', '.join(_CORNERS)}, got {corner!r}")
@@ -232,20 +242,22 @@ def draw_hud(image_rgb: np.ndarray, lines: list[str], *, corner: str = "tl") -> 
         )
     if not image_rgb.flags.c_contiguous or not image_rgb.flags.writeable:
         raise DataError("draw_hud draws in place: give a contiguous, writeable image")
-    lines = [line for line in lines if line]
-    if not lines:
+    entries = [(line, _TEXT) if isinstance(line, str) else line for line in lines]
+    entries = [(text, tuple(int(c) for c in colour)) for text, colour in entries if text]
+    if not entries:
         return image_rgb
+    texts = [text for text, _ in entries]
     cv = cv2()
     h, w = image_rgb.shape[:2]
     scale = float(np.clip(min(h, w) / 600 * 0.55, 0.35, 3.0))
     thickness = max(1, int(scale + 0.5))
     font = cv.FONT_HERSHEY_SIMPLEX
-    sizes = [cv.getTextSize(line, font, scale, thickness) for line in lines]
+    sizes = [cv.getTextSize(text, font, scale, thickness) for text in texts]
     line_h = max(th + base for (_, th), base in sizes) + max(2, int(6 * scale))
     pad = max(3, int(8 * scale))
     margin = max(2, int(6 * scale))
     box_w = max(tw for (tw, _), _ in sizes) + 2 * pad
-    box_h = line_h * len(lines) + pad
+    box_h = line_h * len(texts) + pad
     x0 = margin if corner[1] == "l" else w - margin - box_w
     y0 = margin if corner[0] == "t" else h - margin - box_h
     x0, y0 = max(0, x0), max(0, y0)
@@ -256,7 +268,7 @@ def draw_hud(image_rgb: np.ndarray, lines: list[str], *, corner: str = "tl") -> 
     for i, ((_, th), _) in enumerate(sizes):
         baseline_y = y0 + pad // 2 + line_h * i + th + max(1, int(3 * scale))
         cv.putText(
-            image_rgb, lines[i], (x0 + pad, baseline_y), font, scale, (255, 255, 255),
+            image_rgb, texts[i], (x0 + pad, baseline_y), font, scale, entries[i][1],
             thickness, cv.LINE_AA,
         )  # fmt: skip
     return image_rgb
@@ -267,12 +279,21 @@ def hud_lines(
     stage_ms: dict[str, float],
     objects: int | None,
     dropped: int | None,
-) -> list[str]:
+    *,
+    status: str | None = None,
+    outages: int | None = None,
+) -> list[HudLine]:
     """The HUD's text: ``["FPS 23.4", "infer 31.2 ms  pre 2.1  post 1.0  render 3.3",
     "objects 17", "dropped 4"]``; lines whose value is None (or an empty ``stage_ms``) are left
     out. Stage keys may be plain ("inference") or suffixed ("inference_ms"); inference comes
-    first, the rest in the order given, with short names (infer, pre, post, cap)."""
-    lines = []
+    first, the rest in the order given, with short names (infer, pre, post, cap).
+
+    ``status`` (the capture's "camera lost, retrying since …") comes first, in :data:`ALERT`
+    red; ``outages`` (times the source was lost) adds "outages N" at the end when above 0.
+    """
+    lines: list[HudLine] = []
+    if status:
+        lines.append((status, ALERT))
     if fps is not None:
         lines.append(f"FPS {fps:.1f}")
     stages = [
@@ -289,6 +310,8 @@ def hud_lines(
         lines.append(f"objects {objects}")
     if dropped is not None:
         lines.append(f"dropped {dropped}")
+    if outages:
+        lines.append(f"outages {outages}")
     return lines
 
 

@@ -10,9 +10,17 @@
   is the main thread in ``edgeseg run``: windows must be driven from it on some platforms, and
   Python delivers SIGINT/SIGTERM there.
 
+A live source that stops delivering does not end the run: the capture thread reopens it with
+back-off while the pipeline waits. Whenever the capture's ``status`` changes ("camera lost,
+retrying since HH:MM:SS", then None when frames flow again), every sink with a ``status``
+method hears it (``sink.status(message)``: nothing is rendered while no frame comes, so the
+MJPEG page, say, shows it itself); frames rendered while it is set carry it on the HUD in red,
+and the summary counts the outages.
+
 Stopping (end of source, ``max_frames``, Ctrl-C / SIGTERM, a closed window, a camera that
-vanished) always drains what was captured, closes every sink (the recording is finalized and
-playable, the CSV complete up to the last frame) and returns a summary.
+vanished and cannot be reopened) always drains what was captured, closes every sink (the
+recording is finalized and playable, the CSV complete up to the last frame) and returns a
+summary.
 """
 
 from __future__ import annotations
@@ -68,6 +76,11 @@ class RunSummary:
     latency_ms: dict[str, float] = field(default_factory=dict)  # capture → rendered
     stage_ms: dict[str, float] = field(default_factory=dict)  # medians per stage
     warnings: list[str] = field(default_factory=list)
+    outages: int = 0  # times the live source was lost (and reopening began)
+    outage_seconds: float = 0.0  # without frames in all, from each loss noticed to the next frame
+    lost_at_end: bool = False  # the run ended during an outage
+    lost_what: str = "camera"  # "camera" or "stream", for the summary line
+    last_fault: str | None = None  # why the source was last lost
 
     @property
     def fps(self) -> float:
@@ -89,6 +102,12 @@ class RunSummary:
             out.append(
                 "median stage ms: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items())
             )
+        if self.outages:
+            times = f"{self.outages} time{'' if self.outages == 1 else 's'}"
+            how = "still lost at the end" if self.lost_at_end else "resumed each time"
+            out.append(f"{self.lost_what} lost {times} ({self.outage_seconds:.1f} s in all), {how}")
+            if self.last_fault:
+                out.append(f"last loss: {self.last_fault}")
         out += self.warnings
         if self.error:
             out.append(f"error: {self.error}")
@@ -107,6 +126,10 @@ class RunSummary:
             "latency_ms": self.latency_ms,
             "stage_ms": self.stage_ms,
             "warnings": self.warnings,
+            "outages": self.outages,
+            "outage_seconds": round(self.outage_seconds, 3),
+            "lost_at_end": self.lost_at_end,
+            "last_fault": self.last_fault,
         }
 
 
@@ -139,7 +162,8 @@ def run_pipeline(
     (each with its own interpreter) runs in its own worker thread; several of them process
     consecutive frames of a file source in parallel, and the results are rendered in capture
     order. A sink with a true ``quit_requested`` attribute (a window where the user pressed
-    q) stops the run.
+    q) stops the run. While the capture reopens a lost live source the run goes on; sinks with
+    a ``status(message: str | None)`` method hear the capture's status when it changes.
     """
 
     workers_seg = [segmenters] if isinstance(segmenters, Segmenter) else list(segmenters)
@@ -203,8 +227,10 @@ def run_pipeline(
     pending: dict[int, Segmented] = {}
     next_seq = 0
     ended = 0
+    shown_status: list[Any] = [0, None]  # status changes told to the sinks, the last one
     try:
         while ended < len(threads):
+            _announce_status(capture, sinks, shown_status, summary)
             try:
                 got = results.get(timeout=0.1)
             except queue.Empty:
@@ -241,6 +267,12 @@ def run_pipeline(
                 summary.warnings.append(f"warning: closing {type(sink).__name__}: {exc}")
             summary.warnings += [f"warning: {w}" for w in getattr(sink, "warnings", [])]
     summary.dropped = getattr(capture, "dropped", 0)
+    summary.outages = int(getattr(capture, "outages", 0) or 0)
+    if summary.outages:
+        summary.outage_seconds = float(getattr(capture, "outage_seconds", 0.0) or 0.0)
+        summary.lost_at_end = getattr(capture, "status", None) is not None
+        summary.lost_what = str(getattr(capture, "kind", "camera"))
+        summary.last_fault = getattr(capture, "last_fault", None)
     if getattr(capture, "error", None) is not None:
         summary.error = str(capture.error)
         summary.stopped = "source failed"
@@ -286,7 +318,15 @@ def _render_one(
     fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else None
     dropped = getattr(capture, "dropped", 0)
     if render.hud:
-        draw_hud(image, hud_lines(fps, item.timings, item.stats.count, dropped))
+        lines = hud_lines(
+            fps,
+            item.timings,
+            item.stats.count,
+            dropped,
+            status=getattr(capture, "status", None),
+            outages=getattr(capture, "outages", None),
+        )
+        draw_hud(image, lines)
     render_ms = (time.perf_counter() - t0) * 1000
     latency = (time.perf_counter() - item.captured) * 1000
     record = {
@@ -305,6 +345,37 @@ def _render_one(
     latencies.append(latency)
     for s in STAGES:
         stages[s].append(render_ms if s == "render" else item.timings[s])
+
+
+def _announce_status(
+    capture: Any, sinks: Sequence[Sink], shown: list[Any], summary: RunSummary
+) -> None:
+    """Tell the sinks that have a ``status`` method every change of the capture's status
+    (``shown``: how many changes they heard, the last status). A sink failing at it gets a
+    warning, once."""
+    changes = getattr(capture, "status_changes", None)
+    if callable(changes):
+        shown[0], new = changes(shown[0])
+    else:  # a capture without a change log: its status as polled
+        status = getattr(capture, "status", None)
+        new = [status] if status != shown[1] else []
+    for status in new:
+        shown[1] = status
+        _tell_status(sinks, status, summary)
+
+
+def _tell_status(sinks: Sequence[Sink], status: str | None, summary: RunSummary) -> None:
+    for sink in sinks:
+        tell = getattr(sink, "status", None)
+        if not callable(tell):
+            continue
+        try:
+            tell(status)
+        except Exception as exc:  # a status line is not worth ending a run for
+            message = f"warning: {type(sink).__name__}.status failed: {type(exc).__name__}: {exc}"
+            message = " ".join(message.split())
+            if message not in summary.warnings:
+                summary.warnings.append(message)
 
 
 def _capture_finished(capture: Any) -> bool:

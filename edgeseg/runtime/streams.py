@@ -29,6 +29,12 @@ thread that keeps only the newest frame; a file stream is finite and every frame
 messages, e.g. a truncated video) and ``close()``; frames a file source cannot decode are skipped
 with a warning instead of ending the run.
 
+Every live stream :func:`open_stream` returns has ``reopen``: a function that opens the same
+source again as a new stream (the same URI, size and rate; a V4L2 camera through its stable
+``/dev/v4l/by-id`` name when it has one). A capture thread calls it when the source stopped
+delivering, to carry on once the camera or the network stream is back. File streams have none:
+they end at their end.
+
 Modules: :mod:`~edgeseg.runtime.uri` parses URIs, :mod:`~edgeseg.runtime.cameras` opens the
 live ones (cameras, pipelines, network streams), this module dispatches and opens files and
 ``synthetic://``. Everything a caller needs (``open_stream``, ``parse_source``, ``Stream``,
@@ -42,6 +48,8 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -77,6 +85,9 @@ def open_stream(
     that mode; a camera that picks another mode says so in ``stream.warnings``. For
     ``synthetic://`` they stand in for ``size`` and ``fps`` parameters not in the URI. Other
     sources have their own size and rate and refuse them.
+
+    A live stream's ``reopen()`` opens the same source again (raising as this does when it is
+    not back yet); a file stream's ``reopen`` is None.
 
     Raises:
         DataError: an unknown scheme, a camera that does not open or delivers no frame, a
@@ -128,6 +139,7 @@ class FileStream:
         from edgeseg.runtime.sources import open_file_source
 
         self.warnings: list[str] = []
+        self.reopen: Callable[[], Stream] | None = None  # a file ends at its end
         self._source = open_file_source(parsed.target)
         parts = getattr(self._source, "parts", None) or [self._source]
         ends = np.cumsum([len(p) for p in parts]).tolist()
@@ -234,6 +246,7 @@ class SyntheticSource:
     the capture thread's ``Frame.index``) for the last few frames. With ``fps`` the stream is live
     and paced by the wall clock: frames are returned at most ``fps`` per second (never in a burst
     to catch up when reading lagged); without it, frames come as fast as they are read.
+    A paced stream's ``reopen()`` starts it again from its first frame, as a new stream.
     """
 
     _KEEP_MASKS = 16
@@ -290,6 +303,11 @@ class SyntheticSource:
             fps=self._fps,
             size=cfg.size,
             frames=self._frames,
+        )
+        self.reopen: Callable[[], Stream] | None = (
+            partial(SyntheticSource, parsed, width=width, height=height, fps=fps)
+            if self._fps is not None
+            else None
         )
 
     def read(self) -> np.ndarray | None:

@@ -54,8 +54,9 @@ def parse_source(camera: int | None, source: str | None) -> str:
     """The canonical stream URI of ``--camera N`` or ``--source URI``.
 
     Plain paths become ``file://PATH``, a bare number that is not a file ``camera://N``,
-    ``/dev/videoN`` ``v4l2:///dev/videoN``; ``synthetic://`` parameters are checked and written
-    in a fixed order. Nothing is opened.
+    ``/dev/videoN`` ``v4l2:///dev/videoN`` (``/dev/v4l/by-id/NAME`` and ``by-path`` names
+    likewise); ``synthetic://`` parameters are checked and written in a fixed order. Nothing
+    is opened.
 
     Raises:
         DataError: both or neither given, a negative camera index, an unknown scheme, a
@@ -92,7 +93,7 @@ def parse_uri(text: str) -> ParsedURI:
             raise DataError(f"write {name}://{text[len(name) + 1 :]}, not {text}")
         if re.fullmatch(r"\d+", text) and not Path(text).exists():
             return ParsedURI("camera", f"camera://{int(text)}", str(int(text)))
-        if re.fullmatch(r"/dev/video\d+", text):
+        if re.fullmatch(r"/dev/(video\d+|v4l/by-(id|path)/[^/]+)", text):
             return ParsedURI("v4l2", f"v4l2://{text}", text)
         return ParsedURI("file", f"file://{text}", text)
     scheme, rest = m.group(1).lower(), m.group(2)
