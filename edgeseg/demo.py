@@ -26,6 +26,7 @@ from typing import Any
 from edgeseg import __version__
 from edgeseg.errors import DataError
 from edgeseg.paths import ensure_writable_dir
+from edgeseg.quiet import is_log_file
 
 STATE = ".edgeseg-demo.json"
 STEPS = ("samples", "train", "convert", "bench", "run", "report")
@@ -63,7 +64,7 @@ def _prepare_folder(out: Path, settings: DemoSettings, say: Callable[[str], None
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file; give a folder for the demo")
     state_path = out / STATE
-    if out.is_dir() and any(out.iterdir()) and not state_path.exists():
+    if not can_hold_demo(out):
         raise DataError(
             f"{out} is not empty and is not an edgeseg demo folder; give a new or empty folder"
         )
@@ -91,6 +92,16 @@ def _prepare_folder(out: Path, settings: DemoSettings, say: Callable[[str], None
             done = []
     _save_state(out, settings, done)
     return done
+
+
+def can_hold_demo(out: Path) -> bool:
+    """True when ``out`` is, or may become, a demo folder: absent, empty but for edgeseg logs,
+    or holding a demo's state file."""
+    if not out.exists():
+        return True
+    if not out.is_dir():
+        return False
+    return (out / STATE).exists() or all(is_log_file(p) for p in out.iterdir())
 
 
 def _clean(out: Path) -> None:

@@ -401,3 +401,120 @@ def test_cli_bad_input(tmp_path: Path) -> None:
         z.writestr("tiles.npy", b"garbage")
     one_line_error(runner.invoke(app, ["calib", "show", str(corrupt)]), "corrupt.npz")
     one_line_error(runner.invoke(app, ["calib", "show", str(tmp_path / "nope.npz")]), "not found")
+
+
+# --------------------------------------------------------------------------------------------
+# Named sets: calibration/sets/*.toml, shipped under edgeseg/data like recipes and profiles
+# --------------------------------------------------------------------------------------------
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def test_named_sets_are_shipped_with_the_package() -> None:
+    import sys
+
+    from edgeseg.paths import shipped_tomls
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    link = PROJECT / "edgeseg" / "data" / "calibration"
+    assert link.is_symlink() and link.resolve() == (PROJECT / "calibration").resolve()
+    on_disk = {p.stem for p in (PROJECT / "calibration" / "sets").glob("*.toml")}
+    assert {"synthetic", "synthetic-quick", "synthetic-16bit"} <= on_disk
+    assert set(shipped_tomls("calibration", "sets")) == on_disk  # through importlib.resources
+    globs = tomllib.loads((PROJECT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["edgeseg"]
+    assert "data/calibration/sets/*.toml" in globs
+    assert (PROJECT / "calibration" / "README.md").is_file()
+
+
+def test_named_sets_parse_and_name_their_sources() -> None:
+    from edgeseg.convert.calibration import SyntheticStills, available_sets
+
+    sets = available_sets(user_dir=Path("/nonexistent"))
+    assert list(sets) == sorted(sets)
+    for name, s in sets.items():
+        assert s.name == name and s.n >= 1 and s.origin == f"edgeseg:{name}"
+        assert s.description
+        stills = SyntheticStills(s.source)  # every shipped set is synthetic, so checkable
+        assert len(stills) >= s.n // 4
+    assert SyntheticStills(sets["synthetic-16bit"].source).read(0).dtype == np.uint16
+
+
+def test_synthetic_set_is_the_demos_calibration(tmp_path: Path) -> None:
+    """`calib build synthetic-quick` picks the tiles `demo --quick` calibrates with: the same
+    frames as the images the demo writes, so the same selection."""
+    from edgeseg.convert.calibration import load_named_set
+    from edgeseg.samples import SynthConfig, write_dataset
+
+    named = load_named_set("synthetic-quick", user_dir=tmp_path)
+    assert named is not None and named.n == 40
+    demo_images = write_dataset(tmp_path / "train", 40, SynthConfig(size=(128, 128)), seed=0)
+    from_folder, _ = build_calibration(demo_images / "images", GRAY, 12)
+    from_name, _ = build_calibration(named.source, GRAY, 12, named=named)
+    assert from_name.sha256 == from_folder.sha256
+    assert from_name.manifest["named_set"] == {"name": "synthetic-quick", "from": named.origin}
+    assert from_name.manifest["source"]["path"] == named.source
+
+
+def test_synthetic_stills_source() -> None:
+    from edgeseg.convert.calibration import SyntheticStills
+
+    stills = SyntheticStills("synthetic://?size=40x48&frames=3&seed=2")
+    assert len(stills) == 3 and stills.read(1).shape == (40, 48)
+    np.testing.assert_array_equal(stills.read(2), stills.read(2))
+    assert "3 frames" in stills.description and stills.name(0) == "synthetic#0"
+    with pytest.raises(IndexError):
+        stills.read(3)
+    with pytest.raises(DataError, match="fps"):
+        SyntheticStills("synthetic://?fps=30")
+
+
+def test_cli_list_and_build_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    folder = _folder(tmp_path)
+    own = tmp_path / "calibration" / "sets"
+    own.mkdir(parents=True)
+    (own / "bench-scope.toml").write_text(
+        f'name = "bench-scope"\nsource = "{folder}"\nn = 3\ndescription = "my scope"\n'
+    )
+    listed = runner.invoke(app, ["calib", "list"])
+    assert listed.exit_code == 0, listed.output
+    for name in ("synthetic", "synthetic-quick", "synthetic-16bit", "bench-scope", "my scope"):
+        assert name in listed.stdout, name
+
+    model = _model(tmp_path)
+    out = tmp_path / "set.npz"
+    result = runner.invoke(app, ["calib", "build", "bench-scope", "--model", str(model)])
+    assert result.exit_code == 0, result.output
+    assert "named set bench-scope" in result.stdout and "kept 3 tiles" in result.stdout
+    calib = CalibrationSet.load(out)
+    assert len(calib) == 3 and calib.manifest["named_set"]["name"] == "bench-scope"
+
+    result = runner.invoke(
+        app, ["calib", "build", "synthetic-quick", "--model", str(model), "--n", "4", "-o", "s.npz"]
+    )
+    assert result.exit_code == 0, result.output
+    calib = CalibrationSet.load(tmp_path / "s.npz")
+    assert len(calib) == 4 and calib.manifest["source"]["path"].startswith("synthetic://")
+    shown = runner.invoke(app, ["calib", "show", "s.npz"])
+    assert "named set:      synthetic-quick (edgeseg:synthetic-quick)" in shown.stdout
+
+
+def test_cli_bad_named_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    model = str(_model(tmp_path))
+    build = ["calib", "build", "--model", model, "--out", "x.npz"]
+    one_line_error(runner.invoke(app, [*build, "no-such-set"]), "no-such-set", "synthetic-quick")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\nsource = "x"\nframes = 3\n')
+    one_line_error(runner.invoke(app, [*build, str(bad)]), "unknown key", "frames")
+    bad.write_text('name = "bad"\nsource = "synthetic://?fps=3"\n')
+    one_line_error(runner.invoke(app, [*build, str(bad)]), "fps", "stills")
+    one_line_error(runner.invoke(app, [*build, str(tmp_path / "gone.toml")]), "gone.toml")

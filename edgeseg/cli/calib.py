@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from edgeseg.cli.common import (
     metadata_flags,
     out,
     progress_bar,
+    quiet_console,
 )
 
 calib_app = typer.Typer(
@@ -38,19 +40,23 @@ def _say(text: str) -> None:
 def build(
     source: str = typer.Argument(
         ...,
-        help="Frames: image folder, glob pattern ('data/*.tif'), image, TIFF stack or video.",
+        help="Frames: image folder, glob pattern ('data/*.tif'), image, TIFF stack, video, "
+        "synthetic://?size=HxW&seed=S&frames=N, or a named set (`edgeseg calib list`).",
     ),
     model: Path = typer.Option(
         ..., "--model", "-m", help="The model to calibrate: .keras, .h5, SavedModel or .tflite."
     ),
-    n: int = typer.Option(200, "--n", "-n", help="Tiles to keep."),
+    n: int | None = typer.Option(
+        None, "--n", "-n", help="Tiles to keep [default: 200, or the named set's n]."
+    ),
     out_path: Path = typer.Option(
         Path("set.npz"), "--out", "-o", help="Where to write the set (.npz; manifest beside it)."
     ),
-    holdout: float = typer.Option(
-        0.0,
+    holdout: float | None = typer.Option(
+        None,
         "--holdout",
-        help="Fraction of frames to hold out of the set (to score the int8 model on).",
+        help="Fraction of frames to hold out of the set (to score the int8 model on) "
+        "[default: 0, or the named set's holdout].",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the holdout split."),
     max_frames: int = typer.Option(
@@ -65,14 +71,27 @@ def build(
     channel_order: str | None = ChannelOrderOpt,
 ) -> None:
     """Pick N diverse model-input tiles from SOURCE, preprocessed as the runtime will."""
-    from edgeseg.convert.calibration import build_calibration, check_output_path, manifest_path
+    from edgeseg.convert.calibration import (
+        build_calibration,
+        check_output_path,
+        manifest_path,
+        named_set_for,
+        open_calibration_source,
+    )
     from edgeseg.model.resolve import model_metadata
-    from edgeseg.runtime.sources import open_file_source
 
     # Cheap checks first: a bad --out or source should not wait for the model to load.
     check_output_path(out_path)
-    src = open_file_source(source)
-    try:
+    named = named_set_for(source)
+    if named is not None:
+        _say(f"named set {named.name} ({named.origin}): {named.source}")
+        source = named.source
+        n = named.n if n is None else n
+        holdout = named.holdout if holdout is None else holdout
+    n = 200 if n is None else n
+    holdout = 0.0 if holdout is None else holdout
+    src = open_calibration_source(source)
+    with quiet_console("calib-build"), contextlib.closing(src):
         _say(f"read {src.description}")
         meta = model_metadata(
             model,
@@ -96,9 +115,8 @@ def build(
                 seed=seed,
                 max_candidate_frames=max_frames,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                named=named,
             )
-    finally:
-        src.close()
     path = calib.save(out_path)
     m = calib.manifest
     held_text = f"; held out {len(held)} frame(s)" if held else ""
@@ -109,6 +127,28 @@ def build(
     )
     _say(f"sha256 {m['sha256']}")
     _say(f"wrote {path} and {manifest_path(path)}")
+
+
+@calib_app.command("list")
+@handle_errors
+def list_sets() -> None:
+    """List the named calibration sets: calibration/sets/*.toml shipped with edgeseg, and
+    yours in ./calibration/sets/ (they win)."""
+    from rich.table import Table
+
+    from edgeseg.convert.calibration import available_sets
+
+    sets = available_sets()
+    if not sets:
+        _say("no named calibration sets found")
+        return
+    table = Table(title="named calibration sets")
+    for col in ("name", "tiles", "source", "description", "from"):
+        table.add_column(col, justify="right" if col == "tiles" else "left", overflow="fold")
+    for s in sets.values():
+        table.add_row(s.name, str(s.n), s.source, s.description, s.origin)
+    out.print(table, markup=False, highlight=False)
+    _say("build one: edgeseg calib build NAME --model MODEL --out set.npz")
 
 
 @calib_app.command("show")
@@ -137,6 +177,7 @@ def show(
             f"{m.get('frames_total')} in the source, {m.get('frames_seen')} looked at, "
             f"{m.get('frames_used')} used",
         ),
+        *([("named set", _named(m["named_set"]))] if m.get("named_set") else []),
         ("held out", _held_out(m)),
         ("preprocessing", _preprocessing(pre)),
         ("tiling", ", ".join(f"{k} {v}" for k, v in m.get("tiling", {}).items())),
@@ -147,6 +188,12 @@ def show(
     ]
     for key, value in rows:
         _say(f"{key + ':':<15} {value}")
+
+
+def _named(named: Any) -> str:
+    if not isinstance(named, dict):
+        return str(named)
+    return f"{named.get('name')} ({named.get('from')})"
 
 
 def _held_out(m: dict[str, Any]) -> str:

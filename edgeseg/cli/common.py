@@ -5,9 +5,11 @@ Nothing heavy is imported here: `edgeseg --help` must not load TensorFlow, LiteR
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -15,8 +17,26 @@ from rich.console import Console
 
 from edgeseg.errors import EdgesegError
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Rich cuts and wraps tables to 80 columns when it does not write to a terminal; in a pipe or a
+# CI log nobody resizes the window, so lines may be as wide as their content.
+WIDE = 1000
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _console(stderr: bool) -> Console:
+    tty = _isatty(sys.stderr if stderr else sys.stdout)
+    return Console(stderr=stderr, soft_wrap=True, width=None if tty else WIDE)
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
+_settings = {"verbose": False}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,12 +56,47 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except EdgesegError as exc:
             message = " ".join(str(exc).split())  # one line, whatever the message held
+            log = getattr(exc, "log_path", None)  # set by quiet_console
+            if log is not None:
+                message += f" (details in {log})"
             raise fail(message, exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def set_verbose(on: bool) -> None:
+    """``edgeseg --verbose``: show TensorFlow's own messages live (see quiet_console)."""
+    _settings["verbose"] = on
+
+
+@contextlib.contextmanager
+def quiet_console(command: str, folder: Path | None = None) -> Iterator[Path | None]:
+    """Run a command's body with what TensorFlow, absl, oneDNN, Keras and the converters
+    print sent to a log file (:mod:`edgeseg.quiet`), while ``out`` and ``err`` keep printing
+    to the terminal. The log goes in ``folder`` (the command's output folder), else the
+    user's cache folder; an EdgesegError leaving the block names it. Yields the log's path,
+    None with ``--verbose`` or ``EDGESEG_VERBOSE=1`` (everything shows live).
+    """
+    from edgeseg.quiet import new_log_path, quiet, verbose_from_env
+
+    verbose = _settings["verbose"] or verbose_from_env()
+    log = None if verbose else new_log_path(command, folder)
+    with quiet(log, verbose=verbose) as session:
+        if session.log_path is not None:
+            out.file, err.file = session.stdout, session.stderr
+        try:
+            yield session.log_path
+        except EdgesegError as exc:
+            if session.log_path is not None:
+                print(f"error: {exc}", file=sys.stderr)  # into the log, beside the details
+                exc.log_path = session.log_path  # type: ignore[attr-defined]
+            raise
+        finally:
+            if session.log_path is not None:
+                out.file = err.file = None  # type: ignore[assignment]  # sys.* again
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -78,7 +133,11 @@ def progress_bar() -> Any:
         TimeRemainingColumn(),
         console=err,
         transient=False,
-        disable=not sys.stderr.isatty(),
+        disable=not _isatty(err.file),
+        # Rich would send sys.stdout / sys.stderr to the terminal while the bar shows:
+        # inside quiet_console they belong to the log.
+        redirect_stdout=False,
+        redirect_stderr=False,
     )
 
 

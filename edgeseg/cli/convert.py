@@ -18,6 +18,7 @@ from edgeseg.cli.common import (
     handle_errors,
     metadata_flags,
     out,
+    quiet_console,
 )
 
 
@@ -110,7 +111,8 @@ def convert(
             input_size, normalization, input_max, threshold, foreground_value, channel_order
         ),
     )
-    result = convert_model(request, say=lambda msg: err.print(msg, highlight=False))
+    with quiet_console("convert", out_dir):
+        result = convert_model(request, say=lambda msg: err.print(msg, highlight=False))
     out.print(result.report_md.read_text(), highlight=False, markup=False)
     for path in result.artefacts:
         out.print(f"wrote {path}", highlight=False)

@@ -19,6 +19,7 @@ from edgeseg.cli.common import (
     metadata_flags,
     out,
     progress_bar,
+    quiet_console,
 )
 
 
@@ -47,23 +48,24 @@ def eval_(
     from edgeseg.model.resolve import open_model
 
     find_pairs(data)  # check the data before paying for loading the model
-    backend, meta = open_model(
-        model,
-        trust_model=trust_model,
-        **metadata_flags(
-            input_size, normalization, input_max, threshold, foreground_value, channel_order
-        ),
-    )
-    with progress_bar() as bar:
-        task = bar.add_task("segmenting", total=None)
-        report = evaluate(
-            backend,
-            meta,
-            data,
-            model_name=str(model),
-            overlap=overlap,
-            progress=lambda i, n: bar.update(task, completed=i, total=n),
+    with quiet_console("eval"):  # no output folder: the log goes in the cache folder
+        backend, meta = open_model(
+            model,
+            trust_model=trust_model,
+            **metadata_flags(
+                input_size, normalization, input_max, threshold, foreground_value, channel_order
+            ),
         )
+        with progress_bar() as bar:
+            task = bar.add_task("segmenting", total=None)
+            report = evaluate(
+                backend,
+                meta,
+                data,
+                model_name=str(model),
+                overlap=overlap,
+                progress=lambda i, n: bar.update(task, completed=i, total=n),
+            )
     table = Table(title=f"{model.name} on {data} ({report.n_images} images)")
     for col in ("class", "image", "Dice", "IoU", "precision", "recall", "accuracy", "HD95 px"):
         table.add_column(col, justify="left" if col in ("class", "image") else "right")

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from edgeseg.cli.common import ForegroundOpt, err, handle_errors, out, parse_size, progress_bar
+from edgeseg.cli.common import (
+    ForegroundOpt,
+    err,
+    handle_errors,
+    out,
+    parse_size,
+    progress_bar,
+    quiet_console,
+)
 
 
 @handle_errors
@@ -71,71 +79,72 @@ def train(
 
     Writes the model and its metadata sidecar <stem>.edgeseg.json, which every later step reads.
     """
-    from edgeseg.model.unet import UNetConfig
-    from edgeseg.train.augment import AugmentConfig
-    from edgeseg.train.trainer import TrainConfig
-    from edgeseg.train.trainer import train as run_training
+    with quiet_console("train", out_path.parent):
+        from edgeseg.model.unet import UNetConfig
+        from edgeseg.train.augment import AugmentConfig
+        from edgeseg.train.trainer import TrainConfig
+        from edgeseg.train.trainer import train as run_training
 
-    names = tuple(n.strip() for n in class_names.split(",")) if class_names else None
-    unet = UNetConfig(
-        input_size=parse_size(size),
-        channels=channels,
-        num_classes=num_classes,
-        base_filters=base_filters,
-        depth=depth,
-        decoder=decoder,
-        batch_norm=batch_norm,
-        dropout=dropout,
-        padding=padding,
-    )
-    config = TrainConfig(
-        out=out_path,
-        data=data,
-        val=val,
-        val_fraction=val_fraction,
-        unet=unet,
-        foreground_value=255 if foreground_value is None else foreground_value,
-        class_names=names,
-        normalization=normalization,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        max_minutes=max_minutes,
-        seed=seed,
-        synthetic_images=synthetic_images,
-        augment=AugmentConfig(elastic_prob=0.5 if elastic else 0.0),
-        pixel_size_um=pixel_size,
-        keep=keep,
-        precision=precision,
-        tune_threshold=tune_threshold,
-    )
-    err.print(f"loading data from {data} …")
-    with progress_bar() as bar:
-        task = bar.add_task("training", total=epochs * steps_per_epoch)
+        names = tuple(n.strip() for n in class_names.split(",")) if class_names else None
+        unet = UNetConfig(
+            input_size=parse_size(size),
+            channels=channels,
+            num_classes=num_classes,
+            base_filters=base_filters,
+            depth=depth,
+            decoder=decoder,
+            batch_norm=batch_norm,
+            dropout=dropout,
+            padding=padding,
+        )
+        config = TrainConfig(
+            out=out_path,
+            data=data,
+            val=val,
+            val_fraction=val_fraction,
+            unet=unet,
+            foreground_value=255 if foreground_value is None else foreground_value,
+            class_names=names,
+            normalization=normalization,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            max_minutes=max_minutes,
+            seed=seed,
+            synthetic_images=synthetic_images,
+            augment=AugmentConfig(elastic_prob=0.5 if elastic else 0.0),
+            pixel_size_um=pixel_size,
+            keep=keep,
+            precision=precision,
+            tune_threshold=tune_threshold,
+        )
+        err.print(f"loading data from {data} …")
+        with progress_bar() as bar:
+            task = bar.add_task("training", total=epochs * steps_per_epoch)
 
-        def on_step(step: int, total: int, loss: float) -> None:
-            bar.update(task, completed=step, description=f"training (loss {loss:.3f})")
+            def on_step(step: int, total: int, loss: float) -> None:
+                bar.update(task, completed=step, description=f"training (loss {loss:.3f})")
 
-        def on_epoch(log: object) -> None:
-            bar.console.print(
-                f"epoch {log.epoch:3d}/{epochs}  loss {log.loss:.4f}  "
-                f"val Dice {log.val_dice:.4f}  IoU {log.val_iou:.4f}  "
-                f"lr {log.learning_rate:.2e}  {log.seconds:.0f} s",
-                highlight=False,
-            )
+            def on_epoch(log: object) -> None:
+                bar.console.print(
+                    f"epoch {log.epoch:3d}/{epochs}  loss {log.loss:.4f}  "
+                    f"val Dice {log.val_dice:.4f}  IoU {log.val_iou:.4f}  "
+                    f"lr {log.learning_rate:.2e}  {log.seconds:.0f} s",
+                    highlight=False,
+                )
 
-        result = run_training(config, on_epoch=on_epoch, on_step=on_step)
-    out.print(
-        f"saved {result.model_path} ({keep} epoch {result.best_epoch}: val Dice "
-        f"{result.val_dice:.4f}, IoU {result.val_iou:.4f}) and {result.metadata_path} "
-        f"in {result.seconds / 60:.1f} min",
-        highlight=False,
-    )
-    if result.threshold is not None:
-        t = result.threshold
+            result = run_training(config, on_epoch=on_epoch, on_step=on_step)
         out.print(
-            f"threshold {t.threshold:.2f}: training-image Dice {t.dice:.4f} "
-            f"(at 0.50: {t.dice_at_half:.4f})",
+            f"saved {result.model_path} ({keep} epoch {result.best_epoch}: val Dice "
+            f"{result.val_dice:.4f}, IoU {result.val_iou:.4f}) and {result.metadata_path} "
+            f"in {result.seconds / 60:.1f} min",
             highlight=False,
         )
+        if result.threshold is not None:
+            t = result.threshold
+            out.print(
+                f"threshold {t.threshold:.2f}: training-image Dice {t.dice:.4f} "
+                f"(at 0.50: {t.dice_at_half:.4f})",
+                highlight=False,
+            )

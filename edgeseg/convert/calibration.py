@@ -19,6 +19,11 @@ On disk a set is ``set.npz`` (the float32 tiles and the manifest as a JSON strin
 readable copy of the manifest beside it, ``set.manifest.json``. The manifest records the
 source, the frames held out, the preprocessing (the model metadata), the selection rule and a
 SHA-256 of the tiles, which :meth:`CalibrationSet.load` verifies.
+
+Named sets (:class:`NamedSet`) are TOML recipes for a set, in the project's
+``calibration/sets/`` (shipped under ``edgeseg/data``; ``./calibration/sets/NAME.toml`` wins,
+as for conversion recipes): a name, a source and how many tiles to keep. A source may also be
+``synthetic://?size=HxW&seed=S&bit_depth=B&channels=C&frames=N`` (:class:`SyntheticStills`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,16 +45,29 @@ from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.preprocess import prepare
 from edgeseg.core.segmenter import effective_overlap, frame_tiles
 from edgeseg.errors import DataError
+from edgeseg.paths import collect_tomls, load_named_toml
 from edgeseg.runtime.sources import FrameSource, TiffStack, VideoFile, open_file_source
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 __all__ = [
     "FORMAT",
     "SELECTION",
+    "SETS_USER_DIR",
     "CalibrationSet",
+    "NamedSet",
+    "SyntheticStills",
+    "available_sets",
     "build_calibration",
     "check_output_path",
     "describe_tiles",
+    "load_named_set",
     "manifest_path",
+    "named_set_for",
+    "open_calibration_source",
     "select_k_center",
     "split_holdout",
     "tiles_sha256",
@@ -63,6 +82,8 @@ SELECTION = (
 )
 _THUMB = 8
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+_SETS = ("calibration", "sets")  # under edgeseg/data: the shipped named sets
+SETS_USER_DIR = Path("calibration") / "sets"
 
 
 @dataclass(frozen=True, eq=False)
@@ -265,11 +286,13 @@ def build_calibration(
     seed: int = 0,
     max_candidate_frames: int = 500,
     progress: Callable[[int, int], None] | None = None,
+    named: NamedSet | None = None,
 ) -> tuple[CalibrationSet, list[int]]:
     """Pick ``n`` diverse model-input tiles from a source's frames.
 
     Args:
-        source: a path or pattern for :func:`open_file_source`, or an open FrameSource.
+        source: a path, pattern or ``synthetic://`` URI for :func:`open_calibration_source`,
+            or an open FrameSource.
         meta: metadata of the model being calibrated (input size, channels, normalisation).
         n: tiles to keep (fewer when the candidate frames hold fewer tiles).
         holdout: fraction of frames held out (see :func:`split_holdout`); their tiles are
@@ -279,6 +302,7 @@ def build_calibration(
             out, are looked at.
         progress: called as ``progress(done, total)`` after each frame read (two passes; the
             total is exact once the first pass has chosen the frames to re-read).
+        named: the named set the source and ``n`` came from, recorded in the manifest.
 
     Returns:
         The set, and the indices of the frames held out.
@@ -292,12 +316,15 @@ def build_calibration(
     if max_candidate_frames < 1:
         raise DataError(f"max_candidate_frames must be >= 1, got {max_candidate_frames}")
     opened = not _is_frame_source(source)
-    src: Any = open_file_source(source) if opened else source  # type: ignore[arg-type]
+    src: Any = open_calibration_source(source) if opened else source  # type: ignore[arg-type]
     try:
-        return _build(src, meta, n, holdout, seed, max_candidate_frames, progress)
+        calib, held = _build(src, meta, n, holdout, seed, max_candidate_frames, progress)
     finally:
         if opened:
             src.close()
+    if named is not None:
+        calib.manifest["named_set"] = {"name": named.name, "from": named.origin}
+    return calib, held
 
 
 def _build(
@@ -464,6 +491,154 @@ def check_output_path(path: str | Path) -> Path:
     if not os.access(path.parent, os.W_OK):
         raise DataError(f"cannot write {path}: folder {path.parent} is not writable")
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# Named sets and synthetic stills
+
+
+@dataclass(frozen=True)
+class NamedSet:
+    """A named calibration-set recipe from ``calibration/sets/NAME.toml``.
+
+    Attributes:
+        name: what ``edgeseg calib build NAME`` takes.
+        source: a calibration source (folder, glob, video, TIFF stack, ``synthetic://``).
+        n: tiles to keep.
+        holdout: share of frames held out of the set.
+        description: one line for ``edgeseg calib list``.
+        origin: where the recipe was read (``edgeseg:NAME`` for a shipped one, else a path).
+    """
+
+    name: str
+    source: str
+    n: int = 200
+    holdout: float = 0.0
+    description: str = ""
+    origin: str = ""
+
+
+def available_sets(user_dir: Path = SETS_USER_DIR) -> dict[str, NamedSet]:
+    """Every named set by name: the shipped ones, overridden by ``user_dir/*.toml``."""
+    return dict(sorted(collect_tomls(_SETS, user_dir, _named_set).items()))
+
+
+def load_named_set(name_or_path: str, user_dir: Path = SETS_USER_DIR) -> NamedSet | None:
+    """A named set by ``.toml`` path or by name (the user's own first); None if unknown."""
+    return load_named_toml(name_or_path, _SETS, user_dir, _named_set, "calibration set")
+
+
+def named_set_for(source: str, user_dir: Path = SETS_USER_DIR) -> NamedSet | None:
+    """The named set ``source`` names; None when it is a path, a pattern or a URI.
+
+    A ``.toml`` path is read as a named set; an existing file or folder, a glob pattern or a
+    ``scheme://`` URI is a source of its own (a folder called like a set wins).
+
+    Raises:
+        DataError: none of these, naming the named sets there are.
+    """
+    if source.lower().endswith(".toml"):
+        return load_named_set(source, user_dir)
+    if "://" in source or any(c in source for c in "*?[") or Path(source).expanduser().exists():
+        return None
+    found = load_named_set(source, user_dir)
+    if found is None:
+        names = ", ".join(available_sets(user_dir)) or "none"
+        raise DataError(
+            f"source not found: {source} (no such file, folder or pattern, nor a named "
+            f"calibration set; named sets: {names})"
+        )
+    return found
+
+
+def open_calibration_source(source: str | Path) -> Any:
+    """A FrameSource: ``synthetic://…`` as :class:`SyntheticStills`, anything else through
+    :func:`~edgeseg.runtime.sources.open_file_source`."""
+    text = str(source)
+    if text.lower().startswith("synthetic:"):
+        return SyntheticStills(text)
+    return open_file_source(source)
+
+
+class SyntheticStills:
+    """``synthetic://?size=HxW&seed=S&bit_depth=B&channels=C&frames=N`` as a finite source.
+
+    N independent stills of the built-in synthetic microscopy: frame i is sample i of
+    :func:`edgeseg.samples.generate` with that size, bit depth, channels and seed, i.e. the
+    image ``edgeseg samples`` (and the demo) writes as the i-th file. Defaults: 512x512, seed
+    0, 8-bit, 1 channel, 200 frames. Frames are made on demand (the same bytes every time).
+    """
+
+    def __init__(self, uri: str) -> None:
+        from edgeseg.runtime.uri import parse_uri
+        from edgeseg.samples import SynthConfig
+
+        parsed = parse_uri(uri)
+        if parsed.scheme != "synthetic":
+            raise DataError(f"not a synthetic:// source: {uri}")
+        p = parsed.params
+        live = [k for k in ("fps", "speed") if k in p]
+        if live:
+            raise DataError(
+                f"{uri}: {' and '.join(live)} belong to the live stream; calibration takes "
+                "stills (size, seed, bit_depth, channels, frames)"
+            )
+        self.config = SynthConfig(
+            size=p.get("size", (512, 512)),
+            bit_depth=p.get("bit_depth", 8),
+            channels=p.get("channels", 1),
+        )
+        self.seed = int(p.get("seed", 0))
+        self.frames = int(p.get("frames", 200))
+        self.path = parsed.uri
+        h, w = self.config.size
+        self.description = (
+            f"synthetic microscopy stills ({h}x{w}, {self.config.bit_depth}-bit, "
+            f"{self.config.channels} channel(s), seed {self.seed}, {self.frames} frames)"
+        )
+
+    def __len__(self) -> int:
+        return self.frames
+
+    def read(self, i: int) -> np.ndarray:
+        from edgeseg.samples import generate_sample
+
+        if not 0 <= i < self.frames:
+            raise IndexError(f"frame {i} of {self.frames}")
+        image, _mask = generate_sample(np.random.default_rng((self.seed, i)), self.config)
+        return image
+
+    def name(self, i: int) -> str:
+        return f"synthetic#{i}"
+
+    def close(self) -> None:
+        return None
+
+
+def _named_set(text: str, origin: str) -> NamedSet:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DataError(f"calibration set {origin} is not valid TOML: {exc}") from exc
+    known = {"name", "source", "n", "holdout", "description"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise DataError(f"calibration set {origin}: unknown key(s) {', '.join(unknown)}")
+    if not isinstance(data.get("name"), str) or not isinstance(data.get("source"), str):
+        raise DataError(f"calibration set {origin}: needs 'name' and 'source' (strings)")
+    n, holdout = data.get("n", 200), data.get("holdout", 0.0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise DataError(f"calibration set {origin}: n must be a positive integer, got {n!r}")
+    if isinstance(holdout, bool) or not isinstance(holdout, int | float) or not 0 <= holdout < 1:
+        raise DataError(f"calibration set {origin}: holdout must be in [0, 1), got {holdout!r}")
+    return NamedSet(
+        name=data["name"],
+        source=data["source"],
+        n=n,
+        holdout=float(holdout),
+        description=str(data.get("description", "")),
+        origin=origin,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -140,14 +140,17 @@ def convert_model(
     req: ConvertRequest, say: Callable[[str], None] = lambda _msg: None
 ) -> ConvertResult:
     """Run the whole conversion; see the module docstring. ``say`` receives progress lines."""
-    from edgeseg.convert.calibration import CalibrationSet, build_calibration
+    from edgeseg.convert.calibration import (
+        CalibrationSet,
+        build_calibration,
+        open_calibration_source,
+    )
     from edgeseg.convert.parity import layer_errors
     from edgeseg.convert.tflite import convert
     from edgeseg.core.metadata import apply_flags, read_sidecar
     from edgeseg.core.tflite_file import embed_metadata, op_histogram
     from edgeseg.model.loading import load_model
     from edgeseg.runtime.backends import load_backend
-    from edgeseg.runtime.sources import open_file_source
 
     if not req.recipes and not req.onnx:
         raise DataError(CHOOSE)
@@ -176,7 +179,8 @@ def convert_model(
             "--calib is a prebuilt set, which holds no frames for the parity check: add --val DIR"
         )
     # Open the calibration source before the (slow) model load, so a bad path fails at once.
-    src = open_file_source(req.calib) if req.calib is not None and not calib_is_set else None
+    opens = req.calib is not None and not calib_is_set
+    src = open_calibration_source(req.calib) if opens else None
     say(f"loading {req.model}")
     loaded = load_model(req.model, trust_model=req.trust_model)
     meta = apply_flags(
