@@ -94,10 +94,17 @@ class RunOptions:
     hud: bool = True
     record: Path | None = None
     record_fps: float | None = None  # the recording's frame rate (default: --fps, the stream's)
+    record_segment: float = 10.0  # seconds per segment when ``record`` is a folder
+    record_max_bytes: str | int | None = None  # "2G", "20%"… (runtime.storage.parse_size)
     save_masks: Path | None = None
+    masks_max_bytes: str | int | None = None
     mask_format: str = "png"
     csv: Path | None = None
+    csv_max_bytes: str | int | None = None
     stream: str | None = None
+    stream_token: str | None = None
+    retry: bool = True  # reopen a live source that stops delivering, with back-off
+    read_timeout: float = 5.0  # seconds before a live read counts as hung
     headless: bool = False
     max_frames: int | None = None
     width: int | None = None
@@ -130,6 +137,8 @@ class Session:
     mode: str
     render: RenderOptions
     max_frames: int | None = None
+    retry: bool = True
+    read_timeout: float = 5.0
     messages: list[str] = field(default_factory=list)
 
     @property
@@ -150,7 +159,12 @@ class Session:
 
         stop = stop or threading.Event()
         with _signals_set(stop) if handle_signals else _nothing():
-            capture = CaptureThread(self.stream, max_frames=self.max_frames).start()
+            capture = CaptureThread(
+                self.stream,
+                max_frames=self.max_frames,
+                retry=self.retry,
+                read_timeout=self.read_timeout,
+            ).start()
             return run_pipeline(
                 capture,
                 self.segmenters,
@@ -255,6 +269,8 @@ def build_session(
         mode="tiling" if tile else "resizing",
         render=RenderOptions(alpha=o.alpha, contours=o.contours, hud=o.hud),
         max_frames=o.max_frames,
+        retry=o.retry,
+        read_timeout=o.read_timeout,
         messages=messages,
     )
 
@@ -268,6 +284,7 @@ def _open_sinks(o: RunOptions, messages: list[str], warn: Callable[[str], None])
         MjpegServer,
         VideoSink,
         WindowSink,
+        is_folder_target,
         parse_stream_address,
     )
 
@@ -275,17 +292,25 @@ def _open_sinks(o: RunOptions, messages: list[str], warn: Callable[[str], None])
     try:
         if o.stream:
             host, port = parse_stream_address(o.stream)
-            server = MjpegServer(host=host, port=port)
+            server = MjpegServer(host=host, port=port, token=o.stream_token)
             sinks.append(server)
             messages.append(f"streaming at {server.url}")
             warn(messages[-1])
         if o.csv:
-            sinks.append(CsvSink(o.csv, CSV_FIELDS))
+            sinks.append(CsvSink(o.csv, CSV_FIELDS, max_bytes=o.csv_max_bytes))
         if o.save_masks:
-            sinks.append(MaskSink(o.save_masks, fmt=o.mask_format))
+            sinks.append(MaskSink(o.save_masks, fmt=o.mask_format, max_bytes=o.masks_max_bytes))
         if o.record:
             fps = o.record_fps if o.record_fps is not None else o.fps
-            sinks.append(VideoSink(o.record, fps=fps or 0))
+            segmented = is_folder_target(o.record)
+            sinks.append(
+                VideoSink(
+                    o.record,
+                    fps=fps or 0,
+                    segment_seconds=o.record_segment if segmented else None,
+                    max_bytes=o.record_max_bytes,
+                )
+            )
         if not o.headless:
             try:
                 sinks.append(WindowSink(f"edgeseg: {o.model.name}"))

@@ -1,9 +1,13 @@
-"""`edgeseg run`: segment a camera, microscope or file stream live, with overlay and outputs."""
+"""`edgeseg run`: segment a camera, microscope or file stream live, with overlay and outputs.
+
+Every option can also come from `edgeseg.toml` files (`edgeseg/cli/configured.py`).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -18,11 +22,32 @@ from edgeseg.cli.common import (
     metadata_flags,
     out,
 )
+from edgeseg.cli.configured import RunCommand
+from edgeseg.errors import DataError
+
+
+def run_command() -> Any:
+    """The `run` click command, built from this module alone (for `config` and `service`)."""
+    solo = typer.Typer(add_completion=False)
+    solo.command("run", cls=RunCommand)(run)
+    return typer.main.get_command(solo)
 
 
 @handle_errors
 def run(
-    model: Path = typer.Argument(..., help="A .tflite model (from `edgeseg convert` or not)."),
+    model: Path | None = typer.Argument(
+        None,
+        help="A .tflite model (from `edgeseg convert` or not). Default: `model` of the config.",
+        metavar="MODEL",
+        show_default=False,
+    ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="Read settings from this edgeseg.toml only (default: /etc/edgeseg, "
+        "~/.config/edgeseg, then ./edgeseg.toml, later winning; the command line wins over "
+        "all). See `edgeseg config show`.",
+    ),
     camera: int | None = typer.Option(None, "--camera", help="Camera index (like /dev/videoN)."),
     source: str | None = typer.Option(
         None,
@@ -69,17 +94,54 @@ def run(
     alpha: float = typer.Option(0.45, "--alpha", help="Overlay opacity, 0..1."),
     contours: bool = typer.Option(True, "--contours/--no-contours"),
     hud: bool = typer.Option(True, "--hud/--no-hud", help="FPS, latency and count overlay."),
-    record: Path | None = typer.Option(None, "--record", help="Write the overlay video (.mp4)."),
+    record: Path | None = typer.Option(
+        None,
+        "--record",
+        help="Write the overlay video: a .mp4/.avi file, or a folder (or a name ending in /) "
+        "for short segments, each playable as soon as it closes.",
+    ),
+    record_segment: float = typer.Option(
+        10.0, "--record-segment", min=0.1, help="Seconds of video per segment (folder --record)."
+    ),
+    record_max_bytes: str | None = typer.Option(
+        None,
+        "--record-max-bytes",
+        help="Keep the newest segments within this size (2G, 500M, bytes, or 20% of the free "
+        "disk); the oldest of edgeseg's own segments are deleted first.",
+    ),
     save_masks: Path | None = typer.Option(
         None, "--save-masks", help="Folder for lossless label maps, one per frame."
     ),
+    masks_max_bytes: str | None = typer.Option(
+        None, "--masks-max-bytes", help="Keep the newest mask files within this size."
+    ),
     mask_format: str = typer.Option("png", "--mask-format", help="png or tif."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Per-frame timings and counts."),
+    csv_max_bytes: str | None = typer.Option(
+        None,
+        "--csv-max-bytes",
+        help="Rotate the CSV (name.1.csv, name.2.csv…, each with its header) within this size.",
+    ),
     stream: str | None = typer.Option(
         None,
         "--stream",
         help="Serve the overlay as MJPEG over HTTP at [HOST:]PORT (binds 127.0.0.1 unless a "
-        "host is given).",
+        "host is given; off loopback it needs a token).",
+    ),
+    stream_token: str | None = typer.Option(
+        None,
+        "--stream-token",
+        help="The token a browser must give off loopback (default: one generated on first use "
+        "and kept in ~/.config/edgeseg/stream-token).",
+    ),
+    retry: bool = typer.Option(
+        True,
+        "--retry/--no-retry",
+        help="A live source that stops delivering (unplugged, hung, dropped) is reopened with "
+        "back-off until it comes back; --no-retry ends the run instead.",
+    ),
+    read_timeout: float = typer.Option(
+        5.0, "--read-timeout", min=0.1, help="Seconds before a live read counts as hung."
     ),
     headless: bool = typer.Option(False, "--headless", help="No window."),
     max_frames: int | None = typer.Option(None, "--max-frames", min=1),
@@ -99,9 +161,12 @@ def run(
 
     Outputs in any combination: a window (when a display exists), --record, --save-masks,
     --csv, --stream. Ctrl-C stops cleanly: the recording stays playable and the CSV complete.
+    Every option can be set in edgeseg.toml (`edgeseg config show`).
     """
     from edgeseg.session import RunOptions, build_session
 
+    if model is None:  # RunCommand fills it from the config or says where it looked
+        raise DataError("no model: give MODEL or set model in a config file")
     options = RunOptions(
         model=model,
         camera=camera,
@@ -119,10 +184,17 @@ def run(
         contours=contours,
         hud=hud,
         record=record,
+        record_segment=record_segment,
+        record_max_bytes=record_max_bytes,
         save_masks=save_masks,
+        masks_max_bytes=masks_max_bytes,
         mask_format=mask_format,
         csv=csv_path,
+        csv_max_bytes=csv_max_bytes,
         stream=stream,
+        stream_token=stream_token,
+        retry=retry,
+        read_timeout=read_timeout,
         headless=headless,
         max_frames=max_frames,
         width=width,
