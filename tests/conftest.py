@@ -15,6 +15,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 
 
+@pytest.fixture(autouse=True)
+def _isolated_user_folders(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Config, cache (logs) and token folders of the test session, never the developer's:
+    a ~/.config/edgeseg/edgeseg.toml or /etc/edgeseg/edgeseg.toml must not change a result."""
+    home = tmp_path_factory.getbasetemp() / "user-folders"
+    for name, sub in (
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_CACHE_HOME", "cache"),
+        ("EDGESEG_SYSTEM_CONFIG_DIR", "etc"),
+    ):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(name, str(home / sub))
+
+
 @pytest.fixture(scope="session")
 def isbi() -> Path:
     """../shared/data/isbi2012 (30 labelled 512² EM slices); skip when it is not there."""

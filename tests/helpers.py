@@ -9,6 +9,8 @@ import functools
 import json
 import subprocess
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 
 from edgeseg.core.metadata import ModelMetadata
+from edgeseg.errors import DataError
 
 # --------------------------------------------------------------------------------------------
 # The command line: light imports and one-line errors
@@ -217,3 +220,232 @@ def tflite_bytes(kind: str) -> bytes:
         # "Statistics for quantized inputs were expected": the representative set gives them.
         warnings.simplefilter("ignore", UserWarning)
         return converter.convert()
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny .tflite model whose foreground is known: pixels brighter than the frame's midrange
+# --------------------------------------------------------------------------------------------
+
+
+def bright_model(path: Path, size: int = 64, metadata: bool = True) -> Path:
+    """A 1x1-conv 'U-Net' (.tflite) that marks pixels brighter than the frame's midrange
+    (percentile normalization embedded): foreground is known exactly. Needs TensorFlow."""
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    from edgeseg.core.tflite_file import embed_metadata
+
+    inp = keras.Input((size, size, 1), batch_size=1)
+    out = keras.layers.Conv2D(
+        1, 1, activation="sigmoid",
+        kernel_initializer=keras.initializers.Constant(20.0),
+        bias_initializer=keras.initializers.Constant(-10.0),
+    )(inp)  # fmt: skip
+    data = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, out)).convert()
+    if metadata:
+        data = embed_metadata(
+            data, ModelMetadata(input_size=(size, size), normalization="percentile")
+        )
+    path.write_bytes(data)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Frames that carry their own number (recordings that must keep every frame, in order)
+# --------------------------------------------------------------------------------------------
+
+INDEX_BITS = 10  # frames 0..1023
+INDEX_CELL = 16  # pixels per bit: survives MJPG and mp4v compression
+
+
+def index_frame(i: int, height: int = 48) -> np.ndarray:
+    """An RGB uint8 frame (height, INDEX_BITS * INDEX_CELL) whose cells spell ``i`` in
+    binary, most significant bit first: white for 1, black for 0."""
+    frame = np.zeros((height, INDEX_BITS * INDEX_CELL, 3), np.uint8)
+    for bit in range(INDEX_BITS):
+        if (i >> (INDEX_BITS - 1 - bit)) & 1:
+            frame[:, bit * INDEX_CELL : (bit + 1) * INDEX_CELL] = 255
+    return frame
+
+
+def frame_index(frame: np.ndarray) -> int:
+    """The number :func:`index_frame` wrote into ``frame`` (as decoded from a video)."""
+    value = 0
+    for bit in range(INDEX_BITS):
+        cell = frame[:, bit * INDEX_CELL + 4 : (bit + 1) * INDEX_CELL - 4]
+        value = (value << 1) | int(cell.mean() > 127)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# A live camera that fails and comes back, and sinks that record what the pipeline gives them
+# --------------------------------------------------------------------------------------------
+
+
+class FakeCamera:
+    """A fake live camera. Each stream it opens delivers 32x32 uint8 frames filled with a
+    running number (shared by all its streams), then fails as ``faults`` says for that stream
+    (stream 0 the first item, …; a missing or None item: never): ``(frames, how)`` with how
+    "none" (read() returns None), "raise" (read() raises) or "hang" (read() blocks until
+    ``unhang`` is set, then returns None).
+
+    :meth:`reopen` (pass it to CaptureThread) raises DataError until ``back`` is set; with
+    ``open_gate`` it first blocks until that is set (an open that hangs). ``pace`` (seconds)
+    throttles reads so an endless stream does not spin.
+    """
+
+    def __init__(
+        self,
+        faults: list[tuple[int, str] | None],
+        *,
+        pace: float = 0.002,
+        back: bool = True,
+        open_gate: threading.Event | None = None,
+    ) -> None:
+        self.faults = faults
+        self.pace = pace
+        self.back = threading.Event()
+        if back:
+            self.back.set()
+        self.unhang = threading.Event()
+        self.open_gate = open_gate
+        self.counter = 0
+        self.reopen_attempts = 0
+        self.streams: list[FakeLiveStream] = []
+        self.lock = threading.Lock()
+        self.open()
+
+    def open(self) -> FakeLiveStream:
+        k = len(self.streams)
+        stream = FakeLiveStream(self, self.faults[k] if k < len(self.faults) else None)
+        self.streams.append(stream)
+        return stream
+
+    def reopen(self) -> FakeLiveStream:
+        with self.lock:
+            self.reopen_attempts += 1
+        if self.open_gate is not None:
+            self.open_gate.wait()
+        if not self.back.is_set():
+            raise DataError("camera 9 is not back: no /dev/video9")
+        return self.open()
+
+    def next_value(self) -> int:
+        with self.lock:
+            self.counter += 1
+            return self.counter - 1
+
+
+class FakeLiveStream:
+    """One stream of a :class:`FakeCamera` (counts its reads and closes)."""
+
+    def __init__(self, camera: FakeCamera, fault: tuple[int, str] | None) -> None:
+        from edgeseg.runtime.streams import StreamInfo
+
+        self.info = StreamInfo(
+            uri="camera://9", description="camera 9 (fake)", live=True, fps=None, size=(32, 32)
+        )
+        self.warnings: list[str] = [f"stream {len(camera.streams)} opened"]
+        self.camera = camera
+        self.fault = fault
+        self.reads = 0
+        self.closed = 0
+
+    def read(self) -> np.ndarray | None:
+        if self.fault is not None and self.reads >= self.fault[0]:
+            how = self.fault[1]
+            if how == "raise":
+                raise RuntimeError("VIDIOC_DQBUF: No such device")
+            if how == "hang":
+                self.camera.unhang.wait()
+            return None
+        if self.camera.pace:
+            time.sleep(self.camera.pace)
+        self.reads += 1
+        return np.full((32, 32), self.camera.next_value() % 256, np.uint8)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class ListSink:
+    """A sink that keeps what it is given: ``frames`` (index, labels shape) and ``records``."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, tuple[int, ...]]] = []
+        self.records: list[dict[str, Any]] = []
+        self.closed = False
+
+    def write(self, index: int, rendered: np.ndarray, labels: np.ndarray, record: dict) -> None:
+        self.frames.append((index, labels.shape))
+        self.records.append(record)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class StatusSink(ListSink):
+    """A :class:`ListSink` with the optional ``status`` method: every status it hears goes to
+    ``statuses``, then to ``on_status(message)`` (the test's hook) when given."""
+
+    def __init__(self, on_status: Any = None) -> None:
+        super().__init__()
+        self.statuses: list[str | None] = []
+        self._on_status = on_status
+
+    def status(self, message: str | None) -> None:
+        self.statuses.append(message)
+        if self._on_status is not None:
+            self._on_status(message)
+
+
+def wait_for(condition: Any, timeout: float = 30.0) -> None:
+    """Poll ``condition()`` until it is true; fail after ``timeout`` seconds (a guard only)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+# --------------------------------------------------------------------------------------------
+# The command line in a child process: what really reaches the terminal (fd 1 and 2)
+# --------------------------------------------------------------------------------------------
+
+#: What TensorFlow, absl, oneDNN, the converters, LiteRT and Keras print; never on the console.
+TF_NOISE = (
+    "Saved artifact at",
+    "TensorSpec(",
+    "absl",
+    "oneDNN",
+    "WARNING: All log messages before absl",
+    "UserWarning",
+    "Warning:",
+    "tensorflow/",
+    "W0000",
+    "I0000",
+    "E0000",
+    "Created TensorFlow Lite XNNPACK delegate",
+    "fully_quantize",
+    "Traceback",
+)
+
+
+def edgeseg_subprocess(
+    argv: list[str], cache: Path, *, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run ``edgeseg *argv`` in a child process with pipes for stdout and stderr (not a
+    terminal), TensorFlow's log level untouched and the user cache folder at ``cache``."""
+    import os
+
+    child_env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",)}
+    child_env.pop("EDGESEG_VERBOSE", None)
+    child_env.pop("COLUMNS", None)
+    child_env["XDG_CACHE_HOME"] = str(cache)
+    child_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "edgeseg.cli.main", *argv],
+        capture_output=True,
+        text=True,
+        env=child_env,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import one_line_error, read_video, write_nuclei_video
+from helpers import bright_model, one_line_error, read_video, write_nuclei_video
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app
@@ -27,31 +27,9 @@ runner = CliRunner()
 SYNTH = "synthetic://?size=128x128&frames={n}&seed=2"
 
 
-def _bright_model(path: Path, size: int = 64, metadata: bool = True) -> Path:
-    """A 1x1-conv 'U-Net' that marks pixels brighter than the frame's midrange: foreground is
-    known exactly, so the overlay can be checked where the mask is."""
-    import keras
-
-    from edgeseg.core.metadata import ModelMetadata
-    from edgeseg.core.tflite_file import embed_metadata
-
-    inp = keras.Input((size, size, 1), batch_size=1)
-    out = keras.layers.Conv2D(
-        1, 1, activation="sigmoid",
-        kernel_initializer=keras.initializers.Constant(20.0),
-        bias_initializer=keras.initializers.Constant(-10.0),
-    )(inp)  # fmt: skip
-    data = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, out)).convert()
-    if metadata:
-        meta = ModelMetadata(input_size=(size, size), normalization="percentile")
-        data = embed_metadata(data, meta)
-    path.write_bytes(data)
-    return path
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _bright_model(tmp_path_factory.mktemp("run") / "bright.tflite")
+    return bright_model(tmp_path_factory.mktemp("run") / "bright.tflite")
 
 
 def _bright_onnx(path: Path, size: int = 64) -> Path:
@@ -83,7 +61,7 @@ def any_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         pytest.importorskip("onnxruntime")
         pytest.importorskip("tf2onnx")
         return _bright_onnx(root / "bright.onnx")
-    return _bright_model(root / "bright.tflite")
+    return bright_model(root / "bright.tflite")
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +125,7 @@ def test_synthetic_stream_tiles_large_frames(any_model: Path, tmp_path: Path) ->
 
 
 def test_max_frames_and_third_party_model_resizes(tmp_path: Path) -> None:
-    plain = _bright_model(tmp_path / "plain.tflite", metadata=False)
+    plain = bright_model(tmp_path / "plain.tflite", metadata=False)
     result = runner.invoke(
         app,
         ["run", str(plain), "--source", SYNTH.format(n=50), "--headless", "--max-frames", "3",

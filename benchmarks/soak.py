@@ -1,0 +1,169 @@
+"""Soak: `edgeseg run` over many frames with every growing output on, memory and speed steady.
+
+`edgeseg run` segments N frames (default 10,000) of `synthetic://` at 512² with the int8 U-Net
+of `pipeline_fps.py`, recording into a folder of segments with a ring bound small enough to
+rotate during the run (--record-max-bytes; the segment being written is not counted),
+writing the per-frame CSV, and streaming MJPEG on loopback while a client here reads the
+stream for the whole run. Every 100 frames (counted from the CSV, which is flushed row by
+row) the run's resident memory is sampled from /proc/PID/status.
+
+Printed, and checked against the issue's targets:
+- RSS growth after the first 500 frames (max after frame 500 minus the sample at 500): <= 20 MB;
+- median FPS over the last 1,000 frames / median over frames 500-1,500: >= 0.95
+  (per-frame FPS from the CSV's timestamps, in windows of 100 frames);
+- the recording folder never held more than its bound, and it rotated (segments deleted).
+
+    python benchmarks/soak.py [--frames 10000] [--model unet_int8.tflite] [--ring-mb 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from pipeline_fps import build_model
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def csv_rows(path: Path) -> int:
+    try:
+        with path.open("rb") as f:
+            return max(0, sum(1 for _ in f) - 1)
+    except OSError:
+        return 0
+
+
+def read_stream(url: str, stop: threading.Event, got: list[int]) -> None:
+    """A browser stand-in: read the MJPEG stream until told to stop (bounded by the run)."""
+    while not stop.is_set():
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                while not stop.is_set():
+                    chunk = resp.read(65536)
+                    if not chunk:
+                        break
+                    got[0] += len(chunk)
+        except OSError:
+            time.sleep(0.5)
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the closed segments (the open one is hidden: ``.edgeseg-….partial.mp4``)."""
+    total = 0
+    for p in folder.glob("edgeseg-*.mp4"):
+        with contextlib.suppress(OSError):  # deleted by the ring meanwhile
+            total += p.stat().st_size
+    return total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=10_000)
+    ap.add_argument("--model", type=Path)
+    ap.add_argument("--ring-mb", type=float, default=8.0)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="soak-"))
+    model = args.model or build_model(tmp / "unet_int8.tflite")
+    rec, table = tmp / "recordings", tmp / "frames.csv"
+    port = free_port()
+    ring = int(args.ring_mb * 1024 * 1024)
+    cmd = [
+        sys.executable, "-m", "edgeseg.cli.main", "run", str(model),
+        "--source", f"synthetic://?size=512x512&frames={args.frames}&seed=11",
+        "--headless", "--overlap", "0", "--record", f"{rec}/", "--record-max-bytes", str(ring),
+        "--csv", str(table), "--stream", f"127.0.0.1:{port}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stop = threading.Event()
+    got = [0]
+    reader = threading.Thread(
+        target=read_stream, args=(f"http://127.0.0.1:{port}/stream", stop, got), daemon=True
+    )
+    reader.start()
+    samples: dict[int, float] = {}
+    peak_folder = 0
+    rotated = False
+    seen_segments: set[str] = set()
+    next_mark = 100
+    while proc.poll() is None:
+        n = csv_rows(table)
+        while n >= next_mark:
+            value = rss_mb(proc.pid)
+            if value is not None:
+                samples[next_mark] = value
+            next_mark += 100
+        if rec.is_dir():
+            peak_folder = max(peak_folder, folder_bytes(rec))
+            names = {p.name for p in rec.glob("edgeseg-*.mp4")}
+            rotated = rotated or bool(seen_segments - names)
+            seen_segments |= names
+        time.sleep(0.2)
+    stop.set()
+    err = proc.stderr.read() if proc.stderr else ""
+    if proc.returncode != 0:
+        print(f"edgeseg run failed ({proc.returncode}): {err.strip()[-2000:]}")
+        return 1
+    with table.open() as f:
+        stamps = [float(r["timestamp_s"]) for r in csv.DictReader(f)]
+    n = len(stamps)
+    # FPS per window of 100 frames.
+    fps = [(100 / (stamps[i + 99] - stamps[i]), i) for i in range(0, n - 99, 100)]
+    early = [v for v, i in fps if 500 <= i < 1500]
+    late = [v for v, i in fps if i >= n - 1000]
+    base = samples.get(500)
+    growth = max(v for k, v in samples.items() if k >= 500) - base if base else float("nan")
+    ratio = statistics.median(late) / statistics.median(early) if early and late else 0.0
+    print(f"{n} frames of 512² in {stamps[-1] - stamps[0]:.0f} s ({os.cpu_count()} cores)")
+    print(
+        f"RSS at 500 frames {base:.1f} MB, max after {base + growth:.1f} MB, growth "
+        f"{growth:.1f} MB; samples {len(samples)}"
+    )
+    print(
+        f"FPS median frames 500-1500 {statistics.median(early):.2f}, last 1000 "
+        f"{statistics.median(late):.2f}"
+    )
+    print(
+        f"recording folder peak {peak_folder / 1e6:.2f} MB of a {ring / 1e6:.2f} MB bound; "
+        f"rotated: {rotated}; stream bytes read {got[0] / 1e6:.1f} MB"
+    )
+    checks = {
+        f"RSS growth after frame 500 = {growth:.1f} MB (<= 20)": growth <= 20,
+        f"FPS last 1000 / frames 500-1500 = {ratio:.3f} (>= 0.95)": ratio >= 0.95,
+        f"closed segments within the ring's bound ({peak_folder} <= {ring} bytes)": peak_folder
+        <= ring,
+        "the ring rotated during the run": rotated,
+        "the stream client read frames": got[0] > 0,
+    }
+    for name, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
