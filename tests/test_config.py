@@ -287,3 +287,18 @@ def test_run_from_the_system_config_with_no_model_argument(places: Places, tmp_p
     assert len(masks) == 4
     assert f"config: {places.system}" in result.stderr
     assert not (places.cwd / "masks").exists()
+
+
+def test_the_readme_example_config_is_valid(tmp_path: Path) -> None:
+    """The "Deploy on a Pi" config of the README passes the checks `run` applies."""
+    import re
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    block = re.search(r"```toml\n(# /etc/edgeseg/edgeseg\.toml.*?)```", readme.read_text(), re.S)
+    assert block is not None
+    path = tmp_path / "edgeseg.toml"
+    path.write_text(block.group(1))
+    result = runner.invoke(app, ["config", "show", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    for key in ("model", "source", "stream", "record", "record-max-bytes"):
+        assert f"{key} = " in result.output
