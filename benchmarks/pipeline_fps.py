@@ -30,7 +30,7 @@ from pathlib import Path
 TILES = 4
 
 
-def build_model(path: Path) -> Path:
+def build_model(path: Path, base_filters: int = 16, depth: int = 4) -> Path:
     """A 256² int8 U-Net with edgeseg metadata (speed does not depend on the weights)."""
     import numpy as np
 
@@ -44,7 +44,7 @@ def build_model(path: Path) -> Path:
     from edgeseg.samples import SynthConfig, generate
 
     keras_path = path.with_suffix(".keras")
-    build_unet(UNetConfig()).save(keras_path)
+    build_unet(UNetConfig(base_filters=base_filters, depth=depth)).save(keras_path)
     meta = ModelMetadata(input_size=(256, 256), normalization="percentile")
     tiles = np.stack([prepare(img, meta) for img, _ in generate(16, SynthConfig(), seed=1)])
     conv = convert(load_model(keras_path), meta, load_recipe("int8"), tiles)

@@ -1,11 +1,12 @@
 """Soak: `edgeseg run` over many frames with every growing output on, memory and speed steady.
 
-`edgeseg run` segments N frames (default 10,000) of `synthetic://` at 512² with the int8 U-Net
-of `pipeline_fps.py`, recording into a folder of segments with a ring bound small enough to
-rotate during the run (--record-max-bytes; the segment being written is not counted),
-writing the per-frame CSV, and streaming MJPEG on loopback while a client here reads the
-stream for the whole run. Every 100 frames (counted from the CSV, which is flushed row by
-row) the run's resident memory is sampled from /proc/PID/status.
+`edgeseg run` segments N frames (default 10,000) of `synthetic://` at 512² with an int8 U-Net
+built as in `pipeline_fps.py` (8 filters, depth 3 by default: the soak is about the pipeline
+and its outputs over time, not the model's speed), recording into a folder of segments with a
+ring bound small enough to rotate during the run (--record-max-bytes; the segment being
+written is not counted), writing the per-frame CSV, and streaming MJPEG on loopback while a
+client here reads the stream for the whole run. Every 100 frames (counted from the CSV, which
+is flushed row by row) the run's resident memory is sampled from /proc/PID/status.
 
 Printed, and checked against the issue's targets:
 - RSS growth after the first 500 frames (max after frame 500 minus the sample at 500): <= 20 MB;
@@ -87,9 +88,11 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=10_000)
     ap.add_argument("--model", type=Path)
     ap.add_argument("--ring-mb", type=float, default=8.0)
+    ap.add_argument("--base-filters", type=int, default=8)
+    ap.add_argument("--depth", type=int, default=3)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
-    model = args.model or build_model(tmp / "unet_int8.tflite")
+    model = args.model or build_model(tmp / "unet_int8.tflite", args.base_filters, args.depth)
     rec, table = tmp / "recordings", tmp / "frames.csv"
     port = free_port()
     ring = int(args.ring_mb * 1024 * 1024)

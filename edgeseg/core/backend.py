@@ -75,7 +75,7 @@ class CallableBackend:
         h, w = meta.input_size
         oh, ow = meta.output_size
         self.input = TensorInfo("input", 0, (1, h, w, meta.channels), "float32")
-        self.output = TensorInfo("output", 0, (1, oh, ow, meta.num_classes), "float32")
+        self.output = TensorInfo("output", 0, (1, oh, ow, meta.output_channels), "float32")
 
     def predict(self, tiles: np.ndarray) -> np.ndarray:
         return np.asarray(self._predict(tiles), dtype=np.float32)

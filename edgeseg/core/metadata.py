@@ -22,6 +22,9 @@ Conventions, fixed here so that every stage agrees:
   K classes, masks hold class indices 0..K-1, and the label is the argmax.
 - ``output_border``: pixels lost on each side by a valid-padding U-Net (its output is the
   input minus ``2 * output_border`` in each dimension, centred).
+- ``instances`` (schema version 2): an instance model, whose two sigmoid outputs
+  (foreground, interior) become one id per object (:mod:`edgeseg.core.instances`); None for
+  a semantic model. Version 1 files (no instances) still read.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgeseg.errors import ModelError
+from edgeseg.core.instances import InstanceSpec
+from edgeseg.errors import DataError, ModelError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 SIDECAR_SUFFIX = ".edgeseg.json"
 NORMALIZATIONS = ("scale", "percentile", "minmax")
 CHANNEL_ORDERS = ("GRAY", "RGB", "BGR")
@@ -42,7 +47,7 @@ CHANNEL_ORDERS = ("GRAY", "RGB", "BGR")
 
 @dataclass(frozen=True)
 class ModelMetadata:
-    """Everything needed to feed a model frames and read masks back (schema version 1)."""
+    """Everything needed to feed a model frames and read masks back (schema version 2)."""
 
     input_size: tuple[int, int]
     channels: int = 1
@@ -56,6 +61,8 @@ class ModelMetadata:
     threshold: float = 0.5
     output_border: int = 0
     pixel_size_um: float | None = None
+    # How instances are recovered (InstanceSpec.to_dict()), or None for a semantic model.
+    instances: dict[str, Any] | None = None
     # Free-form provenance (training data, source model hash, recipe); JSON-serialisable.
     provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
@@ -95,8 +102,25 @@ class ModelMetadata:
             math.isfinite(self.pixel_size_um) and self.pixel_size_um > 0
         ):
             problems.append("pixel_size_um must be a positive number")
+        if self.instances is not None:
+            try:
+                InstanceSpec.from_dict(self.instances)
+            except DataError as exc:
+                problems.append(str(exc))
+            if self.num_classes != 1:
+                problems.append("an instance model has one object class (num_classes 1)")
         if problems:
             raise ModelError("invalid model metadata: " + "; ".join(problems))
+
+    @property
+    def instance_spec(self) -> InstanceSpec | None:
+        """How instances are recovered, or None for a semantic model."""
+        return None if self.instances is None else InstanceSpec.from_dict(self.instances)
+
+    @property
+    def output_channels(self) -> int:
+        """Channels of the model output: 2 for an instance model, else ``num_classes``."""
+        return 2 if self.instances is not None else self.num_classes
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -123,10 +147,11 @@ class ModelMetadata:
         if not isinstance(data, dict):
             raise ModelError("invalid model metadata: expected a JSON object")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ModelError(
-                f"model metadata has schema version {version!r}; this edgeseg reads version "
-                f"{SCHEMA_VERSION} (upgrade edgeseg, or pass the metadata as flags)"
+                f"model metadata has schema version {version!r}; this edgeseg reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))} (upgrade edgeseg, or pass the "
+                "metadata as flags)"
             )
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
@@ -139,6 +164,7 @@ class ModelMetadata:
                 kwargs["percentiles"] = tuple(float(p) for p in kwargs["percentiles"])
             if "class_names" in kwargs:
                 kwargs["class_names"] = tuple(str(n) for n in kwargs["class_names"])
+            kwargs["schema_version"] = SCHEMA_VERSION  # read as this version: a superset
             return cls(**kwargs)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"invalid model metadata: {exc}") from exc

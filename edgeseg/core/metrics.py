@@ -32,6 +32,9 @@ import numpy as np
 from edgeseg.errors import DataError
 
 __all__ = [
+    "IOU_THRESHOLDS",
+    "MIN_TRUE_AREA",
+    "InstanceCounts",
     "PooledScores",
     "Scores",
     "ThresholdChoice",
@@ -40,6 +43,8 @@ __all__ = [
     "dice",
     "hd95",
     "iou",
+    "match_instances",
+    "median_count_error",
     "multiclass_dice",
     "pixel_accuracy",
     "precision",
@@ -418,3 +423,162 @@ def best_threshold(
     best = int(order[0])
     half = int(np.flatnonzero(grid == 0.5)[0])
     return ThresholdChoice(float(grid[best]), float(dices[best]), float(dices[half]))
+
+
+# --------------------------------------------------------------------------------------------
+# Instances: one-to-one matching of objects (StarDist's `matching`, the DSB2018 score)
+
+#: IoU thresholds of the mean AP (0.50, 0.55, ..., 0.95).
+IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+#: Ground-truth objects smaller than this (px) are debris or border fragments: ignored.
+MIN_TRUE_AREA = 20
+
+
+@dataclass(frozen=True)
+class InstanceCounts:
+    """Matches of one image (or pooled) at each IoU threshold, and the object counts.
+
+    ``tp``, ``fp``, ``fn`` are tuples over :data:`IOU_THRESHOLDS` (or the thresholds given).
+    """
+
+    thresholds: tuple[float, ...]
+    tp: tuple[int, ...]
+    fp: tuple[int, ...]
+    fn: tuple[int, ...]
+    n_true: int
+    n_pred: int
+
+    def ap(self, tau: float = 0.5) -> float:
+        """TP / (TP + FP + FN) at IoU threshold ``tau`` (1.0 when there is nothing at all)."""
+        i = self.thresholds.index(tau)
+        denom = self.tp[i] + self.fp[i] + self.fn[i]
+        return self.tp[i] / denom if denom else 1.0
+
+    @property
+    def mean_ap(self) -> float:
+        return float(np.mean([self.ap(t) for t in self.thresholds]))
+
+    def precision(self, tau: float = 0.5) -> float:
+        i = self.thresholds.index(tau)
+        d = self.tp[i] + self.fp[i]
+        return self.tp[i] / d if d else 1.0
+
+    def recall(self, tau: float = 0.5) -> float:
+        i = self.thresholds.index(tau)
+        d = self.tp[i] + self.fn[i]
+        return self.tp[i] / d if d else 1.0
+
+    def f1(self, tau: float = 0.5) -> float:
+        i = self.thresholds.index(tau)
+        d = 2 * self.tp[i] + self.fp[i] + self.fn[i]
+        return 2 * self.tp[i] / d if d else 1.0
+
+    @property
+    def count_error(self) -> float | None:
+        """|predicted - true| / true objects; None for an image without true objects."""
+        return abs(self.n_pred - self.n_true) / self.n_true if self.n_true else None
+
+    def __add__(self, other: InstanceCounts) -> InstanceCounts:
+        if self.thresholds != other.thresholds:
+            raise DataError("cannot pool instance counts taken at other IoU thresholds")
+        return InstanceCounts(
+            self.thresholds,
+            tuple(a + b for a, b in zip(self.tp, other.tp, strict=True)),
+            tuple(a + b for a, b in zip(self.fp, other.fp, strict=True)),
+            tuple(a + b for a, b in zip(self.fn, other.fn, strict=True)),
+            self.n_true + other.n_true,
+            self.n_pred + other.n_pred,
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ap50": round(self.ap(0.5), 6) if 0.5 in self.thresholds else None,
+            "mean_ap": round(self.mean_ap, 6),
+            "precision50": round(self.precision(0.5), 6) if 0.5 in self.thresholds else None,
+            "recall50": round(self.recall(0.5), 6) if 0.5 in self.thresholds else None,
+            "f1_50": round(self.f1(0.5), 6) if 0.5 in self.thresholds else None,
+            "n_true": self.n_true,
+            "n_pred": self.n_pred,
+            "thresholds": list(self.thresholds),
+            "tp": list(self.tp),
+            "fp": list(self.fp),
+            "fn": list(self.fn),
+        }
+
+
+def _instance_map(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2 or not (np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
+        raise DataError(f"{name} must be an integer label image (H, W), got {x.dtype} {x.shape}")
+    x = x.astype(np.int64)
+    if x.size and x.min() < 0:
+        raise DataError(f"{name} holds negative ids")
+    return x
+
+
+def match_instances(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    thresholds: tuple[float, ...] = IOU_THRESHOLDS,
+    min_true_area: int = MIN_TRUE_AREA,
+) -> InstanceCounts:
+    """Match predicted and true objects one to one by IoU, at each threshold.
+
+    As StarDist's ``matching`` and the DSB2018 score: a pair matches at τ when its IoU >= τ;
+    pairs are taken greedily by decreasing IoU, each object at most once (for τ >= 0.5 the
+    match is unique anyway). True objects under ``min_true_area`` pixels are ignored together
+    with the predictions that overlap them most.
+    """
+    p = _instance_map(pred, "predicted labels")
+    t = _instance_map(truth, "true labels")
+    if p.shape != t.shape:
+        raise DataError(f"predicted labels {p.shape} and true labels {t.shape} differ in size")
+    if any(not 0.0 < tau <= 1.0 for tau in thresholds):
+        raise DataError("IoU thresholds must lie in (0, 1]")
+    t_ids, t_inv = np.unique(t, return_inverse=True)
+    p_ids, p_inv = np.unique(p, return_inverse=True)
+    nt, np_ = len(t_ids), len(p_ids)
+    inter = np.bincount(t_inv.ravel() * np_ + p_inv.ravel(), minlength=nt * np_).reshape(nt, np_)
+    t_area, p_area = inter.sum(axis=1), inter.sum(axis=0)
+    # Row/column 0 are the background where it exists.
+    t_fg = t_ids != 0
+    p_fg = p_ids != 0
+    ignored_t = t_fg & (t_area < min_true_area)
+    overlap = inter[:, p_fg][t_fg]  # (true objects, predicted objects)
+    keep_t = ~ignored_t[t_fg]
+    keep_p = np.ones(overlap.shape[1], dtype=bool)
+    if (~keep_t).any() and overlap.shape[1]:
+        # A prediction whose largest overlap is an ignored true object is ignored with it.
+        best = overlap.argmax(axis=0)
+        keep_p = ~((~keep_t)[best] & (overlap.max(axis=0) > 0))
+    inter_k = overlap[keep_t][:, keep_p].astype(np.float64)
+    ta = t_area[t_fg][keep_t].astype(np.float64)
+    pa = p_area[p_fg][keep_p].astype(np.float64)
+    union = ta[:, None] + pa[None, :] - inter_k
+    iou = np.divide(inter_k, union, out=np.zeros_like(inter_k), where=union > 0)
+    n_true, n_pred = int(keep_t.sum()), int(keep_p.sum())
+    pairs = np.argwhere(iou > 0)
+    order = np.argsort(-iou[pairs[:, 0], pairs[:, 1]], kind="stable")
+    pairs = pairs[order]
+    values = iou[pairs[:, 0], pairs[:, 1]] if len(pairs) else np.zeros(0)
+    tps, fps, fns = [], [], []
+    for tau in thresholds:
+        used_t = np.zeros(n_true, dtype=bool)
+        used_p = np.zeros(n_pred, dtype=bool)
+        tp = 0
+        for (i, j), v in zip(pairs, values, strict=True):
+            if v < tau:
+                break
+            if not used_t[i] and not used_p[j]:
+                used_t[i] = used_p[j] = True
+                tp += 1
+        tps.append(tp)
+        fps.append(n_pred - tp)
+        fns.append(n_true - tp)
+    return InstanceCounts(tuple(thresholds), tuple(tps), tuple(fps), tuple(fns), n_true, n_pred)
+
+
+def median_count_error(counts: list[InstanceCounts]) -> float | None:
+    """Median relative count error over the images that have true objects (None: none do)."""
+    errors = [c.count_error for c in counts if c.count_error is not None]
+    return float(np.median(errors)) if errors else None

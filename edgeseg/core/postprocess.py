@@ -88,10 +88,18 @@ def remove_small_objects(labels: np.ndarray, min_area: int) -> np.ndarray:
 
 
 def object_stats(labels: np.ndarray, meta: ModelMetadata) -> ObjectStats:
-    """Count and measure the objects of each foreground class of a uint8 (H, W) label map.
+    """Count and measure the objects of each foreground class of a uint8 (H, W) label map,
+    or the objects of an instance model's (H, W) id map (one object per id).
 
     Label values outside the model's foreground classes are ignored.
     """
+    if meta.instances is not None:
+        ids = np.asarray(labels)
+        if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+            raise DataError(f"expected an integer instance map (H, W), got {ids.dtype}")
+        areas = np.bincount(ids.ravel())[1:] if ids.size else np.zeros(0, np.int64)
+        present = tuple(int(a) for a in areas if a > 0)
+        return ObjectStats(len(present), present, {meta.class_names[0]: len(present)})
     labels = _check_labels(labels)
     cv = cv2()
     areas: list[int] = []

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeseg.core.backend import Backend
+from edgeseg.core.instances import instances_from_probabilities, relabel_sequential
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.postprocess import (
     ObjectStats,
@@ -71,7 +72,8 @@ class Segmentation:
     """One frame through the model.
 
     Attributes:
-        labels: uint8 (H, W) label map of the frame's size (0 background).
+        labels: (H, W) label map of the frame's size, 0 background: uint8 class labels of a
+            semantic model, int32 object ids 1..N of an instance model.
         stats: the objects counted and measured on ``labels``.
         timings: milliseconds per stage: preprocess, inference, postprocess.
     """
@@ -154,8 +156,23 @@ class Segmenter:
         return prob, t1 - t0, t2 - t1, time.perf_counter() - t2
 
     def labels(self, frame: np.ndarray, *, prepared: bool = False) -> np.ndarray:
-        """uint8 (H, W) label map of a frame as read (or already ``prepared``)."""
-        labels = labels_from_probabilities(self.probabilities(frame, prepared=prepared), self.meta)
+        """(H, W) label map of a frame as read (or already ``prepared``): uint8 classes, or
+        int32 object ids for an instance model."""
+        return self._labels(self.probabilities(frame, prepared=prepared))
+
+    def _labels(self, prob: np.ndarray) -> np.ndarray:
+        spec = self.meta.instance_spec
+        if spec is not None:
+            ids = instances_from_probabilities(prob, spec, self.meta.threshold)
+            if self.min_area > spec.min_area:
+                areas = np.bincount(ids.ravel())
+                small = areas < self.min_area
+                small[0] = False
+                if small.any():
+                    ids[small[ids]] = 0
+                    ids = relabel_sequential(ids)
+            return ids
+        labels = labels_from_probabilities(prob, self.meta)
         if self.min_area > 0:
             labels = remove_small_objects(labels, self.min_area)
         return labels
@@ -164,9 +181,7 @@ class Segmenter:
         """Labels, objects and per-stage timings of one frame as read."""
         prob, pre_s, infer_s, stitch_s = self._run(frame, False)
         t0 = time.perf_counter() - stitch_s
-        labels = labels_from_probabilities(prob, self.meta)
-        if self.min_area > 0:
-            labels = remove_small_objects(labels, self.min_area)
+        labels = self._labels(prob)
         stats = object_stats(labels, self.meta)
         timings = {
             "preprocess": pre_s * 1000,
