@@ -217,3 +217,29 @@ def test_stream_size_comes_from_arguments_then_config() -> None:
     cfg = SynthConfig(size=(40, 72), channels=3)
     assert SyntheticStream(config=cfg).read()[0].shape == (40, 72, 3)
     assert SyntheticStream(size=(32, 48), config=cfg, channels=1).read()[0].shape == (32, 48)
+
+
+def test_labelled_samples_match_the_plain_ones_and_separate_touching_nuclei() -> None:
+    import cv2
+
+    from edgeseg.samples import generate_labelled, generate_labelled_sample
+
+    cfg = SynthConfig(size=(128, 128), touching=1.0, cells=(30, 30))
+    image, mask, ids = generate_labelled_sample(3, cfg)
+    plain_image, plain_mask = generate_sample(3, cfg)
+    assert np.array_equal(image, plain_image) and np.array_equal(mask, plain_mask)
+    assert ids.dtype == np.int32 and np.array_equal(ids > 0, mask > 0)
+    assert sorted(np.unique(ids))[-1] == len(np.unique(ids)) - 1  # ids 1..N
+    n_components = cv2.connectedComponents((mask > 0).astype(np.uint8), connectivity=8)[0] - 1
+    assert ids.max() > n_components  # touching nuclei are separate instances
+    assert len(list(generate_labelled(2, cfg))) == 2
+
+
+def test_write_dataset_writes_uint16_labels(tmp_path: Path) -> None:
+    from edgeseg.imageio import read_image
+
+    write_dataset(tmp_path, 2, SynthConfig(size=(64, 64)), seed=1, fmt="tif")
+    for name in ("0000.tif", "0001.tif"):
+        labels = read_image(tmp_path / "labels" / name)
+        mask = read_image(tmp_path / "masks" / name)
+        assert labels.dtype == np.uint16 and np.array_equal(labels > 0, mask > 0)

@@ -221,3 +221,112 @@ def test_eval_refuses_lambda_unless_trusted(tmp_path: Path) -> None:
     )
     trusted = runner.invoke(app, ["eval", str(path), "--data", str(data), "--trust-model"])
     assert trusted.exit_code == 0, trusted.output
+
+
+# --------------------------------------------------------------------------------------------
+# Instance models: labels/ folders, two sigmoid outputs, AP50
+
+
+def test_train_instances_writes_two_sigmoid_outputs_and_eval_scores_objects(
+    tmp_path: Path,
+) -> None:
+    keras = pytest.importorskip("keras")
+    data = tmp_path / "data"
+    result = runner.invoke(app, ["samples", "--out", str(data), "-n", "6", "--size", "48"])
+    assert result.exit_code == 0, result.output
+    assert len(list((data / "labels").iterdir())) == 6
+    model = tmp_path / "i.keras"
+    result = runner.invoke(
+        app,
+        ["train", "--data", str(data), "--instances", *TINY, "--epochs", "2",
+         "--steps-per-epoch", "2", "--interior-weight", "2", "--out", str(model)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "val AP50" in result.output and "held out" in result.output
+    meta = json.loads((tmp_path / "i.edgeseg.json").read_text())
+    assert meta["instances"]["method"] == "interior-seeds"
+    assert meta["num_classes"] == 1 and meta["class_names"] == ["object"]
+    assert meta["threshold"] == 0.5 and "threshold" not in meta["provenance"]  # not tuned
+    assert meta["provenance"]["interior_weight"] == 2.0
+    net = keras.models.load_model(model, compile=False)
+    assert net.output_shape[-1] == 2
+    assert net.get_layer("head").get_config()["activation"] == "sigmoid"
+    # The folder has masks/ and labels/: an instance model is scored on the labels.
+    scores = tmp_path / "scores.json"
+    result = runner.invoke(
+        app, ["eval", str(model), "--data", str(data), "--json", str(scores), "--per-image"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "AP50" in result.output and "median count error" in result.output
+    report = json.loads(scores.read_text())
+    assert report["targets"] == "labels" and report["instances"]["objects"] == "instances"
+    pooled = report["instances"]["pooled"]
+    assert {"ap50", "mean_ap", "precision50", "recall50", "f1_50", "median_count_error"} <= set(
+        pooled
+    )
+    assert len(report["instances"]["per_image"]) == 6
+
+
+def test_instances_automatic_for_a_labels_only_folder(tmp_path: Path) -> None:
+    from helpers import write_instance_pairs
+
+    data = write_instance_pairs(tmp_path / "d", n=4, size=(48, 48))
+    model = tmp_path / "a.keras"
+    result = runner.invoke(
+        app,
+        ["train", "--data", str(data), *TINY, "--epochs", "1", "--steps-per-epoch", "1",
+         "--val-groups", "w1", "--out", str(model)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "held out 1 of 2 groups for validation (2 images): w1" in result.output
+    meta = json.loads((tmp_path / "a.edgeseg.json").read_text())
+    assert meta["instances"] is not None
+    result = runner.invoke(
+        app,
+        ["train", "--data", str(data), *TINY, "--epochs", "1", "--steps-per-epoch", "1",
+         "--val-groups", "w7", "--out", str(model)],
+    )  # fmt: skip
+    one_line_error(result, "'w7' not found")
+
+
+def test_semantic_model_on_a_labels_folder_counts_components(
+    tmp_path: Path, tiny_unet: Path
+) -> None:
+    from helpers import write_instance_pairs
+
+    data = write_instance_pairs(tmp_path / "d", n=2, size=(48, 48))
+    scores = tmp_path / "s.json"
+    result = runner.invoke(
+        app, ["eval", str(tiny_unet), "--data", str(data), "--json", str(scores)]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(scores.read_text())
+    assert report["instances"]["objects"] == "8-connected components"
+    assert report["instances"]["pooled"]["n_true"] > 0
+
+
+def test_elastic_keeps_instance_ids_exact() -> None:
+    from helpers import disc_labels
+
+    from edgeseg.train.augment import AugmentConfig, augment
+
+    ids = disc_labels((64, 64), [(20.0, 20.0, 8.0), (20.0, 35.0, 8.0), (45.0, 45.0, 10.0)])
+    ids[ids == 3] = 70_000  # beyond uint16
+    image = ids.astype(np.float32)[..., None]
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        _, y = augment(image, ids, rng, AugmentConfig(elastic_prob=1.0))
+        assert y.dtype == np.int32 and set(np.unique(y)) <= {0, 1, 2, 70_000}
+
+
+def test_instance_loss_is_mean_of_channels() -> None:
+    pytest.importorskip("keras")
+    from edgeseg.train.losses import dice_bce_loss, multi_sigmoid_loss
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((2, 8, 8, 2)) > 0.5).astype(np.float32)
+    p = rng.uniform(0.05, 0.95, (2, 8, 8, 2)).astype(np.float32)
+    single = [float(dice_bce_loss()(y[..., c : c + 1], p[..., c : c + 1])) for c in (0, 1)]
+    assert float(multi_sigmoid_loss((1.0, 1.0))(y, p)) == pytest.approx(np.mean(single), rel=1e-5)
+    weighted = (single[0] + 3 * single[1]) / 4
+    assert float(multi_sigmoid_loss((1.0, 3.0))(y, p)) == pytest.approx(weighted, rel=1e-5)

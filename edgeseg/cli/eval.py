@@ -1,4 +1,5 @@
-"""`edgeseg eval`: Dice, IoU, precision, recall, HD95 of a model on a labelled folder."""
+"""`edgeseg eval`: Dice, IoU, precision, recall, HD95 of a model on a labelled folder, and
+instance metrics (AP50, mean AP, count error) on a folder with labels/."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ def eval_(
     model: Path = typer.Argument(
         ..., help="Model: .keras, legacy .h5, SavedModel folder or .tflite."
     ),
-    data: Path = typer.Option(..., "--data", help="Folder with images/ and masks/."),
+    data: Path = typer.Option(
+        ..., "--data", help="Folder with images/ and masks/ (or labels/: one id per object)."
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the scores as JSON."),
     per_image: bool = typer.Option(False, "--per-image", help="Print a row per image."),
     overlap: int = typer.Option(32, "--overlap", help="Tile overlap in pixels."),
@@ -40,14 +43,19 @@ def eval_(
     foreground_value: int | None = ForegroundOpt,
     channel_order: str | None = ChannelOrderOpt,
 ) -> None:
-    """Score MODEL on a labelled folder; large images are tiled, never squashed."""
+    """Score MODEL on a labelled folder; large images are tiled, never squashed.
+
+    On a folder with labels/ (one id per object) it also matches objects: AP at IoU 0.5
+    (TP, FP, FN pooled over images), mean AP over IoU 0.50-0.95, precision, recall, F1 and
+    the median count error; a semantic model's objects are its 8-connected components.
+    """
     from rich.table import Table
 
     from edgeseg.datasets import find_pairs
-    from edgeseg.evaluate import evaluate
+    from edgeseg.evaluate import eval_targets, evaluate
     from edgeseg.model.resolve import open_model
 
-    find_pairs(data)  # check the data before paying for loading the model
+    find_pairs(data, eval_targets(data))  # check the data before paying for loading the model
     with quiet_console("eval"):  # no output folder: the log goes in the cache folder
         backend, meta = open_model(
             model,
@@ -83,6 +91,45 @@ def eval_(
                 f"{s.hd95:.2f}",
             )
     out.print(table)
+    inst = report.instances
+    if inst is not None:
+        table = Table(
+            title=f"objects ({inst.objects}) matched by IoU; true objects < 20 px ignored"
+        )
+        for col in (
+            "image",
+            "true",
+            "pred",
+            "AP50",
+            "mAP",
+            "precision",
+            "recall",
+            "F1",
+            "count err",
+        ):
+            table.add_column(col, justify="left" if col == "image" else "right")
+        for name, c in [*(inst.per_image if per_image else []), ("pooled", inst.pooled)]:
+            err = c.count_error if name != "pooled" else inst.median_count_error
+            table.add_row(
+                name,
+                str(c.n_true),
+                str(c.n_pred),
+                f"{c.ap(0.5):.4f}",
+                f"{c.mean_ap:.4f}",
+                f"{c.precision(0.5):.4f}",
+                f"{c.recall(0.5):.4f}",
+                f"{c.f1(0.5):.4f}",
+                "-" if err is None else f"{err:.4f}",
+            )
+        out.print(table)
+        p = inst.pooled
+        err = inst.median_count_error
+        out.print(
+            f"AP50 {p.ap(0.5):.4f}  mean AP {p.mean_ap:.4f}  precision {p.precision(0.5):.4f}  "
+            f"recall {p.recall(0.5):.4f}  F1 {p.f1(0.5):.4f}  median count error "
+            + ("-" if err is None else f"{err:.4f}"),
+            highlight=False,
+        )
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         out.print(f"wrote {json_out}")

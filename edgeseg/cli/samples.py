@@ -1,4 +1,5 @@
-"""`edgeseg samples`: write synthetic microscopy with exact masks to images/ + masks/."""
+"""`edgeseg samples`: write synthetic microscopy with exact masks and instance labels to
+images/ + masks/ + labels/."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from edgeseg.cli.common import handle_errors, out, parse_size, progress_bar
 
 @handle_errors
 def samples(
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder to write images/ and masks/ to."),
+    out_dir: Path = typer.Option(
+        ..., "--out", "-o", help="Folder to write images/, masks/ and labels/ to."
+    ),
     n: int = typer.Option(200, "-n", "--count", min=1, help="Number of image/mask pairs."),
     size: str = typer.Option("256", "--size", help="Image size, N or HxW."),
     bit_depth: int = typer.Option(8, "--bit-depth", help="8 or 16."),
@@ -19,7 +22,8 @@ def samples(
     seed: int = typer.Option(0, "--seed", help="Same seed, same images."),
     fmt: str = typer.Option("png", "--format", help="png or tif."),
 ) -> None:
-    """Write synthetic fluorescence microscopy (nuclei) with exact ground-truth masks."""
+    """Write synthetic fluorescence microscopy (nuclei) with exact ground-truth masks and
+    instance labels (labels/: uint16, one id per nucleus; a later nucleus owns an overlap)."""
     from edgeseg.errors import DataError
     from edgeseg.samples import SynthConfig, write_dataset
 
@@ -35,4 +39,7 @@ def samples(
         path = write_dataset(
             out_dir, n, config, seed=seed, fmt=fmt, progress=lambda i: bar.update(task, completed=i)
         )
-    out.print(f"wrote {n} images and masks to {path}/images and {path}/masks")
+    out.print(
+        f"wrote {n} images, masks and instance labels to {path}/images, {path}/masks "
+        f"and {path}/labels"
+    )

@@ -20,13 +20,35 @@ from edgeseg.cli.common import (
 @handle_errors
 def train(
     data: str = typer.Option(
-        "synthetic", "--data", help="Folder with images/ and masks/, or 'synthetic'."
+        "synthetic",
+        "--data",
+        help="Folder with images/ and masks/ (or labels/: one id per object), or 'synthetic'.",
     ),
     out_path: Path = typer.Option(Path("unet.keras"), "--out", "-o", help="Model file (.keras)."),
     val: str | None = typer.Option(
         None, "--val", help="Validation folder (images/ + masks/); default: hold out a split."
     ),
-    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of images held out."),
+    val_fraction: float = typer.Option(
+        0.2, "--val-fraction", help="Share of images held out (whole groups)."
+    ),
+    val_groups: str | None = typer.Option(
+        None, "--val-groups", help="Comma-separated groups to hold out (e.g. wells: A06,B12)."
+    ),
+    group_pattern: str | None = typer.Option(
+        None,
+        "--group-pattern",
+        help="Regex whose first group (or match) at the start of a file name is its group; "
+        "default: the name before its first '_'.",
+    ),
+    instances: bool | None = typer.Option(
+        None,
+        "--instances/--no-instances",
+        help="Train on labels/ (one id per object) for touching objects as separate "
+        "instances; default: when labels/ is the only target folder.",
+    ),
+    interior_weight: float = typer.Option(
+        1.0, "--interior-weight", help="Instances: loss weight of the interior channel."
+    ),
     size: str = typer.Option("256", "--size", help="Model input (tile) size, N or HxW."),
     channels: int = typer.Option(1, "--channels", help="1 (gray) or 3 (RGB)."),
     num_classes: int = typer.Option(
@@ -77,6 +99,10 @@ def train(
 ) -> None:
     """Train a U-Net (Dice + BCE, augmentation, validation Dice/IoU every epoch).
 
+    With --instances (automatic for a folder with only labels/), the U-Net learns foreground
+    and interior (two sigmoid outputs) so touching objects come out as separate instances;
+    validation reports AP at IoU 0.5, which picks the best epoch.
+
     Writes the model and its metadata sidecar <stem>.edgeseg.json, which every later step reads.
     """
     with quiet_console("train", out_path.parent):
@@ -118,6 +144,10 @@ def train(
             keep=keep,
             precision=precision,
             tune_threshold=tune_threshold,
+            instances=instances,
+            interior_weight=interior_weight,
+            val_groups=tuple(g for g in val_groups.split(",") if g.strip()) if val_groups else None,
+            group_pattern=group_pattern,
         )
         err.print(f"loading data from {data} …")
         with progress_bar() as bar:
@@ -127,16 +157,21 @@ def train(
                 bar.update(task, completed=step, description=f"training (loss {loss:.3f})")
 
             def on_epoch(log: object) -> None:
+                ap = "" if log.val_ap50 is None else f"val AP50 {log.val_ap50:.4f}  "
                 bar.console.print(
-                    f"epoch {log.epoch:3d}/{epochs}  loss {log.loss:.4f}  "
+                    f"epoch {log.epoch:3d}/{epochs}  loss {log.loss:.4f}  {ap}"
                     f"val Dice {log.val_dice:.4f}  IoU {log.val_iou:.4f}  "
                     f"lr {log.learning_rate:.2e}  {log.seconds:.0f} s",
                     highlight=False,
                 )
 
-            result = run_training(config, on_epoch=on_epoch, on_step=on_step)
+            def on_message(text: str) -> None:
+                bar.console.print(text, highlight=False)
+
+            result = run_training(config, on_epoch=on_epoch, on_step=on_step, on_message=on_message)
+        ap = "" if result.val_ap50 is None else f"val AP50 {result.val_ap50:.4f}, "
         out.print(
-            f"saved {result.model_path} ({keep} epoch {result.best_epoch}: val Dice "
+            f"saved {result.model_path} ({keep} epoch {result.best_epoch}: {ap}val Dice "
             f"{result.val_dice:.4f}, IoU {result.val_iou:.4f}) and {result.metadata_path} "
             f"in {result.seconds / 60:.1f} min",
             highlight=False,

@@ -2,7 +2,9 @@
 
 Two 3x3 convolutions per level, max-pooling down, a transposed convolution (or nearest
 upsampling followed by a 2x2 convolution, which maps better to the Edge TPU) up, skip
-connections by concatenation, a 1x1 convolution head: sigmoid for one class, softmax for K.
+connections by concatenation, a 1x1 convolution head: sigmoid for one class, softmax for K,
+or ``sigmoid_outputs`` independent sigmoid channels (an instance model's foreground and
+interior: no softmax, which the Edge TPU would leave to the CPU).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class UNetConfig:
     batch_norm: bool = True
     dropout: float = 0.0  # applied at the bottleneck (as in the paper) when > 0
     padding: str = "same"
+    # > 0: that many independent sigmoid output channels (one class; 2 for an instance model).
+    sigmoid_outputs: int = 0
 
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
@@ -44,11 +48,17 @@ class UNetConfig:
             raise ModelError(f"channels must be 1 or 3, got {self.channels}")
         if self.num_classes < 1:
             raise ModelError("num_classes must be >= 1")
+        if self.sigmoid_outputs < 0 or (self.sigmoid_outputs and self.num_classes != 1):
+            raise ModelError("sigmoid_outputs must be >= 0, and > 0 only with num_classes 1")
         self.output_size()  # validates the input size against depth and padding
 
     def output_size(self) -> tuple[int, int]:
         """(h, w) of the output; smaller than the input for a valid-padding U-Net."""
         return tuple(_output_side(s, self.depth, self.padding) for s in self.input_size)
+
+    @property
+    def output_channels(self) -> int:
+        return self.sigmoid_outputs or self.num_classes
 
     @property
     def output_border(self) -> int:
@@ -132,6 +142,6 @@ def build_unet(config: UNetConfig = UNetConfig(), name: str = "unet") -> Any:
     # The head stays float32 under a mixed-precision policy: probabilities near 0 and 1 are
     # not representable in bfloat16, and the loss takes their logarithm.
     outputs = layers.Conv2D(
-        config.num_classes, 1, activation=activation, name="head", dtype="float32"
+        config.output_channels, 1, activation=activation, name="head", dtype="float32"
     )(x)
     return k.Model(inputs, outputs, name=name)

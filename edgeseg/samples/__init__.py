@@ -7,8 +7,18 @@ from edgeseg.samples.synthetic import (
     SynthConfig,
     SyntheticStream,
     generate,
+    generate_labelled,
+    generate_labelled_sample,
     generate_sample,
     write_dataset,
 )
 
-__all__ = ["SynthConfig", "SyntheticStream", "generate", "generate_sample", "write_dataset"]
+__all__ = [
+    "SynthConfig",
+    "SyntheticStream",
+    "generate",
+    "generate_labelled",
+    "generate_labelled_sample",
+    "generate_sample",
+    "write_dataset",
+]

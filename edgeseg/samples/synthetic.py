@@ -5,7 +5,10 @@ some elongated or irregular, some placed against each other) with per-cell brigh
 dome-shaped profile and chromatin-like texture → Gaussian PSF blur → out-of-focus haze →
 uneven illumination and background → Poisson shot noise and Gaussian read noise → camera gain,
 offset and clipping to uint8 or uint16. The mask is the union of the nucleus shapes before
-blur and noise.
+blur and noise. The instance labels (:func:`generate_labelled`, ``labels/`` of
+:func:`write_dataset`) give every nucleus its own id; where nuclei overlap, the nucleus drawn
+later owns the overlap (so labels > 0 is exactly the mask, and a nucleus mostly covered by
+later ones may keep only a sliver, or rarely two pieces). Ids are 1..N in raster order.
 
 Every cell is rendered once as a small blurred "sprite" and added into the frame. Blur is
 linear, so this equals blurring the whole frame, and it lets :class:`SyntheticStream` move
@@ -23,6 +26,7 @@ from types import ModuleType
 
 import numpy as np
 
+from edgeseg.core.instances import relabel_sequential
 from edgeseg.errors import DataError
 from edgeseg.optional import cv2 as _cv2
 from edgeseg.optional import require
@@ -334,16 +338,19 @@ def _compose(
     cyto_centres: list[tuple[int, int]] | None,
     shape: tuple[int, int],
     cv2: ModuleType,
+    ids: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Add sprites into float32 (H, W) nucleus/cytoplasm planes and OR their uint8 masks.
 
     ``centres`` are the full-res pixels of the sprites' middle pixels, ``cyto_centres`` the
     half-res ones (None: no cytoplasm). Overlapping nuclei add up, as fluorescence does.
+    ``ids``: an int32 (H, W) array of zeros to receive instance ids (sprite order, from 1;
+    a later sprite owns the pixels it shares with earlier ones), or None.
     """
     h, w = shape
     nuc = np.zeros(shape, np.float32)
     mask = np.zeros(shape, np.uint8)
-    for sp, (cy, cx) in zip(sprites, centres, strict=True):
+    for k, (sp, (cy, cx)) in enumerate(zip(sprites, centres, strict=True)):
         boxes = _boxes(cy - sp.half, cx - sp.half, sp.nuc.shape[0], shape)
         if boxes is not None:
             dst, src = boxes
@@ -351,6 +358,8 @@ def _compose(
             if sp.mask is not None:
                 m = mask[dst]
                 m |= sp.mask[src]
+                if ids is not None:
+                    ids[dst][sp.mask[src] > 0] = k + 1
     if cyto_centres is None:
         return nuc, None, mask
     small_shape = ((h + 1) // 2, (w + 1) // 2)
@@ -586,6 +595,24 @@ def generate_sample(
     background and 255 for nucleus. The same integer seed gives the same bytes; a Generator
     is used (and advanced) as given.
     """
+    image, mask, _ = _sample(seed, config, labels=False)
+    return image, mask
+
+
+def generate_labelled_sample(
+    seed: int | np.random.Generator, config: SynthConfig = SynthConfig()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As :func:`generate_sample` (the same image and mask for the same seed), plus int32
+    (H, W) instance ids 1..N in raster order, 0 background; the nucleus drawn later owns an
+    overlap, so ``ids > 0`` equals ``mask > 0``."""
+    image, mask, ids = _sample(seed, config, labels=True)
+    assert ids is not None
+    return image, mask, ids
+
+
+def _sample(
+    seed: int | np.random.Generator, config: SynthConfig, labels: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     cv2 = _cv2()
     rng = _as_rng(seed)
     shape = config.size
@@ -608,10 +635,11 @@ def generate_sample(
         )
         pixels.append((iy, ix))
         cyto_pixels.append((jy, jx))
-    nuc, cyto, mask = _compose(sprites, pixels, cyto_pixels if rgb else None, shape, cv2)
+    ids = np.zeros(shape, np.int32) if labels else None
+    nuc, cyto, mask = _compose(sprites, pixels, cyto_pixels if rgb else None, shape, cv2, ids)
     planes = _expected_photons(nuc, cyto, optics, cv2)
     image = _digitize(planes, optics, _adu_gain(planes, optics), rng, cv2)
-    return image, mask
+    return image, mask, None if ids is None else relabel_sequential(ids)
 
 
 def generate(
@@ -628,6 +656,19 @@ def generate(
     return (generate_sample(np.random.default_rng((int(seed), i)), config) for i in range(n))
 
 
+def generate_labelled(
+    n: int, config: SynthConfig = SynthConfig(), seed: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """As :func:`generate` (the same images and masks), with the instance ids of
+    :func:`generate_labelled_sample` as a third element."""
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+        raise DataError(f"number of samples must be a non-negative integer, got {n!r}")
+    _as_rng(seed)
+    return (
+        generate_labelled_sample(np.random.default_rng((int(seed), i)), config) for i in range(n)
+    )
+
+
 def write_dataset(
     out_dir: str | Path,
     n: int,
@@ -636,7 +677,9 @@ def write_dataset(
     fmt: str = "png",
     progress: Callable[[int], None] | None = None,
 ) -> Path:
-    """Write ``n`` samples of :func:`generate` to ``out_dir/images/`` and ``out_dir/masks/``.
+    """Write ``n`` samples of :func:`generate` to ``out_dir/images/`` and ``out_dir/masks/``,
+    and their instance labels (uint16, one id per nucleus, see :func:`generate_labelled`) to
+    ``out_dir/labels/``.
 
     Files are named ``0000.png`` … (``.tif`` for ``fmt="tif"``), matched by name; existing
     files of the same names are overwritten. RGB images are stored so that OpenCV reads them
@@ -654,28 +697,31 @@ def write_dataset(
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise DataError(f"output path exists and is not a folder: {root}")
-    img_dir, mask_dir = root / "images", root / "masks"
+    img_dir, mask_dir, label_dir = root / "images", root / "masks", root / "labels"
     try:
-        img_dir.mkdir(parents=True, exist_ok=True)
-        mask_dir.mkdir(parents=True, exist_ok=True)
+        for d in (img_dir, mask_dir, label_dir):
+            d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create output folders in {root}: {exc.strerror or exc}") from None
-    if not (os.access(img_dir, os.W_OK) and os.access(mask_dir, os.W_OK)):
+    if not all(os.access(d, os.W_OK) for d in (img_dir, mask_dir, label_dir)):
         raise DataError(f"output folder is not writable: {root}")
 
     width = max(4, len(str(n - 1)))
-    for i, (image, mask) in enumerate(generate(n, config, seed)):
+    for i, (image, mask, ids) in enumerate(generate_labelled(n, config, seed)):
         name = f"{i:0{width}d}.{ext}"
+        ids16 = np.minimum(ids, 65535).astype(np.uint16)
         try:
             if tifffile is not None:
                 photometric = "rgb" if image.ndim == 3 else "minisblack"
                 tifffile.imwrite(img_dir / name, image, photometric=photometric)
                 tifffile.imwrite(mask_dir / name, mask, photometric="minisblack")
+                tifffile.imwrite(label_dir / name, ids16, photometric="minisblack")
             else:
                 bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
                 if not (
                     cv2.imwrite(str(img_dir / name), bgr)
                     and cv2.imwrite(str(mask_dir / name), mask)
+                    and cv2.imwrite(str(label_dir / name), ids16)
                 ):
                     raise OSError("OpenCV could not write the file")
         except OSError as exc:

@@ -1,7 +1,8 @@
 """Training-time augmentation on (image, target) pairs: numpy and OpenCV.
 
 Geometric transforms move image and target together (targets with nearest-neighbour
-interpolation, so class indices stay exact); intensity transforms touch the image only.
+interpolation, so class indices and instance ids stay exact); intensity transforms touch the
+image only. Instance training augments the id map and derives its targets from the result.
 The elastic deformation is the one of the U-Net paper: random displacements on a coarse
 3x3 grid (10 px standard deviation) interpolated bicubically to a smooth field.
 """
@@ -50,7 +51,8 @@ def elastic(
     std: float = 10.0,
     grid: int = 3,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth random deformation of float32 (h, w, C) image and uint8 (h, w) target."""
+    """Smooth random deformation of float32 (h, w, C) image and integer (h, w) target (uint8
+    class indices, or int32 instance ids: warped through float32, exact up to 2**24)."""
     cv = cv2()
     h, w = target.shape
     coarse = rng.normal(0.0, std, size=(2, grid, grid)).astype(np.float32)
@@ -61,8 +63,9 @@ def elastic(
     warped = cv.remap(image, mx, my, cv.INTER_LINEAR, borderMode=cv.BORDER_REFLECT_101)
     if warped.ndim == 2:
         warped = warped[..., None]
-    warped_t = cv.remap(target, mx, my, cv.INTER_NEAREST, borderMode=cv.BORDER_REFLECT_101)
-    return warped, warped_t
+    src = target if target.dtype in (np.uint8, np.uint16) else target.astype(np.float32)
+    warped_t = cv.remap(src, mx, my, cv.INTER_NEAREST, borderMode=cv.BORDER_REFLECT_101)
+    return warped, warped_t.astype(target.dtype, copy=False)
 
 
 def augment(
@@ -71,7 +74,7 @@ def augment(
     rng: np.random.Generator,
     config: AugmentConfig = AugmentConfig(),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Augment one float32 (h, w, C) image and its uint8 (h, w) target."""
+    """Augment one float32 (h, w, C) image and its integer (h, w) target."""
     if config.flips:
         if rng.random() < 0.5:
             image, target = image[:, ::-1], target[:, ::-1]

@@ -1,8 +1,9 @@
 """Dice + cross-entropy losses (Keras 3 ops, any backend).
 
 Dice is computed over the whole batch (not averaged per image), which keeps it defined for
-crops without foreground. Targets are (N, h, w, 1) floats in {0, 1} for one class and
-(N, h, w) integer class indices for K classes.
+crops without foreground. Targets are (N, h, w, 1) floats in {0, 1} for one class,
+(N, h, w) integer class indices for K classes, and (N, h, w, K) floats in {0, 1} for K
+independent sigmoid channels (an instance model: foreground, interior).
 """
 
 from __future__ import annotations
@@ -47,4 +48,29 @@ def dice_ce_loss(num_classes: int, dice_weight: float = 1.0, ce_weight: float = 
         return ce_weight * ce + dice_weight * (1.0 - ops.mean(dice[1:]))
 
     loss.__name__ = "dice_ce_loss"
+    return loss
+
+
+def multi_sigmoid_loss(weights: tuple[float, ...], dice_weight: float = 1.0) -> Callable:
+    """Loss for K independent sigmoid channels: per channel BCE + (1 - soft Dice, pooled over
+    the batch), averaged over the channels with ``weights`` (normalized to sum to 1)."""
+    ops = keras().ops
+    total = float(sum(weights))
+    if len(weights) < 1 or total <= 0 or min(weights) < 0:
+        raise ValueError("channel weights must be non-negative with a positive sum")
+    w = [float(x) / total for x in weights]
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        y_true = ops.cast(y_true, y_pred.dtype)
+        p = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
+        axes = (0, 1, 2)
+        bce = -ops.mean(y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p), axis=axes)
+        inter = ops.sum(y_true * y_pred, axis=axes)
+        dice = (2.0 * inter + _EPS) / (
+            ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes) + _EPS
+        )
+        per_channel = bce + dice_weight * (1.0 - dice)
+        return ops.sum(per_channel * ops.convert_to_tensor(w, dtype=y_pred.dtype))
+
+    loss.__name__ = "multi_sigmoid_loss"
     return loss

@@ -3,6 +3,17 @@
 Validation segments every held-out image whole, by overlapping tiles, exactly as
 ``edgeseg eval`` does, so the Dice printed per epoch is the Dice a user will measure.
 The weights of the best validation epoch are kept.
+
+Instance models (a ``labels/`` folder, one id per object; ``instances=True`` or automatic
+when the folder has only labels/): the U-Net gets two independent sigmoid outputs,
+foreground and interior (:mod:`edgeseg.core.instances`). Their targets are derived from the
+id map of each crop AFTER cropping and augmentation (the id map is warped with
+nearest-neighbour interpolation), so the interior always matches the deformed objects. Loss:
+per channel BCE + Dice, averaged with the interior channel weighted ``interior_weight``.
+Validation reports AP at IoU 0.5 (the held-out objects matched one to one) beside the pooled
+foreground Dice, and ``keep="best"`` picks the epoch by AP50. The foreground threshold is not
+tuned for instance models (it stays 0.5): Dice-optimal thresholds shift object outlines, and
+AP depends on seeds and outlines together.
 """
 
 from __future__ import annotations
@@ -10,22 +21,36 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeseg.core.backend import CallableBackend
+from edgeseg.core.instances import InstanceSpec, instance_targets
 from edgeseg.core.metadata import ModelMetadata, class_names_for, write_sidecar
-from edgeseg.core.metrics import ThresholdChoice, best_threshold, foreground_overlap
+from edgeseg.core.metrics import (
+    PooledScores,
+    ThresholdChoice,
+    best_threshold,
+    foreground_overlap,
+    match_instances,
+)
 from edgeseg.core.segmenter import Segmenter
-from edgeseg.datasets import LabelledSet, load_labelled, split, synthetic_labelled
+from edgeseg.datasets import (
+    LABELS,
+    LabelledSet,
+    load_labelled,
+    split_groups,
+    synthetic_labelled,
+    target_kind,
+)
 from edgeseg.errors import DataError
 from edgeseg.model.unet import UNetConfig, build_unet
 from edgeseg.optional import keras
 from edgeseg.train.augment import AugmentConfig, augment, random_crop
-from edgeseg.train.losses import dice_bce_loss, dice_ce_loss
+from edgeseg.train.losses import dice_bce_loss, dice_ce_loss, multi_sigmoid_loss
 
 SYNTHETIC = "synthetic"
 
@@ -58,6 +83,13 @@ class TrainConfig:
     # which stays an unbiased check.
     tune_threshold: bool = True
     tune_pixels: int = 32_000_000  # at most this many training pixels are scored
+    # Instance labels (labels/ folders): True, False, or None = labels/ when it is the only
+    # target folder (synthetic data: False).
+    instances: bool | None = None
+    interior_weight: float = 1.0  # weight of the interior channel's loss (foreground: 1)
+    # Held-out images by group: these groups, or whole groups drawn until val_fraction.
+    val_groups: tuple[str, ...] | None = None
+    group_pattern: str | None = None  # regex; default: the name before its first "_"
 
 
 @dataclass(frozen=True)
@@ -68,6 +100,7 @@ class EpochLog:
     val_iou: float
     learning_rate: float
     seconds: float
+    val_ap50: float | None = None  # instance models: AP at IoU 0.5 over the held-out images
 
 
 @dataclass(frozen=True)
@@ -81,6 +114,8 @@ class TrainResult:
     val_iou: float
     seconds: float
     threshold: ThresholdChoice | None = None
+    val_ap50: float | None = None
+    val_groups: tuple[str, ...] = ()
 
 
 def cpu_has_bf16() -> bool:
@@ -103,42 +138,79 @@ def _policy(precision: str) -> str:
     )
 
 
+def resolve_instances(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``instances`` decided (True/False) and, for an instance model, a U-Net
+    with two sigmoid outputs."""
+    instances = config.instances
+    if instances is None:
+        instances = config.data != SYNTHETIC and target_kind(config.data) == LABELS
+    elif instances and config.data != SYNTHETIC:
+        target_kind(config.data, True)  # labels/ must exist
+    if not instances:
+        return replace(config, instances=False)
+    if config.unet.num_classes != 1:
+        raise DataError("an instance model has one object class; use --num-classes 1")
+    if not config.interior_weight > 0:
+        raise DataError(f"interior weight must be positive, got {config.interior_weight}")
+    return replace(config, instances=True, unet=replace(config.unet, sigmoid_outputs=2))
+
+
 def metadata_for(config: TrainConfig) -> ModelMetadata:
     u = config.unet
+    names = list(config.class_names) if config.class_names else None
+    if config.instances and not names:
+        names = ["object"]
     return ModelMetadata(
         input_size=u.input_size,
         channels=u.channels,
         channel_order="GRAY" if u.channels == 1 else "RGB",
         normalization=config.normalization,
         num_classes=u.num_classes,
-        class_names=class_names_for(
-            u.num_classes, list(config.class_names) if config.class_names else None
-        ),
+        class_names=class_names_for(u.num_classes, names),
         foreground_value=config.foreground_value if u.num_classes == 1 else None,
         output_border=u.output_border,
         pixel_size_um=config.pixel_size_um,
+        instances=InstanceSpec().to_dict() if config.instances else None,
         provenance={
             "trained_on": config.data,
             "unet": u.to_dict(),
             "seed": config.seed,
             "precision": config.precision,
+            **(
+                {"targets": "instance labels", "interior_weight": config.interior_weight}
+                if config.instances
+                else {}
+            ),
         },
     )
 
 
-def _load(config: TrainConfig, meta: ModelMetadata) -> tuple[LabelledSet, LabelledSet]:
+def _load(
+    config: TrainConfig, meta: ModelMetadata
+) -> tuple[LabelledSet, LabelledSet, tuple[str, ...], int]:
+    """Training and validation sets, the held-out groups and the number of groups."""
+    inst = bool(config.instances)
     if config.data == SYNTHETIC:
-        data = synthetic_labelled(config.synthetic_images, meta, seed=config.seed)
+        data = synthetic_labelled(config.synthetic_images, meta, seed=config.seed, instances=inst)
     else:
-        data = load_labelled(config.data, meta)
+        data = load_labelled(config.data, meta, instances=inst)
     if config.val:
         val = (
-            synthetic_labelled(max(4, config.synthetic_images // 5), meta, seed=config.seed + 1)
+            synthetic_labelled(
+                max(4, config.synthetic_images // 5), meta, seed=config.seed + 1, instances=inst
+            )
             if config.val == SYNTHETIC
-            else load_labelled(config.val, meta)
+            else load_labelled(config.val, meta, instances=inst)
         )
-        return data, val
-    return split(data, config.val_fraction, seed=config.seed)
+        return data, val, (), 0
+    s = split_groups(
+        data,
+        config.val_fraction,
+        seed=config.seed,
+        pattern=config.group_pattern,
+        val_groups=config.val_groups,
+    )
+    return s.train, s.val, s.val_groups, s.n_groups
 
 
 def _batches(
@@ -150,6 +222,7 @@ def _batches(
     weights = areas / areas.sum()
     b = meta.output_border
     one_class = meta.num_classes == 1
+    spec = meta.instance_spec
 
     class Crops(k.utils.PyDataset):
         def __len__(self) -> int:
@@ -161,12 +234,20 @@ def _batches(
                 i = int(rng.choice(len(data), p=weights))
                 x, y = random_crop(data.images[i], data.targets[i], meta.input_size, rng)
                 x, y = augment(x, y, rng, config.augment)
+                if spec is not None:
+                    # Targets of the augmented crop: the interior follows the warped objects.
+                    y = instance_targets(y, spec.border)
                 if b:
                     y = y[b:-b, b:-b]
                 xs.append(x)
                 ys.append(y)
             y_arr = np.stack(ys)
-            y_arr = y_arr[..., None].astype(np.float32) if one_class else y_arr.astype(np.int32)
+            if spec is not None:
+                y_arr = y_arr.astype(np.float32, copy=False)
+            elif one_class:
+                y_arr = y_arr[..., None].astype(np.float32)
+            else:
+                y_arr = y_arr.astype(np.int32)
             return np.stack(xs), y_arr
 
     return Crops(workers=1, use_multiprocessing=False)
@@ -183,6 +264,23 @@ def validate(model: Any, val: LabelledSet, meta: ModelMetadata) -> tuple[float, 
     segmenter = _segmenter(model, meta)
     predicted = [segmenter.labels(image, prepared=True) for image in val.images]
     return foreground_overlap(predicted, val.targets, meta.num_classes)
+
+
+def validate_instances(
+    model: Any, val: LabelledSet, meta: ModelMetadata
+) -> tuple[float, float, float]:
+    """Instance model: pooled foreground Dice and IoU, and AP at IoU 0.5 pooled over the
+    held-out images (TP, FP, FN summed), from the Segmenter's instance ids."""
+    segmenter = _segmenter(model, meta)
+    pixels = PooledScores()
+    counts = None
+    for image, truth in zip(val.images, val.targets, strict=True):
+        ids = segmenter.labels(image, prepared=True)
+        pixels.add(ids > 0, truth > 0)
+        c = match_instances(ids, truth, thresholds=(0.5,))
+        counts = c if counts is None else counts + c
+    scores = pixels.result()
+    return scores.dice, scores.iou, counts.ap(0.5) if counts is not None else 0.0
 
 
 def tune_threshold(
@@ -208,11 +306,13 @@ def train(
     config: TrainConfig,
     on_epoch: Callable[[EpochLog], None] | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
+    on_message: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train, keep the best (or last) validation epoch, tune the one-class threshold on the
-    training images, write ``config.out`` and its metadata sidecar.
+    training images (not for instance models), write ``config.out`` and its metadata sidecar.
 
-    ``on_step(step, total_steps, loss)`` and ``on_epoch(log)`` report progress.
+    ``on_step(step, total_steps, loss)`` and ``on_epoch(log)`` report progress;
+    ``on_message(text)`` gets notes such as which groups were held out.
     """
     k = keras()
     out = Path(config.out)
@@ -224,8 +324,22 @@ def train(
     if config.keep not in ("best", "last"):
         raise DataError(f"keep must be 'best' or 'last', got {config.keep!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    config = resolve_instances(config)
     meta = metadata_for(config)
-    train_set, val_set = _load(config, meta)
+    instances = meta.instance_spec is not None
+    train_set, val_set, val_groups, n_groups = _load(config, meta)
+    if on_message:
+        what = "instance labels" if instances else "masks"
+        if val_groups:
+            on_message(
+                f"training on {len(train_set)} images ({what}); held out {len(val_groups)} of "
+                f"{n_groups} groups for validation ({len(val_set)} images): "
+                + ", ".join(val_groups)
+            )
+        else:
+            on_message(
+                f"training on {len(train_set)} images ({what}); validating on {len(val_set)}"
+            )
     k.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
 
@@ -235,14 +349,26 @@ def train(
         model = build_unet(config.unet)
     finally:
         k.mixed_precision.set_global_policy(previous_policy)
-    loss = dice_bce_loss() if meta.num_classes == 1 else dice_ce_loss(meta.num_classes)
+    if instances:
+        loss = multi_sigmoid_loss((1.0, config.interior_weight))
+    elif meta.num_classes == 1:
+        loss = dice_bce_loss()
+    else:
+        loss = dice_ce_loss(meta.num_classes)
     model.compile(optimizer=k.optimizers.Adam(config.learning_rate), loss=loss)
 
     total_steps = config.epochs * config.steps_per_epoch
     budget = config.max_minutes * 60 if config.max_minutes else None
     start = time.perf_counter()
     history: list[EpochLog] = []
-    best: dict[str, Any] = {"dice": -1.0, "iou": 0.0, "epoch": 0, "weights": None}
+    best: dict[str, Any] = {
+        "score": -1.0,
+        "dice": -1.0,
+        "iou": 0.0,
+        "ap50": None,
+        "epoch": 0,
+        "weights": None,
+    }
 
     def lr_at(step: int) -> float:
         # Cosine decay to 2% over the run, whichever ends it first: the steps, or the
@@ -277,7 +403,11 @@ def train(
                 self.model.stop_training = True
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            dice, iou = validate(self.model, val_set, meta)
+            ap50 = None
+            if instances:
+                dice, iou, ap50 = validate_instances(self.model, val_set, meta)
+            else:
+                dice, iou = validate(self.model, val_set, meta)
             log = EpochLog(
                 epoch=epoch + 1,
                 loss=float((logs or {}).get("loss", float("nan"))),
@@ -285,10 +415,19 @@ def train(
                 val_iou=iou,
                 learning_rate=float(np.asarray(self.model.optimizer.learning_rate)),
                 seconds=time.perf_counter() - self.epoch_start,
+                val_ap50=ap50,
             )
             history.append(log)
-            if dice > best["dice"]:
-                best.update(dice=dice, iou=iou, epoch=epoch + 1, weights=self.model.get_weights())
+            score = ap50 if ap50 is not None else dice
+            if score > best["score"]:
+                best.update(
+                    score=score,
+                    dice=dice,
+                    iou=iou,
+                    ap50=ap50,
+                    epoch=epoch + 1,
+                    weights=self.model.get_weights(),
+                )
             if on_epoch:
                 on_epoch(log)
 
@@ -301,9 +440,10 @@ def train(
     if config.keep == "best" and best["weights"] is not None:
         model.set_weights(best["weights"])
     elif history:
-        best.update(dice=history[-1].val_dice, iou=history[-1].val_iou, epoch=history[-1].epoch)
+        last = history[-1]
+        best.update(dice=last.val_dice, iou=last.val_iou, ap50=last.val_ap50, epoch=last.epoch)
     choice = None
-    if config.tune_threshold and meta.num_classes == 1:
+    if config.tune_threshold and meta.num_classes == 1 and not instances:
         choice = tune_threshold(model, train_set, meta, config.tune_pixels, config.seed)
         meta = meta.with_updates(
             threshold=choice.threshold,
@@ -336,4 +476,6 @@ def train(
         val_iou=best["iou"],
         seconds=time.perf_counter() - start,
         threshold=choice,
+        val_ap50=best["ap50"],
+        val_groups=val_groups,
     )
