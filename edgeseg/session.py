@@ -10,13 +10,14 @@ share one policy and `bench --e2e` measures what `run` does:
   processed by one interpreter per core (throughput); a live source or a delegate gets one
   interpreter (latency);
 - outputs are opened before the source (a port in use or an unwritable path fails before the
-  camera opens), in a fixed order: stream, CSV, masks, recording, window.
+  camera opens), in a fixed order: stream, CSV, objects, masks, recording, window.
 
 It sits above ``runtime/`` and ``devices/`` (it reads device profiles), below the CLI.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -101,6 +102,9 @@ class RunOptions:
     mask_format: str = "png"
     csv: Path | None = None
     csv_max_bytes: str | int | None = None
+    objects: Path | None = None  # one CSV row per object per frame
+    objects_max_bytes: str | int | None = None
+    pixel_size: float | None = None  # µm per pixel (default: the metadata's pixel_size_um)
     stream: str | None = None
     stream_token: str | None = None
     retry: bool = True  # reopen a live source that stops delivering, with back-off
@@ -208,6 +212,10 @@ def build_session(
         raise DataError(f"--mask-format must be png or tif, got {o.mask_format}")
     if not 0.0 <= o.alpha <= 1.0:
         raise DataError(f"--alpha must be between 0 and 1, got {o.alpha}")
+    if o.pixel_size is not None and not (math.isfinite(o.pixel_size) and o.pixel_size > 0):
+        raise DataError(
+            f"--pixel-size must be a positive number of µm per pixel, got {o.pixel_size}"
+        )
     source = o.source
     if o.camera is None and source is None:
         source = policy.camera
@@ -226,12 +234,13 @@ def build_session(
     seg_options = {"resize": not tile, "overlap": o.overlap, "min_area": o.min_area}
 
     messages: list[str] = []
-    sinks = _open_sinks(o, messages, warn)
+    sinks = _open_sinks(o, meta, messages, warn)
     sinks += extra_sinks
     try:
         if not sinks:
             raise DataError(
-                "--headless with no output: add --record, --save-masks, --csv or --stream"
+                "--headless with no output: add --record, --save-masks, --csv, --objects or "
+                "--stream"
             )
         stream = open_stream(uri, width=o.width, height=o.height, fps=o.fps)
     except BaseException:
@@ -275,13 +284,16 @@ def build_session(
     )
 
 
-def _open_sinks(o: RunOptions, messages: list[str], warn: Callable[[str], None]) -> list[Sink]:
+def _open_sinks(
+    o: RunOptions, meta: ModelMetadata, messages: list[str], warn: Callable[[str], None]
+) -> list[Sink]:
     """The outputs `run` was asked for, in a fixed order; all closed again if one fails."""
     from edgeseg.runtime.sinks import (
         CSV_FIELDS,
         CsvSink,
         MaskSink,
         MjpegServer,
+        ObjectSink,
         VideoSink,
         WindowSink,
         is_folder_target,
@@ -298,6 +310,11 @@ def _open_sinks(o: RunOptions, messages: list[str], warn: Callable[[str], None])
             warn(messages[-1])
         if o.csv:
             sinks.append(CsvSink(o.csv, CSV_FIELDS, max_bytes=o.csv_max_bytes))
+        if o.objects:
+            pixel = o.pixel_size if o.pixel_size is not None else meta.pixel_size_um
+            sinks.append(
+                ObjectSink(o.objects, meta, pixel_size_um=pixel, max_bytes=o.objects_max_bytes)
+            )
         if o.save_masks:
             sinks.append(MaskSink(o.save_masks, fmt=o.mask_format, max_bytes=o.masks_max_bytes))
         if o.record:

@@ -82,6 +82,7 @@ def test_file_stream_delivers_every_frame_in_order_to_a_slow_consumer(tmp_path: 
     assert capture.finished and not capture.reached_max
     times = [f.captured for f in frames]
     assert times == sorted(times)
+    assert [f.name for f in frames] == [f"stack.tif#page{i}" for i in range(8)]
     capture.stop()
 
 
@@ -94,6 +95,7 @@ def test_live_stream_keeps_the_newest_frame_for_a_slow_consumer() -> None:
     assert capture.dropped + capture.delivered == 30 == capture.frames_read
     indices = [f.index for f in frames]
     assert indices == sorted(set(indices)) and indices[-1] == 29
+    assert all(f.name is None for f in frames)  # only file sources name their frames
 
 
 def test_max_frames() -> None:

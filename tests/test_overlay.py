@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from helpers import BINARY, THREE
 
+from edgeseg.core.instances import InstanceSpec
+from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.preprocess import normalize
 from edgeseg.errors import DataError
 from edgeseg.runtime.overlay import (
@@ -14,6 +16,7 @@ from edgeseg.runtime.overlay import (
     display_frame,
     draw_hud,
     hud_lines,
+    instance_colors,
     overlay,
     side_by_side,
 )
@@ -102,6 +105,69 @@ def test_overlay_accepts_frames_as_read() -> None:
     frame16[0, 0] = 0
     out = overlay(frame16, two_class_labels(), THREE)
     assert out.shape == (40, 48, 3) and out.dtype == np.uint8
+
+
+# ---------------------------------------------------------------------------- instances
+
+INSTANCES = ModelMetadata(input_size=(32, 32), instances=InstanceSpec().to_dict())
+
+
+def touching_instances(h: int = 40, w: int = 48) -> np.ndarray:
+    """Two objects side by side, touching along column 20, and a third far away."""
+    ids = np.zeros((h, w), np.int32)
+    ids[10:30, 8:20] = 1
+    ids[10:30, 20:32] = 2
+    ids[33:38, 40:46] = 300  # an id past 8 bits
+    return ids
+
+
+def test_instance_colors_fixed_by_id_and_black_background() -> None:
+    ids = np.arange(0, 1024)
+    colours = instance_colors(ids)
+    assert colours.shape == (1024, 3) and colours.dtype == np.uint8
+    assert (colours[0] == 0).all() and (colours[1:].max(axis=1) > 100).all()
+    np.testing.assert_array_equal(colours[1], colours[257])  # a palette of 256, by id % 256
+    assert len({tuple(c) for c in colours[1:257]}) == 256  # every one of them distinct
+    np.testing.assert_array_equal(instance_colors(np.array([5, 6])), colours[[5, 6]])
+
+
+def test_overlay_of_touching_instances_shows_a_boundary_and_two_colours() -> None:
+    image, ids = gray_image(), touching_instances()
+    c1, c2, c300 = instance_colors(np.array([1, 2, 300]))
+    assert not np.array_equal(c1, c2)
+    out = overlay(image, ids, INSTANCES, alpha=0.5)
+    # Outlines, opaque in each object's colour: the line between the two touching objects
+    # is two pixels, one of each colour.
+    assert (out[15:25, 19] == c1).all() and (out[15:25, 20] == c2).all()
+    assert (out[10, 9:19] == c1).all() and (out[29, 21:31] == c2).all()
+    assert (out[33, 40:46] == c300).all()
+    # Insides blended with the object's colour; the background untouched.
+    for colour, inside in ((c1, out[12:28, 10:18]), (c2, out[12:28, 22:30])):
+        expected = 0.5 * 100 + 0.5 * colour.astype(float)
+        assert np.abs(inside.astype(float) - expected).max() <= 1
+    np.testing.assert_array_equal(out[ids == 0], image[ids == 0])
+    # The frame's edge is no outline: an object filling the frame has none.
+    full = overlay(image, np.ones((40, 48), np.int32), INSTANCES, alpha=0.5)
+    assert len(np.unique(full.reshape(-1, 3), axis=0)) == 1
+
+
+def test_overlay_of_instances_fill_and_contours_switches() -> None:
+    image, ids = gray_image(), touching_instances()
+    c1 = instance_colors(np.array([1]))[0]
+    outline_only = overlay(image, ids, INSTANCES, fill=False)
+    assert (outline_only[15:25, 19] == c1).all()
+    np.testing.assert_array_equal(outline_only[12:28, 10:18], image[12:28, 10:18])
+    fill_only = overlay(image, ids, INSTANCES, contours=False, alpha=1.0)
+    assert (fill_only[ids == 1] == c1).all()
+    np.testing.assert_array_equal(overlay(image, ids * 0, INSTANCES), image)
+    for dtype in (np.uint16, np.int64):
+        np.testing.assert_array_equal(
+            overlay(image, ids.astype(dtype), INSTANCES), overlay(image, ids, INSTANCES)
+        )
+    with pytest.raises(DataError, match="integer instance map"):
+        overlay(image, ids.astype(np.float32), INSTANCES)
+    with pytest.raises(DataError, match="uint8"):  # a semantic model's map stays uint8
+        overlay(image, ids, THREE)
 
 
 # ---------------------------------------------------------------------------- display_frame

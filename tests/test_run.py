@@ -16,7 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import bright_model, one_line_error, read_video, write_nuclei_video
+from helpers import (
+    bright_model,
+    instance_model,
+    one_line_error,
+    read_video,
+    write_nuclei_video,
+)
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app
@@ -303,3 +309,85 @@ def test_port_in_use_and_other_bad_options(model: Path, tmp_path: Path) -> None:
         runner.invoke(app, ["run", str(model), "--camera", "0", "--source", "x.mp4"]),
     )
     assert not os.path.exists(tmp_path / "s.csv")
+
+
+# ---------------------------------------------------------------------------- instance models
+
+
+@pytest.fixture(scope="module")
+def instances(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return instance_model(tmp_path_factory.mktemp("instances") / "instances.tflite")
+
+
+@pytest.fixture(scope="module")
+def wells(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of frames named like a plate's wells: 16-bit TIFFs and 8-bit PNGs."""
+    tifffile = pytest.importorskip("tifffile")
+    from edgeseg.samples import SyntheticStream
+
+    root = tmp_path_factory.mktemp("wells")
+    deep = SyntheticStream(size=(96, 128), seed=8, bit_depth=16)
+    for name in ("A06_s6", "A07_s1"):
+        tifffile.imwrite(root / f"{name}.tif", deep.read()[0])
+    flat = SyntheticStream(size=(96, 128), seed=9, bit_depth=8)
+    cv2.imwrite(str(root / "B01_s2.png"), flat.read()[0])
+    return root
+
+
+def _library_instances(model: Path, frames: list[np.ndarray]) -> list[np.ndarray]:
+    """What eval computes: the model opened as eval opens it, each frame through Segmenter."""
+    from edgeseg.core.segmenter import Segmenter
+    from edgeseg.model.resolve import open_model
+
+    backend, meta = open_model(model)
+    assert meta.instances is not None
+    segmenter = Segmenter(backend, meta)
+    return [segmenter.labels(frame) for frame in frames]
+
+
+@pytest.mark.parametrize("fmt", ["png", "tif"])
+def test_instance_masks_are_the_library_labels_as_16_bit_named_after_the_files(
+    instances: Path, wells: Path, tmp_path: Path, fmt: str
+) -> None:
+    from edgeseg.imageio import read_image
+
+    masks = tmp_path / "masks"
+    args = ["run", str(instances), "--source", str(wells), "--headless"]
+    result = runner.invoke(app, [*args, "--save-masks", str(masks), "--mask-format", fmt])
+    assert result.exit_code == 0, result.output
+    files = sorted(wells.iterdir())
+    assert sorted(p.name for p in masks.iterdir()) == sorted(f"{p.stem}.{fmt}" for p in files)
+    expected = _library_instances(instances, [read_image(p) for p in files])
+    objects = 0
+    for path, ids in zip(files, expected, strict=True):
+        got = read_image(masks / f"{path.stem}.{fmt}")
+        assert got.dtype == np.uint16 and ids.dtype == np.int32
+        np.testing.assert_array_equal(got, ids, err_msg=path.name)
+        objects += int(ids.max())
+    assert objects > len(files)  # blank maps would prove nothing
+
+
+def test_instance_run_counts_objects_and_records_them(instances: Path, tmp_path: Path) -> None:
+    rec, stats = tmp_path / "rec.avi", tmp_path / "frames.csv"
+    args = ["run", str(instances), "--source", SYNTH.format(n=4), "--headless"]
+    result = runner.invoke(app, [*args, "--record", str(rec), "--csv", str(stats)])
+    assert result.exit_code == 0, result.output
+    rows = _rows(stats)
+    assert len(rows) == 4 and all(int(r["objects"]) > 1 for r in rows)
+    assert len(read_video(rec)) == 4
+
+
+def test_semantic_masks_of_a_folder_are_named_after_the_files_too(
+    model: Path, wells: Path, tmp_path: Path
+) -> None:
+    from edgeseg.imageio import read_image
+
+    masks = tmp_path / "masks"
+    result = runner.invoke(
+        app, ["run", str(model), "--source", str(wells), "--headless", "--save-masks", str(masks)]
+    )
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in masks.iterdir())
+    assert names == ["A06_s6.png", "A07_s1.png", "B01_s2.png"]
+    back = read_image(masks / "A06_s6.png")
+    assert back.dtype == np.uint8 and set(np.unique(back)) <= {0, 1}

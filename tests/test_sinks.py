@@ -156,7 +156,91 @@ def test_masks_errors(tmp_path: Path) -> None:
         sink.write(2, rendered(), labels_for().astype(np.float32), RECORD)
 
 
+def instance_ids(h: int = 48, w: int = 64) -> np.ndarray:
+    """int32 object ids: two touching objects and one with an id past 8 bits."""
+    ids = np.zeros((h, w), np.int32)
+    ids[8:20, 8:20] = 1
+    ids[8:20, 20:30] = 2
+    ids[30:40, 40:50] = 40000
+    return ids
+
+
+@pytest.mark.parametrize("fmt", ["png", "tif"])
+def test_masks_of_instances_are_16_bit(tmp_path: Path, fmt: str) -> None:
+    ids = instance_ids()
+    with MaskSink(tmp_path, fmt=fmt) as sink:
+        sink.write(0, rendered(), ids, RECORD)
+        sink.write(1, rendered(), ids * 0, RECORD)  # no objects: still 16-bit
+    for i, want in ((0, ids), (1, ids * 0)):
+        back = read_image(tmp_path / f"{i:06d}.{fmt}")
+        assert back.dtype == np.uint16
+        np.testing.assert_array_equal(back, want)
+
+
+def test_masks_with_more_ids_than_16_bits(tmp_path: Path) -> None:
+    ids = instance_ids()
+    ids[0, 0] = 70000
+    with MaskSink(tmp_path / "tif", fmt="tif") as tif:
+        tif.write(0, rendered(), ids, RECORD)
+    back = pytest.importorskip("tifffile").imread(tmp_path / "tif" / "000000.tif")
+    assert back.dtype == np.uint32  # a TIFF keeps them all
+    np.testing.assert_array_equal(back, ids)
+    with MaskSink(tmp_path / "png") as png:
+        png.write(0, rendered(), ids, RECORD)
+        png.write(1, rendered(), ids, RECORD)
+    back = read_image(tmp_path / "png" / "000000.png")
+    assert back.dtype == np.uint16 and back[0, 0] == 0
+    np.testing.assert_array_equal(back[1:], ids[1:])
+    assert len(png.warnings) == 1 and "--mask-format tif" in png.warnings[0]
+    with pytest.raises(DataError, match="negative"):
+        MaskSink(tmp_path / "neg").write(0, rendered(), ids - 5, RECORD)
+
+
+def test_masks_named_after_the_frames_files(tmp_path: Path) -> None:
+    labels = labels_for()
+    with MaskSink(tmp_path) as sink:
+        sink.write(0, rendered(), labels, {**RECORD, "name": "A06_s6.tif"})
+        sink.write(1, rendered(), labels, {**RECORD, "name": "plate 2/B01.png"})  # a relpath
+        sink.write(2, rendered(), labels, {**RECORD, "name": "clip.mp4#frame2"})  # by index
+        sink.write(3, rendered(), labels, {**RECORD, "name": "A06_s6.png"})  # same stem
+        sink.write(4, rendered(), labels, RECORD)  # a camera frame: by index
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "000002.png", "000004.png", "A06_s6-000003.png", "A06_s6.png", "plate 2_B01.png"
+    ]  # fmt: skip
+    assert len(sink.warnings) == 1 and "same name" in sink.warnings[0]
+    np.testing.assert_array_equal(read_image(tmp_path / "A06_s6.png"), labels)
+
+
+def test_named_masks_stay_within_their_bound_and_spare_other_files(tmp_path: Path) -> None:
+    (tmp_path / "notes.png").write_bytes(b"x" * 50)  # not ours: never counted or deleted
+    labels = labels_for()
+    size = len(cv2.imencode(".png", labels)[1])
+    with MaskSink(tmp_path, max_bytes=size * 3) as sink:
+        for i in range(6):
+            sink.write(i, rendered(), labels, {**RECORD, "name": f"well{i}.tif"})
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["notes.png", "well3.png", "well4.png", "well5.png"]
+
+
+def test_mjpeg_stats_show_the_object_count_and_the_frame_name() -> None:
+    with MjpegServer(port=0) as server:
+        record = {**RECORD, "objects": 3, "name": "A06_s6.tif"}
+        server.write(0, rendered(), instance_ids(), record)
+        stats = json.loads(get(server.url + "stats.json")[2])
+    assert stats["objects"] == 3 and stats["name"] == "A06_s6.tif"
+
+
 # ---------------------------------------------------------------------------- CSV
+
+
+def test_csv_write_rows_writes_a_frame_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    with CsvSink(path, ("frame", "id")) as sink:
+        sink.write_rows([{"frame": 0, "id": i} for i in (1, 2, 3)])
+        sink.write_rows([])
+        assert sink.rows == 3
+    assert path.read_text().splitlines() == ["frame,id", "0,1", "0,2", "0,3"]
 
 
 def test_csv_rows_complete_and_flushed(tmp_path: Path) -> None:

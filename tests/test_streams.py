@@ -218,6 +218,24 @@ def test_folder_in_natural_order_skips_a_corrupt_image(tmp_path: Path) -> None:
     assert len(stream.warnings) == 1 and "5.png" in stream.warnings[0]
 
 
+def test_file_streams_name_each_frame_they_return(tmp_path: Path) -> None:
+    for i in (10, 2, 1):
+        write_image(tmp_path / f"A{i}_s1.png", np.full((6, 7), i, np.uint8))
+    (tmp_path / "A5_s1.png").write_bytes(b"not a png")  # skipped: no frame, no name
+    stream = open_stream(str(tmp_path))
+    assert getattr(stream, "frame_name", None) is None  # nothing returned yet
+    names = []
+    while (frame := stream.read()) is not None:
+        names.append((int(frame[0, 0]), stream.frame_name))
+    assert sorted(names) == [(1, "A1_s1.png"), (2, "A2_s1.png"), (10, "A10_s1.png")]
+    assert stream.frame_name is None  # after the end
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((5, 6, 7), np.uint16))
+    stack = open_stream(str(tmp_path / "stack.tif"))
+    stack.read()
+    stack.read()
+    assert stack.frame_name == "stack.tif#page1"
+
+
 def test_file_sources_refuse_camera_settings_and_report_missing_paths(tmp_path: Path) -> None:
     path = write_video(tmp_path / "clip.avi", n=2)
     with pytest.raises(DataError, match="cameras"):

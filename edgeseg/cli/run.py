@@ -110,7 +110,10 @@ def run(
         "disk); the oldest of edgeseg's own segments are deleted first.",
     ),
     save_masks: Path | None = typer.Option(
-        None, "--save-masks", help="Folder for lossless label maps, one per frame."
+        None,
+        "--save-masks",
+        help="Folder for lossless label maps, one per frame (8-bit classes; 16-bit object ids "
+        "for an instance model), named after the source file for image folders and globs.",
     ),
     masks_max_bytes: str | None = typer.Option(
         None, "--masks-max-bytes", help="Keep the newest mask files within this size."
@@ -121,6 +124,23 @@ def run(
         None,
         "--csv-max-bytes",
         help="Rotate the CSV (name.1.csv, name.2.csv…, each with its header) within this size.",
+    ),
+    objects: Path | None = typer.Option(
+        None,
+        "--objects",
+        help="CSV of one row per object per frame: id, class, area (px, µm² with a pixel "
+        "size), centroid, bounding box, mean and integrated intensity of the raw frame, "
+        "touches the border.",
+    ),
+    objects_max_bytes: str | None = typer.Option(
+        None,
+        "--objects-max-bytes",
+        help="Rotate the objects CSV (name.1.csv, name.2.csv…) within this size.",
+    ),
+    pixel_size: float | None = typer.Option(
+        None,
+        "--pixel-size",
+        help="µm per pixel, for object areas in µm² (default: the model's pixel_size_um).",
     ),
     stream: str | None = typer.Option(
         None,
@@ -160,8 +180,8 @@ def run(
     """Run MODEL on a live or recorded stream and overlay the masks in real time.
 
     Outputs in any combination: a window (when a display exists), --record, --save-masks,
-    --csv, --stream. Ctrl-C stops cleanly: the recording stays playable and the CSV complete.
-    Every option can be set in edgeseg.toml (`edgeseg config show`).
+    --csv, --objects, --stream. Ctrl-C stops cleanly: the recording stays playable and the
+    CSV complete. Every option can be set in edgeseg.toml (`edgeseg config show`).
     """
     from edgeseg.session import RunOptions, build_session
 
@@ -191,6 +211,9 @@ def run(
         mask_format=mask_format,
         csv=csv_path,
         csv_max_bytes=csv_max_bytes,
+        objects=objects,
+        objects_max_bytes=objects_max_bytes,
+        pixel_size=pixel_size,
         stream=stream,
         stream_token=stream_token,
         retry=retry,
@@ -207,7 +230,7 @@ def run(
     summary = session.run(handle_signals=True)
     for line in summary.lines():
         out.print(line, highlight=False)
-    written = [str(p) for p in (record, save_masks, csv_path, summary_json) if p]
+    written = [str(p) for p in (record, save_masks, csv_path, objects, summary_json) if p]
     if summary_json:
         summary_json.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     if written:

@@ -55,11 +55,14 @@ _CAMERA_SCHEMES = ("camera://", "v4l2://", "csi://")
 class Frame:
     """One frame as captured. ``index`` counts the frames read from the stream (from 0; the
     frames dropped in between leave gaps), ``image`` is the stream's array (uint8/uint16,
-    (H, W) or (H, W, C), RGB), ``captured`` the time.perf_counter() when read() returned it."""
+    (H, W) or (H, W, C), RGB), ``captured`` the time.perf_counter() when read() returned it,
+    ``name`` the frame's name in a file source (the stream's ``frame_name``: ``"A06.tif"``,
+    ``"clip.mp4#frame37"``), None for other streams."""
 
     index: int
     image: np.ndarray
     captured: float
+    name: str | None = None
 
 
 class CaptureThread:
@@ -300,7 +303,8 @@ class CaptureThread:
                     continue
                 if image is None:  # the end of a file, or of the frames a live stream announced
                     break
-                frame = Frame(n, image, captured)
+                name = getattr(stream, "frame_name", None)  # read() has returned: no race
+                frame = Frame(n, image, captured, name if isinstance(name, str) else None)
                 n += 1
                 delay = self.backoff
                 with self._cond:

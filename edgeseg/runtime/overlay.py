@@ -24,6 +24,7 @@ __all__ = [
     "display_frame",
     "draw_hud",
     "hud_lines",
+    "instance_colors",
     "overlay",
     "side_by_side",
 ]
@@ -83,6 +84,36 @@ def class_colors(num_classes: int) -> np.ndarray:
         r, g, b = colorsys.hsv_to_rgb(hue, 0.85, value)
         extra.append((round(r * 255), round(g * 255), round(b * 255)))
     return np.concatenate([PALETTE, np.array(extra, dtype=np.uint8)])
+
+
+def _instance_palette() -> np.ndarray:
+    """uint8 (256, 3): the colours of instance ids, by ``id % 256`` (every row a colour).
+
+    Golden-angle hues in three saturation/value levels, in a fixed pseudo-random order, so
+    objects with neighbouring ids rarely look alike and an object keeps its colour."""
+    colours = []
+    for i in range(256):
+        hue = (0.07 + i * 0.381966) % 1.0
+        sat = (0.9, 0.7, 0.8)[i % 3]
+        value = (1.0, 0.85, 0.95, 0.75)[(i // 3) % 4]
+        r, g, b = colorsys.hsv_to_rgb(hue, sat, value)
+        colours.append((round(r * 255), round(g * 255), round(b * 255)))
+    order = np.random.default_rng(14).permutation(256)
+    return np.ascontiguousarray(np.array(colours, dtype=np.uint8)[order])
+
+
+_INSTANCE_PALETTE = _instance_palette()
+_INSTANCE_LUTS = [np.ascontiguousarray(_INSTANCE_PALETTE[:, c]) for c in range(3)]
+
+
+def instance_colors(ids: np.ndarray) -> np.ndarray:
+    """uint8 (..., 3) RGB colour of each instance id (a fixed palette of 256 colours, by
+    ``id % 256``: the same object id has the same colour in every frame and run); id 0, the
+    background, is black."""
+    ids = np.asarray(ids)
+    colours = _INSTANCE_PALETTE[ids.astype(np.int64) % 256]
+    colours[ids == 0] = 0
+    return colours
 
 
 def display_frame(frame: np.ndarray, meta: ModelMetadata | None = None) -> np.ndarray:
@@ -157,19 +188,31 @@ def overlay(
     contours: bool = True,
     fill: bool = True,
 ) -> np.ndarray:
-    """Class colours over an image: a new uint8 array (H, W, 3), RGB.
+    """Class (or instance) colours over an image: a new uint8 array (H, W, 3), RGB.
 
     ``image_rgb``: uint8 (H, W, 3) RGB (anything else goes through :func:`display_frame`
     first). ``labels``: uint8 (H, W) label map of the same size. Pixels with labels > 0 are
     blended with their class colour at opacity ``alpha`` (with ``fill``); each class's
     boundaries are drawn opaque in its colour (with ``contours``, 1 px, 2 px from 1024 px).
     Background pixels are left untouched.
+
+    For an instance model (``meta.instances``) ``labels`` is an integer (H, W) map of object
+    ids: each object is blended with its own colour (:func:`instance_colors`) and its outline
+    (its pixels with a 4-neighbour of another id, the background's included) is drawn opaque
+    in that colour, so two touching objects show a line of two colours between them.
     """
     image = _as_rgb(image_rgb)
     labels = np.asarray(labels)
     if labels.dtype == bool:
         labels = labels.view(np.uint8)
-    if labels.ndim != 2 or labels.dtype != np.uint8:
+    instances = meta.instances is not None
+    if instances:
+        if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(
+                f"expected an integer instance map of shape (H, W), got {labels.dtype} "
+                f"{labels.shape}"
+            )
+    elif labels.ndim != 2 or labels.dtype != np.uint8:
         raise DataError(f"expected uint8 labels of shape (H, W), got {labels.dtype} {labels.shape}")
     if labels.shape != image.shape[:2]:
         raise DataError(
@@ -178,6 +221,8 @@ def overlay(
         )
     if not 0.0 <= alpha <= 1.0:
         raise DataError(f"overlay alpha must be between 0 and 1, got {alpha}")
+    if instances:
+        return _overlay_instances(image, labels, alpha=alpha, contours=contours, fill=fill)
     cv = cv2()
     labels = np.ascontiguousarray(labels)
     out = image.copy()
@@ -207,6 +252,58 @@ def overlay(
             colour_c = tuple(int(v) for v in lut[c])
             cv.drawContours(out, found, -1, colour_c, thickness, lineType=cv.LINE_8)
     return out
+
+
+def _overlay_instances(
+    image: np.ndarray, ids: np.ndarray, *, alpha: float, contours: bool, fill: bool
+) -> np.ndarray:
+    """:func:`overlay` of an instance id map: whole-array passes only (a palette lookup and
+    two neighbour comparisons), never a loop over the objects."""
+    cv = cv2()
+    out = image.copy()
+    if ids.dtype not in (np.uint8, np.uint16, np.int16, np.int32):
+        ids = ids.astype(np.int32)  # OpenCV compares these; ids never reach 2**31
+    ids = np.ascontiguousarray(ids)
+    fg = cv.compare(ids, 0, cv.CMP_GT)  # 255 on objects
+    _, y, w, h = cv.boundingRect(fg)
+    if w == 0 or h == 0 or not (contours or (fill and alpha > 0)):
+        return out
+    # The rows holding objects, and one more each side where there is one: the outlines of
+    # objects at the band's edge look at background there (the frame's edge is no outline).
+    y0, y1 = max(0, y - 1), min(ids.shape[0], y + h + 1)
+    band = slice(y0, y1)
+    lab, mask, rows = ids[band], fg[band], out[band]
+    index = lab.astype(np.uint8)  # id % 256: the palette row
+    colour = cv.merge([cv.LUT(index, lut) for lut in _INSTANCE_LUTS])
+    if fill and alpha > 0:
+        blended = cv.addWeighted(rows, 1.0 - alpha, colour, alpha, 0)
+        _copy_where(blended, mask, rows)
+    if contours:
+        _copy_where(colour, cv.bitwise_and(_outlines(lab), mask), rows)
+    return out
+
+
+def _outlines(ids: np.ndarray) -> np.ndarray:
+    """uint8, 255 where a pixel has a 4-neighbour of another id (the array's edge is not a
+    neighbour); ``ids`` a contiguous map of a dtype OpenCV compares (uint8/16, int16/32)."""
+    cv = cv2()
+    edge = np.zeros(ids.shape, dtype=np.uint8)
+    if ids.shape[1] > 1:
+        across = cv.compare(ids[:, 1:], ids[:, :-1], cv.CMP_NE)
+        for part in (edge[:, 1:], edge[:, :-1]):
+            cv.bitwise_or(part, across, dst=part)
+    if ids.shape[0] > 1:
+        down = cv.compare(ids[1:], ids[:-1], cv.CMP_NE)
+        for part in (edge[1:], edge[:-1]):
+            cv.bitwise_or(part, down, dst=part)
+    return edge
+
+
+def _copy_where(src: np.ndarray, mask: np.ndarray, dst: np.ndarray) -> None:
+    """``dst[mask != 0] = src[mask != 0]``, in place (``dst`` a contiguous row band)."""
+    written = cv2().copyTo(src, mask, dst)
+    if written is not dst:  # a binding that copied instead
+        dst[...] = written
 
 
 def _label_lut(num_labels: int) -> np.ndarray:

@@ -6,9 +6,14 @@
 - Inference runs in a worker thread: preprocessing (normalize, tile or resize), the model,
   stitching, thresholding and connected components. LiteRT releases the GIL while it runs, so
   capture and rendering overlap with it.
-- Rendering and the sinks (window, video, masks, CSV, MJPEG) run in the calling thread, which
-  is the main thread in ``edgeseg run``: windows must be driven from it on some platforms, and
-  Python delivers SIGINT/SIGTERM there.
+- Rendering and the sinks (window, video, masks, CSV, objects, MJPEG) run in the calling
+  thread, which is the main thread in ``edgeseg run``: windows must be driven from it on some
+  platforms, and Python delivers SIGINT/SIGTERM there.
+
+Each sink gets the rendered overlay, the label map (uint8 classes, or int32 object ids of an
+instance model) and the frame's record (``frame``, timings, ``objects``, ``dropped``, and
+``name``, the frame's file in a file source); a sink with a true ``wants_frame`` attribute
+(:class:`~edgeseg.runtime.sinks.FrameSink`) also gets the raw frame as read (``frame=``).
 
 A live source that stops delivering does not end the run: the capture thread reopens it with
 back-off while the pipeline waits. Whenever the capture's ``status`` changes ("camera lost,
@@ -31,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -39,7 +44,7 @@ from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.postprocess import ObjectStats
 from edgeseg.core.segmenter import Segmenter
 from edgeseg.runtime.capture import CaptureThread
-from edgeseg.runtime.sinks import CSV_FIELDS, Sink
+from edgeseg.runtime.sinks import CSV_FIELDS, FrameSink, Sink
 
 __all__ = [
     "CSV_FIELDS",
@@ -59,9 +64,10 @@ class Segmented:
     index: int
     captured: float  # time.perf_counter() when the frame was read
     frame: np.ndarray
-    labels: np.ndarray  # uint8 (H, W), the frame's size
+    labels: np.ndarray  # (H, W), the frame's size: uint8 classes, or int32 instance ids
     stats: ObjectStats
     timings: dict[str, float]  # milliseconds per stage
+    name: str | None = None  # the frame's name in a file source
 
 
 @dataclass
@@ -206,7 +212,13 @@ def run_pipeline(
                 seq, frame = taken
                 seg = segmenter(frame.image)
                 item = Segmented(
-                    frame.index, frame.captured, frame.image, seg.labels, seg.stats, seg.timings
+                    frame.index,
+                    frame.captured,
+                    frame.image,
+                    seg.labels,
+                    seg.stats,
+                    seg.timings,
+                    getattr(frame, "name", None),
                 )
                 put((seq, item))
         except BaseException as exc:  # reported by the main loop, never lost in the thread
@@ -329,7 +341,7 @@ def _render_one(
         draw_hud(image, lines)
     render_ms = (time.perf_counter() - t0) * 1000
     latency = (time.perf_counter() - item.captured) * 1000
-    record = {
+    record: dict[str, Any] = {
         "frame": item.index,
         "timestamp_s": round(item.captured - start, 4),
         "preprocess_ms": round(item.timings["preprocess"], 3),
@@ -340,8 +352,13 @@ def _render_one(
         "objects": item.stats.count,
         "dropped": dropped,
     }
+    if item.name is not None:
+        record["name"] = item.name
     for sink in sinks:
-        sink.write(item.index, image, item.labels, record)
+        if getattr(sink, "wants_frame", False) is True:
+            cast(FrameSink, sink).write(item.index, image, item.labels, record, frame=item.frame)
+        else:
+            sink.write(item.index, image, item.labels, record)
     latencies.append(latency)
     for s in STAGES:
         stages[s].append(render_ms if s == "render" else item.timings[s])

@@ -1,11 +1,17 @@
-"""Where rendered frames go: a window, a video file, label maps, a CSV, an MJPEG HTTP stream.
+"""Where rendered frames go: a window, a video file, label maps, a CSV, a CSV of objects, an
+MJPEG HTTP stream.
 
 Every sink has ``write(index, rendered, labels, record)`` and ``close()``:
 
 - ``index``: the frame's number in the run;
 - ``rendered``: uint8 array (H, W, 3), RGB, the overlay as shown;
-- ``labels``: uint8 array (H, W), the label map (0 background);
-- ``record``: plain per-frame data (timings in ms, counts), what :class:`CsvSink` writes.
+- ``labels``: (H, W) label map (0 background): uint8 classes, or the int32 object ids of an
+  instance model;
+- ``record``: plain per-frame data (timings in ms, counts; ``name``, the frame's file, for
+  file sources), what :class:`CsvSink` writes.
+
+A sink that needs the raw frame as read (:class:`ObjectSink`: intensities) has a true
+``wants_frame`` attribute (:class:`FrameSink`); the pipeline then also passes ``frame=``.
 
 ``close()`` is idempotent and sinks are context managers. Bad input (a frame of the wrong
 type, a closed sink) raises :class:`~edgeseg.errors.DataError`. A write that fails on disk (full,
@@ -49,11 +55,15 @@ from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 from urllib.parse import parse_qs
 
 import numpy as np
 
+from edgeseg.core.instances import OBJECT_FIELDS, measure_objects
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.postprocess import foreground_classes
+from edgeseg.core.preprocess import drop_alpha
 from edgeseg.errors import DataError, MissingDependencyError
 from edgeseg.hardware import opencv_has_gui
 from edgeseg.optional import cv2, require
@@ -61,12 +71,16 @@ from edgeseg.runtime.storage import Ring, disk_full, fsync_dir, fsync_file, pars
 
 __all__ = [
     "CSV_FIELDS",
+    "OBJECT_CSV_FIELDS",
     "CsvSink",
+    "FrameSink",
     "MaskSink",
     "MjpegServer",
+    "ObjectSink",
     "Sink",
     "VideoSink",
     "WindowSink",
+    "frame_objects",
     "is_loopback",
     "parse_size",
     "parse_stream_address",
@@ -86,6 +100,8 @@ CSV_FIELDS = (
     "objects",
     "dropped",
 )
+# The columns of the objects CSV: one row per object per frame.
+OBJECT_CSV_FIELDS = ("frame", "name", "id", "class", *OBJECT_FIELDS[1:])
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 DEFAULT_VIDEO_FPS = 25.0
 SEGMENT_SECONDS = 10.0
@@ -109,6 +125,24 @@ class Sink(Protocol):
     ) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class FrameSink(Sink, Protocol):
+    """A sink that also wants the raw frame as read (``wants_frame`` true): the pipeline
+    passes it as ``frame=`` (uint8/uint16/float, (H, W) or (H, W, C), the labels' size)."""
+
+    wants_frame: bool
+
+    def write(
+        self,
+        index: int,
+        rendered: np.ndarray,
+        labels: np.ndarray,
+        record: Mapping[str, Any],
+        *,
+        frame: np.ndarray | None = None,
+    ) -> None: ...
 
 
 class _SinkBase:
@@ -147,8 +181,15 @@ class _SinkBase:
 
 
 def _check_labels(labels: np.ndarray) -> np.ndarray:
-    if labels.ndim != 2 or labels.dtype != np.uint8:
-        raise DataError(f"expected uint8 (H, W) labels, got {labels.dtype} {labels.shape}")
+    """A uint8 class map as is (bool as uint8); any other integer map is one of object ids."""
+    labels = np.asarray(labels)
+    if labels.dtype == bool:
+        labels = labels.view(np.uint8)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(
+            "expected uint8 (H, W) labels or an integer (H, W) map of object ids, got "
+            f"{labels.dtype} {labels.shape}"
+        )
     return labels
 
 
@@ -511,18 +552,28 @@ def _frame_count(path: Path) -> int:
 
 
 class MaskSink(_SinkBase):
-    """Lossless label maps, one file a frame: ``folder/000123.png`` (or ``.tif``).
+    """Lossless label maps, one file a frame: ``folder/000123.png`` (or ``.tif``), or named
+    after the frame's file.
 
     The files hold the label values themselves (0 background, 1 the foreground of a one-class
-    model, 1..K-1 the classes otherwise), so they look black in an image viewer;
-    :func:`edgeseg.imageio.read_image` and any image library read them back exactly.
+    model, 1..K-1 the classes otherwise: uint8), or, for an instance model's id map (any
+    integer map that is not uint8), the object ids 1..N as uint16 (ids above 65535: a TIFF
+    keeps them as uint32, for tifffile to read; a PNG cannot, they are left out with a
+    warning). They look black in an image viewer; :func:`edgeseg.imageio.read_image` and any
+    image library read them back exactly.
+
+    A frame whose record has a ``name`` that is a whole file (``"A06_s6.tif"``: the frames of
+    image folders and glob patterns) is saved under that file's stem (``A06_s6.png``; a name
+    with folders, ``"a/x.png"``, becomes ``a_x.png``); other frames (cameras, videos, pages of
+    a stack: ``"clip.mp4#frame3"``) by their index. Two frames of one run with the same stem
+    (``A.png`` and ``A.tif``) keep both: the later one is ``A-000012.png`` (with a warning).
     Each file is written under a temporary name and renamed, so a file either is complete or
     does not exist (leftover temporary files of a killed run are deleted at start).
 
-    With ``max_bytes`` (bytes, ``"500M"``, ``"20%"``) the oldest mask files of this naming
-    (``NNNNNN.png``, earlier runs' included) are deleted after each new one to stay within it;
-    no other file is touched. A write that fails on disk stops saving masks with a warning
-    (:attr:`stopped`) and never raises.
+    With ``max_bytes`` (bytes, ``"500M"``, ``"20%"``) the oldest mask files are deleted after
+    each new one to stay within it: files of the index naming (``NNNNNN.png``, earlier runs'
+    included) and the named files this run wrote; no other file is touched. A write that fails
+    on disk stops saving masks with a warning (:attr:`stopped`) and never raises.
     """
 
     def __init__(
@@ -540,6 +591,8 @@ class MaskSink(_SinkBase):
         self.frames = 0
         self.warnings: list[str] = []
         self.ring: Ring | None = None
+        self._ours = _OwnMasks(fmt)
+        self._stems: dict[str, int] = {}  # named masks of this run: stem → frame index
         if self.folder.exists() and not self.folder.is_dir():
             raise DataError(f"cannot save masks to {self.folder}: it is a file, not a folder")
         try:
@@ -548,10 +601,19 @@ class MaskSink(_SinkBase):
             raise DataError(f"cannot create {self.folder}: {_os_reason(exc)}") from exc
         _remove_partials(self.folder, _PARTIAL_MASK, self.warnings)
         if max_bytes is not None:
-            self.ring = Ring(self.folder, rf"\d{{6,}}\.{fmt}", max_bytes, order=_mtime)
+            self.ring = Ring(
+                self.folder, cast("re.Pattern[str]", self._ours), max_bytes, order=_mtime
+            )
 
-    def path_for(self, index: int) -> Path:
-        return self.folder / f"{index:06d}.{self.fmt}"
+    def path_for(self, index: int, name: str | None = None) -> Path:
+        """Where frame ``index`` (named ``name`` in its source, if it is) is saved."""
+        stem = _mask_stem(name)
+        if stem is None:
+            return self.folder / f"{index:06d}.{self.fmt}"
+        first = self._stems.get(stem, index)
+        if first != index:
+            stem = f"{stem}-{index:06d}"
+        return self.folder / f"{stem}.{self.fmt}"
 
     def _encode(self, labels: np.ndarray) -> bytes:
         if self.fmt == "tif":
@@ -563,6 +625,25 @@ class MaskSink(_SinkBase):
             raise DataError("cannot encode a label map as PNG")
         return png.tobytes()
 
+    def _stored(self, labels: np.ndarray, index: int) -> np.ndarray:
+        """The array to save: uint8 classes as they are, object ids as uint16 (or uint32)."""
+        if labels.dtype == np.uint8:
+            return labels
+        top = int(labels.max(initial=0))
+        if labels.size and int(labels.min()) < 0:
+            raise DataError(f"frame {index}: an instance map with negative ids")
+        if top <= 0xFFFF:
+            return labels.astype(np.uint16)
+        if self.fmt == "tif":
+            return labels.astype(np.uint32)
+        if not any("65535" in w for w in self.warnings):
+            self.warnings.append(
+                f"frame {index} has object ids up to {top}: a 16-bit PNG holds 65535, the "
+                "objects above are left out of its mask (and of later such frames'); "
+                "--mask-format tif keeps them"
+            )
+        return np.where(labels <= 0xFFFF, labels, 0).astype(np.uint16)
+
     def write(
         self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
     ) -> None:
@@ -572,9 +653,19 @@ class MaskSink(_SinkBase):
             raise DataError(f"frame index must be >= 0, got {index}")
         if self.stopped is not None:
             return
-        data = self._encode(np.ascontiguousarray(labels))
-        path = self.path_for(index)
-        tmp = path.with_name(f".{path.stem}.partial.{self.fmt}")
+        data = self._encode(np.ascontiguousarray(self._stored(labels, index)))
+        name = record.get("name")
+        path = self.path_for(index, name if isinstance(name, str) else None)
+        stem = _mask_stem(name if isinstance(name, str) else None)
+        if stem is not None:
+            if path.stem != stem and not any("same name" in w for w in self.warnings):
+                self.warnings.append(
+                    f"frames {self._stems[stem]} and {index} have the same name {stem!r}; "
+                    f"the later mask is {path.name} (and so on for further ones)"
+                )
+            self._stems.setdefault(stem, index)
+            self._ours.names.add(path.name)
+        tmp = self.folder / f".{index:06d}.partial.{self.fmt}"
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -596,6 +687,34 @@ class MaskSink(_SinkBase):
         self.closed = True
         if self.ring is not None:
             self.warnings += self.ring.warnings
+
+
+class _OwnMasks:
+    """Which files of a mask folder its ring counts and deletes (used as the ring's pattern):
+    the index naming (any run's) and the files named after frames that this run wrote."""
+
+    def __init__(self, fmt: str) -> None:
+        self._index = re.compile(rf"\d{{6,}}\.{fmt}")
+        self.names: set[str] = set()
+
+    def fullmatch(self, name: str) -> bool:
+        return name in self.names or self._index.fullmatch(name) is not None
+
+
+_UNSAFE_STEM = re.compile(r"[^\w.\-+ ()\[\]]+")
+
+
+def _mask_stem(name: str | None) -> str | None:
+    """The file stem a frame named ``name`` gives its mask, or None (saved by index): only
+    names of whole files have one (``"A06_s6.tif"`` → ``"A06_s6"``, ``"a/x.png"`` → ``"a_x"``)."""
+    if not name or "#" in name:
+        return None
+    parts = [p for p in re.split(r"[\\/]+", name) if p and p not in (".", "..")]
+    if not parts:
+        return None
+    parts[-1] = Path(parts[-1]).stem
+    stem = _UNSAFE_STEM.sub("_", "_".join(parts)).lstrip(".")
+    return stem or None
 
 
 def _mtime(path: Path) -> tuple[int, str]:
@@ -635,8 +754,10 @@ class CsvSink(_SinkBase):
         *,
         max_bytes: int | str | None = None,
         file_bytes: int | str | None = None,
+        what: str = "CSV",
     ) -> None:
         self.path = Path(path)
+        self.what = what  # how warnings name it: "CSV stopped: disk full (…)"
         self.fields = tuple(fields)
         self.rows = 0
         self.warnings: list[str] = []
@@ -725,10 +846,17 @@ class CsvSink(_SinkBase):
     def write(
         self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
     ) -> None:
+        self.write_rows([record])
+
+    def write_rows(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Several rows at once (one frame's objects): written together in one system call, so
+        the file holds all of them or, after a failure, none (it is cut back before them)."""
         self._check_open()
-        if self.stopped is not None:
+        if self.stopped is not None or not records:
             return
-        line = self._line([_csv_value(record.get(f)) for f in self.fields])
+        line = b"".join(
+            self._line([_csv_value(record.get(f)) for f in self.fields]) for record in records
+        )
         try:
             if not self.path.exists():
                 raise OSError(errno.ENOENT, "removed while writing", str(self.path))
@@ -740,10 +868,10 @@ class CsvSink(_SinkBase):
                 self._rotate()
             self._append(line)
         except OSError as exc:
-            self.stopped = _stop_message("CSV", exc)
+            self.stopped = _stop_message(self.what, exc)
             self.warnings.append(f"{self.stopped}; {self.rows} rows written, inference goes on")
             return
-        self.rows += 1
+        self.rows += len(records)
 
     def close(self) -> None:
         if self.closed:
@@ -760,6 +888,120 @@ class CsvSink(_SinkBase):
                     self.warnings.append(f"cannot write CSV {self.path}: {_os_reason(exc)}")
             finally:
                 os.close(fd)
+
+
+def frame_objects(
+    labels: np.ndarray,
+    meta: ModelMetadata,
+    frame: np.ndarray | None = None,
+    pixel_size_um: float | None = None,
+) -> list[dict[str, Any]]:
+    """One dict per object of a frame (keys ``class`` and :data:`OBJECT_FIELDS`), in id order.
+
+    An instance model's objects are its ids (class: its one class name); a semantic model's
+    are the 8-connected components of each foreground class, numbered 1..N class after class
+    (class: the class's name), as :func:`~edgeseg.core.postprocess.object_stats` counts them.
+    Intensities are measured on ``frame`` as read (16-bit values stay 16-bit; alpha dropped;
+    several channels: their mean); without a frame they are left empty.
+    """
+    labels = np.asarray(labels)
+    image = None if frame is None else drop_alpha(np.asarray(frame))
+    rows: list[dict[str, Any]] = []
+    if meta.instances is not None:
+        name = meta.class_names[0]
+        for row in measure_objects(labels, image, pixel_size_um):
+            rows.append({"class": name, **row.to_dict()})
+    else:
+        cv = cv2()
+        classes = np.ascontiguousarray(labels)
+        offset = 0
+        for c, name in foreground_classes(meta):
+            mask = (classes == c).view(np.uint8)
+            if not cv.countNonZero(mask):
+                continue
+            n, components = cv.connectedComponents(mask, connectivity=8, ltype=cv.CV_32S)
+            for row in measure_objects(components, image, pixel_size_um):
+                rows.append({"class": name, **row.to_dict(), "id": offset + row.id})
+            offset += n - 1
+    if image is None:
+        for row in rows:
+            row["mean_intensity"] = row["integrated_intensity"] = None
+    return rows
+
+
+class ObjectSink(_SinkBase):
+    """One CSV row per object per frame (:data:`OBJECT_CSV_FIELDS`): frame, name (the frame's
+    file in a file source), id, class, area in pixels (and µm² with ``pixel_size_um``),
+    centroid, bounding box (y0, x0, y1, x1, exclusive), mean and integrated intensity on the
+    raw frame, and whether the object touches the frame's edge (:func:`frame_objects`).
+
+    A :class:`FrameSink`: the pipeline gives it the raw frame. A :class:`CsvSink` writes the
+    rows (each frame's in one write, straight to the file: complete up to the last frame after
+    a kill; ``max_bytes`` rotates it the same way); a write that fails on disk stops it with a
+    warning and never raises. The folder of ``path`` must exist (a typo fails at once).
+    """
+
+    wants_frame = True
+
+    def __init__(
+        self,
+        path: str | Path,
+        meta: ModelMetadata,
+        *,
+        pixel_size_um: float | None = None,
+        max_bytes: int | str | None = None,
+        file_bytes: int | str | None = None,
+    ) -> None:
+        path = Path(path)
+        if pixel_size_um is not None and not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
+            raise DataError(f"the pixel size must be a positive number of µm, got {pixel_size_um}")
+        parent = path.parent
+        if not parent.is_dir():
+            what = "is not a folder" if parent.exists() else "does not exist"
+            raise DataError(f"cannot write the objects CSV {path}: {parent} {what}")
+        if not os.access(parent, os.W_OK):
+            raise DataError(f"cannot write the objects CSV {path}: {parent} is not writable")
+        self.meta = meta
+        self.pixel_size_um = pixel_size_um
+        self.path = path
+        self.csv = CsvSink(
+            path, OBJECT_CSV_FIELDS, max_bytes=max_bytes, file_bytes=file_bytes, what="objects CSV"
+        )
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.csv.warnings
+
+    @property
+    def stopped(self) -> str | None:  # type: ignore[override]
+        return self.csv.stopped
+
+    @property
+    def rows(self) -> int:
+        return self.csv.rows
+
+    def write(
+        self,
+        index: int,
+        rendered: np.ndarray,
+        labels: np.ndarray,
+        record: Mapping[str, Any],
+        *,
+        frame: np.ndarray | None = None,
+    ) -> None:
+        self._check_open()
+        if self.csv.stopped is not None:
+            return
+        labels = _check_labels(labels)
+        rows = frame_objects(labels, self.meta, frame, self.pixel_size_um)
+        head = {"frame": record.get("frame", index), "name": record.get("name")}
+        self.csv.write_rows([{**head, **row} for row in rows])
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.csv.close()
 
 
 def _csv_value(value: Any) -> Any:

@@ -133,6 +133,10 @@ class FileStream:
     first such frame (what follows a damaged spot rarely decodes). A video whose container
     announces more frames than decode (a truncated recording) ends where decoding ends, with a
     warning. Opening reads the first frame, so a source of which nothing decodes fails there.
+
+    ``frame_name`` is the source's name of the frame :meth:`read` returned last (``"A06.tif"``
+    in a folder, ``"clip.mp4#frame37"``, ``"stack.tif#page5"``: the source's ``name(i)``), None
+    before the first read and after the end.
     """
 
     def __init__(self, parsed: ParsedURI) -> None:
@@ -155,12 +159,14 @@ class FileStream:
         self._next = 0
         self._pending: np.ndarray | None = None
         self._closed = False
+        self.frame_name: str | None = None
+        self._read_name: str | None = None  # of the frame _read_next returned last
         first = self._read_next()
         if first is None:
             self._source.close()
             why = f": {self.warnings[0]}" if self.warnings else ""
             raise DataError(f"no frame of {self._source.description} can be read{why}")
-        self._pending = first
+        self._pending, self._pending_name = first, self._read_name
         rate = getattr(self._source, "fps", None)
         self.info = StreamInfo(
             uri=parsed.uri,
@@ -174,10 +180,14 @@ class FileStream:
     def read(self) -> np.ndarray | None:
         if self._pending is not None:
             frame, self._pending = self._pending, None
+            self.frame_name = self._pending_name
             return frame
         if self._closed:
+            self.frame_name = None
             return None
-        return self._read_next()
+        frame = self._read_next()
+        self.frame_name = self._read_name if frame is not None else None
+        return frame
 
     def close(self) -> None:
         self._closed = True
@@ -208,6 +218,7 @@ class FileStream:
                 continue
             self._next = i + 1
             self._note_ends()
+            self._read_name = self._source.name(i)
             return frame
         return None
 
