@@ -49,7 +49,8 @@ def convert(
     val: Path | None = typer.Option(
         None,
         "--val",
-        help="Held-out frames for the parity check (images/ + masks/ adds Dice vs truth); "
+        help="Held-out frames for the parity check (images/ + masks/ adds Dice vs truth; "
+        "images/ + labels/ with one id per object adds, for an instance model, AP vs truth); "
         "default: a held-out part of --calib never used for calibration.",
     ),
     n: int = typer.Option(200, "--n", "-n", help="Calibration tiles to keep."),
@@ -60,6 +61,12 @@ def convert(
         None,
         "--min-dice-agreement",
         help="int8 gate: minimum Dice between int8 and float masks (recipe default 0.95).",
+    ),
+    min_ap_agreement: float | None = typer.Option(
+        None,
+        "--min-ap-agreement",
+        help="int8 gate of an instance model: minimum AP@0.5 of its objects, the float "
+        "model's objects taken as truth (recipe default 0.95).",
     ),
     keep_float: list[str] = typer.Option(
         [],
@@ -85,7 +92,9 @@ def convert(
 
     Each artefact embeds the model metadata (so `edgeseg run` needs no flags) and is scored
     against the float model on held-out frames; the parity report is written as JSON and
-    Markdown. An int8 artefact below the agreement gate fails the command (the report stays).
+    Markdown. An int8 artefact below the agreement gate fails the command (the report stays):
+    Dice for a semantic model; for an instance model AP@0.5 of its objects against the float
+    model's.
     With --edgetpu the report holds the Edge TPU preflight and, when edgetpu_compiler is on
     PATH, its verdict and <stem>_int8-edgetpu_edgetpu.tflite.
     """
@@ -102,6 +111,7 @@ def convert(
         holdout=holdout,
         seed=seed,
         min_dice_agreement=min_dice_agreement,
+        min_ap_agreement=min_ap_agreement,
         trust_model=trust_model,
         threads=threads,
         keep_float=tuple(keep_float),

@@ -6,6 +6,15 @@ model's masks, pooled over all held-out pixels (mean over foreground classes); w
 held-out frames have ground truth, both the float model and the artefact are scored against
 it, and the change is reported.
 
+An instance model (metadata ``instances``) is judged on its objects, not on the pixels of
+a thin interior map: each artefact's instances are matched one to one with the float model's
+(:func:`edgeseg.core.metrics.match_instances`, counts pooled over the held-out frames), the
+float model's objects taken as truth; AP@0.5 of that matching is the artefact's agreement and
+what the int8 gate checks (``min_ap_agreement``, default 0.95). When the held-out folder has
+instance labels (``labels/``), the float model and each artefact are also scored against them
+(AP@0.5, mean AP over IoU 0.5..0.95, F1@0.5, median count error) and the changes reported.
+The pixel Dice/IoU of the foreground is kept beside them.
+
 For int8 artefacts the report also holds the per-layer quantization error of the artefact
 actually shipped (:func:`layer_errors`): its intermediate tensors, dequantized, against those
 of the same graph in fp32, on calibration tiles, worst layers first. For Edge TPU recipes it
@@ -25,7 +34,7 @@ import numpy as np
 
 from edgeseg.core.backend import Backend
 from edgeseg.core.metadata import ModelMetadata
-from edgeseg.core.metrics import foreground_overlap
+from edgeseg.core.metrics import foreground_overlap, match_instances, median_count_error
 from edgeseg.core.quant import TensorInfo, dequantize, quantize
 from edgeseg.core.segmenter import Segmenter
 
@@ -36,6 +45,54 @@ class Overlap:
 
     dice: float
     iou: float
+
+
+#: The int8 gate of an instance model when its recipe names none: AP@0.5 against the float
+#: model's objects.
+DEFAULT_MIN_AP_AGREEMENT = 0.95
+GATE_DICE = "dice"
+GATE_AP50 = "ap50"
+
+
+@dataclass(frozen=True)
+class InstanceScores:
+    """Objects matched one to one against reference objects, counts pooled over all frames.
+
+    ``ap50``: TP / (TP + FP + FN) at IoU 0.5; ``mean_ap`` over IoU 0.5, 0.55, …, 0.95;
+    ``median_count_error``: median over frames of |found - reference| / reference objects
+    (None when no frame has reference objects).
+    """
+
+    ap50: float
+    mean_ap: float
+    precision50: float
+    recall50: float
+    f1_50: float
+    median_count_error: float | None
+    n_true: int
+    n_pred: int
+
+
+def instance_scores(
+    predicted: Sequence[np.ndarray], reference: Sequence[np.ndarray]
+) -> InstanceScores:
+    """Instance id maps ``predicted`` against ``reference`` (same frames, same order)."""
+    per = [match_instances(p, r) for p, r in zip(predicted, reference, strict=True)]
+    if not per:
+        raise ValueError("no frames to match instances on")
+    pooled = per[0]
+    for c in per[1:]:
+        pooled = pooled + c
+    return InstanceScores(
+        ap50=pooled.ap(0.5),
+        mean_ap=pooled.mean_ap,
+        precision50=pooled.precision(0.5),
+        recall50=pooled.recall(0.5),
+        f1_50=pooled.f1(0.5),
+        median_count_error=median_count_error(per),
+        n_true=pooled.n_true,
+        n_pred=pooled.n_pred,
+    )
 
 
 @dataclass(frozen=True)
@@ -64,19 +121,39 @@ class ArtefactReport:
     size_bytes: int
     size_ratio: float  # to the fp32 TFLite artefact
     ops: dict[str, int]
-    agreement: Overlap  # with the float model's masks
+    agreement: Overlap  # with the float model's masks (foreground, for an instance model)
     truth: Overlap | None  # against ground truth, when the held-out frames have masks
-    gate: float | None  # minimum agreement Dice required, None when ungated
+    gate: float | None  # minimum agreement (Dice, or AP@0.5 for instances); None: ungated
     equalization: dict[str, Any] | None = None
     seconds: float = 0.0
     input_type: str = "float32"
     layer_errors: tuple[LayerError, ...] = ()  # worst first; int8 artefacts only
     edgetpu: dict[str, Any] | None = None  # preflight and compiler, Edge TPU recipes only
     notes: tuple[str, ...] = ()
+    # Instance models only: objects against the float model's objects, and against the truth.
+    instances: InstanceScores | None = None
+    instances_truth: InstanceScores | None = None
+    gate_on: str = GATE_DICE  # "dice" (agreement Dice) or "ap50" (instances.ap50)
+
+    @property
+    def gated_value(self) -> float | None:
+        """The figure the gate checks: agreement Dice, or AP@0.5 against the float objects."""
+        if self.gate_on == GATE_AP50:
+            return self.instances.ap50 if self.instances is not None else None
+        return self.agreement.dice
 
     @property
     def passed(self) -> bool:
-        return self.gate is None or self.agreement.dice >= self.gate
+        if self.gate is None:
+            return True
+        value = self.gated_value
+        return value is not None and value >= self.gate
+
+    def gate_text(self) -> str:
+        """The gate as one short phrase, e.g. "Dice >= 0.95" or "AP50 >= 0.95"."""
+        if self.gate is None:
+            return "–"
+        return f"{'AP50' if self.gate_on == GATE_AP50 else 'Dice'} ≥ {self.gate:.2f}"
 
 
 @dataclass(frozen=True)
@@ -89,13 +166,22 @@ class ParityReport:
     float_truth: Overlap | None  # the float model against ground truth
     fp32_size_bytes: int
     artefacts: tuple[ArtefactReport, ...] = field(default_factory=tuple)
+    # Instance models with instance labels in the held-out folder: the float model's objects.
+    float_instances_truth: InstanceScores | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        ft = self.float_instances_truth
         for a, src in zip(d["artefacts"], self.artefacts, strict=True):
             a["passed"] = src.passed
             if self.float_truth and src.truth:
                 a["truth_dice_change"] = src.truth.dice - self.float_truth.dice
+            if ft and src.instances_truth:
+                a["truth_ap50_change"] = src.instances_truth.ap50 - ft.ap50
+                a["truth_mean_ap_change"] = src.instances_truth.mean_ap - ft.mean_ap
+                a["truth_count_error_change"] = _change(
+                    src.instances_truth.median_count_error, ft.median_count_error
+                )
         return d
 
     def to_json(self) -> str:
@@ -118,8 +204,23 @@ class ParityReport:
                 f"Calibration: {c.get('n')} tiles from {source} "
                 f"(sha256 {str(c.get('sha256'))[:12]})"
             )
+        instance = self.metadata.get("instances") is not None
         if ft:
-            lines.append(f"Float model vs truth: Dice {ft.dice:.4f}, IoU {ft.iou:.4f}")
+            what = "foreground " if instance else ""
+            lines.append(f"Float model vs truth: {what}Dice {ft.dice:.4f}, IoU {ft.iou:.4f}")
+        fi = self.float_instances_truth
+        if fi:
+            lines.append(
+                f"Float model's objects vs truth: AP50 {fi.ap50:.4f}, mean AP {fi.mean_ap:.4f}, "
+                f"F1@0.5 {fi.f1_50:.4f}, median count error {_pct(fi.median_count_error)} "
+                f"({fi.n_pred} found, {fi.n_true} true)"
+            )
+        if instance:
+            lines += [
+                "",
+                "Instance model: the gate is on objects (AP@0.5 of the artefact's objects, the "
+                "float model's objects taken as truth), not on the pixels of its interior map.",
+            ]
         lines += [
             "",
             "| artefact | size | vs fp32 | agreement Dice | agreement IoU | Dice vs truth "
@@ -129,13 +230,14 @@ class ParityReport:
         for a in self.artefacts:
             truth = f"{a.truth.dice:.4f}" if a.truth else "–"
             change = f"{a.truth.dice - ft.dice:+.4f}" if (a.truth and ft) else "–"
-            gate = f"{a.gate:.2f}" if a.gate is not None else "–"
             verdict = "pass" if a.passed else "**FAIL**"
             lines.append(
                 f"| {a.recipe} | {a.size_bytes / 1024:.0f} KiB | {a.size_ratio:.2f}x "
                 f"| {a.agreement.dice:.4f} | {a.agreement.iou:.4f} | {truth} | {change} "
-                f"| {gate} | {verdict} |"
+                f"| {a.gate_text()} | {verdict} |"
             )
+        if instance:
+            lines += ["", "## Instances", "", *self._instance_table()]
         lines += ["", "## Ops", ""]
         for a in self.artefacts:
             ops = ", ".join(f"{k} {v}" for k, v in sorted(a.ops.items()))
@@ -179,6 +281,47 @@ class ParityReport:
             if a.edgetpu:
                 lines += ["", *_edgetpu_markdown(a)]
         return "\n".join(lines) + "\n"
+
+    def _instance_table(self) -> list[str]:
+        fi = self.float_instances_truth
+        lines = [
+            "Objects matched one to one by IoU, counts pooled over the held-out frames. "
+            "vs float: the float model's objects as truth; vs truth: the labels' objects.",
+            "",
+            "| artefact | AP50 vs float | mean AP vs float | count error vs float "
+            "| AP50 vs truth | ΔAP50 | mean AP vs truth | F1@0.5 vs truth "
+            "| median count error | Δ count error | gate | verdict |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for a in self.artefacts:
+            ag, tr = a.instances, a.instances_truth
+            cells = [
+                f"{ag.ap50:.4f}" if ag else "–",
+                f"{ag.mean_ap:.4f}" if ag else "–",
+                _pct(ag.median_count_error) if ag else "–",
+                f"{tr.ap50:.4f}" if tr else "–",
+                f"{tr.ap50 - fi.ap50:+.4f}" if (tr and fi) else "–",
+                f"{tr.mean_ap:.4f}" if tr else "–",
+                f"{tr.f1_50:.4f}" if tr else "–",
+                _pct(tr.median_count_error) if tr else "–",
+                _pct(_change(tr.median_count_error, fi.median_count_error), sign=True)
+                if (tr and fi)
+                else "–",
+                a.gate_text(),
+                "pass" if a.passed else "**FAIL**",
+            ]
+            lines.append(f"| {a.recipe} | " + " | ".join(cells) + " |")
+        return lines
+
+
+def _change(value: float | None, reference: float | None) -> float | None:
+    return None if value is None or reference is None else value - reference
+
+
+def _pct(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value * 100:+.1f}%" if sign else f"{value * 100:.1f}%"
 
 
 MARKDOWN_LAYERS = 8
@@ -343,7 +486,8 @@ def label_maps(
     meta: ModelMetadata,
     progress: Callable[[], None] | None = None,
 ) -> list[np.ndarray]:
-    """uint8 (H, W) label maps of raw frames, through the Segmenter `run` uses."""
+    """(H, W) label maps of raw frames, through the Segmenter `run` uses: uint8 classes, or
+    int32 object ids for an instance model."""
     segmenter = Segmenter(backend, meta)
     out = []
     for frame in frames:
@@ -356,5 +500,10 @@ def label_maps(
 def overlap(
     predicted: Sequence[np.ndarray], reference: Sequence[np.ndarray], meta: ModelMetadata
 ) -> Overlap:
-    """Dice/IoU pooled over all pixels, averaged over foreground classes."""
+    """Dice/IoU pooled over all pixels, averaged over foreground classes; for an instance
+    model, of the foreground (any object id) of both."""
+    if meta.instances is not None:
+        predicted = [(np.asarray(p) > 0).view(np.uint8) for p in predicted]
+        reference = [(np.asarray(r) > 0).view(np.uint8) for r in reference]
+        return Overlap(*foreground_overlap(predicted, reference, 1))
     return Overlap(*foreground_overlap(predicted, reference, meta.num_classes))

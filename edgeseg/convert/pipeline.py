@@ -6,7 +6,10 @@ held-out frames and the calibration source, build (or load) the calibration set,
 fp32 reference and every recipe, write each artefact with its metadata embedded, score it
 against the float model, and write the parity report (JSON + Markdown) whatever the
 verdict. An int8 artefact under the agreement gate is renamed ``*.rejected.tflite`` and the
-call raises :class:`ParityGateError` after the report is written.
+call raises :class:`ParityGateError` after the report is written. An instance model is gated
+on its objects instead (AP@0.5 against the float model's objects, ``min_ap_agreement``; see
+:mod:`edgeseg.convert.parity`); a held-out folder with ``labels/`` (instance ids) scores its
+objects against the truth too.
 
 Every int8 artefact also gets its per-layer quantization error on calibration tiles. An Edge
 TPU recipe's artefact names itself as the CPU sibling in its metadata, gets an op-by-op
@@ -29,7 +32,18 @@ import numpy as np
 
 from edgeseg import __version__
 from edgeseg.convert.edgetpu import DEFAULT_COMPILER_TIMEOUT, CompilerError, check_recipe
-from edgeseg.convert.parity import ArtefactReport, Overlap, ParityReport, label_maps, overlap
+from edgeseg.convert.parity import (
+    DEFAULT_MIN_AP_AGREEMENT,
+    GATE_AP50,
+    GATE_DICE,
+    ArtefactReport,
+    InstanceScores,
+    Overlap,
+    ParityReport,
+    instance_scores,
+    label_maps,
+    overlap,
+)
 from edgeseg.convert.recipes import Recipe, load_recipe
 from edgeseg.core.backend import CallableBackend
 from edgeseg.errors import DataError, EdgesegError, ModelError
@@ -54,6 +68,7 @@ class ConvertRequest:
     holdout: float = 0.2
     seed: int = 0
     min_dice_agreement: float | None = None
+    min_ap_agreement: float | None = None  # int8 gate of an instance model (AP@0.5 vs float)
     trust_model: bool = False
     threads: int | None = None
     max_heldout_frames: int = MAX_HELDOUT_FRAMES
@@ -87,15 +102,34 @@ def model_sha256(path: Path) -> str:
 @dataclass
 class _Heldout:
     frames: list[np.ndarray]
-    truths: list[np.ndarray] | None
+    truths: list[np.ndarray] | None  # class labels (foreground for an instance model)
     source: str
+    instances: list[np.ndarray] | None = None  # true object ids, from labels/
 
 
 def _heldout_from_val(val: Path, meta: Any, limit: int) -> _Heldout:
-    from edgeseg.datasets import find_pairs, mask_to_labels, read_pair
+    from edgeseg.datasets import LABELS, find_pairs, mask_to_labels, read_instance_labels, read_pair
+    from edgeseg.imageio import read_image
     from edgeseg.runtime.sources import open_file_source
 
-    if (val / "masks").is_dir() and (val / "images").is_dir():
+    has_images = (val / "images").is_dir()
+    has_labels, has_masks = (val / LABELS).is_dir(), (val / "masks").is_dir()
+    if has_images and has_labels and (meta.instances is not None or not has_masks):
+        # Instance labels: objects for the instance scores, their union for the pixel scores.
+        if meta.num_classes != 1:
+            raise DataError(
+                f"{val} holds instance labels (labels/), which give one foreground class; the "
+                f"model has {meta.num_classes} classes: give masks/ with class indices"
+            )
+        frames, truths, instances = [], [], []
+        for img_path, lab_path in find_pairs(val, LABELS)[:limit]:
+            img = read_image(img_path)
+            lab = read_instance_labels(lab_path, img.shape)
+            frames.append(img)
+            instances.append(lab)
+            truths.append((lab > 0).astype(np.uint8))
+        return _Heldout(frames, truths, f"{val} (images/ + labels/)", instances)
+    if has_images and has_masks:
         pairs = find_pairs(val)[:limit]
         frames, truths = [], []
         for img_path, mask_path in pairs:
@@ -233,6 +267,11 @@ def convert_model(
     float_model = CallableBackend(loaded.predict, meta, path=req.model)
     float_labels = label_maps(heldout.frames, float_model, meta)
     float_truth = overlap(float_labels, heldout.truths, meta) if heldout.truths else None
+    instance = meta.instance_spec is not None
+    float_instances_truth = None
+    if instance and heldout.instances is not None:
+        float_instances_truth = instance_scores(float_labels, heldout.instances)
+    gate_notes = _gate_notes(req, instance)
 
     fp32_recipe = next((r for r in req.recipes if r.name == "fp32"), None) or load_recipe("fp32")
     say("converting the fp32 reference")
@@ -244,10 +283,8 @@ def convert_model(
     paths: list[Path] = []
     compiler_error: CompilerError | None = None
     for recipe in req.recipes:
-        gate = recipe.min_dice_agreement
         int8 = recipe.precision == "int8"
-        if req.min_dice_agreement is not None and int8:
-            gate = req.min_dice_agreement
+        gate, gate_on = _gate(recipe, req, instance)
         say(f"converting {recipe.name}")
         if recipe.name == fp32_recipe.name:
             conv = fp32
@@ -277,7 +314,7 @@ def convert_model(
         say(f"checking {path.name} on the held-out frames")
         labels = label_maps(heldout.frames, backend, meta)
         errors: tuple = ()
-        notes = list(conv.notes)
+        notes = list(conv.notes) + (gate_notes if int8 else [])
         if conv.float_twin is not None and tiles is not None:
             say(f"measuring the quantization error of each layer of {path.name}")
             try:
@@ -307,6 +344,8 @@ def convert_model(
             input_type=backend.input.dtype,
             layer_errors=errors,
             notes=tuple(notes),
+            **_instance_fields(labels, float_labels, heldout, instance),
+            gate_on=gate_on,
         )
         if not report.passed:
             rejected = path.with_name(f"{stem}_{recipe.name}.rejected.tflite")
@@ -344,6 +383,7 @@ def convert_model(
         float_truth=float_truth,
         fp32_size_bytes=fp32_size,
         artefacts=tuple(artefacts),
+        float_instances_truth=float_instances_truth,
     )
     report_json = req.out / f"{stem}_parity.json"
     report_md = req.out / f"{stem}_parity.md"
@@ -352,8 +392,15 @@ def convert_model(
     failed = [a for a in artefacts if not a.passed]
     if failed:
         worst = failed[0]
+        if worst.gate_on == GATE_AP50:
+            value = worst.gated_value
+            what = "finds the float model's objects at AP@0.5 " + (
+                f"{value:.4f}" if value is not None else "(not measured)"
+            )
+        else:
+            what = f"agrees with the float model at Dice {worst.agreement.dice:.4f}"
         raise ParityGateError(
-            f"{worst.recipe} agrees with the float model at Dice {worst.agreement.dice:.4f}, "
+            f"{worst.recipe} {what}, "
             f"below the gate {worst.gate:.2f}; kept {Path(worst.path).name} and the report "
             f"{report_md}. Try more or more varied calibration images (--calib, --n), another "
             "quantization strategy (--recipe int8-legacy), or keep the model float "
@@ -364,6 +411,60 @@ def convert_model(
             f"{compiler_error}; kept the other artefacts and the report {report_md}"
         )
     return ConvertResult(parity, tuple(paths), report_json, report_md)
+
+
+def _gate(recipe: Recipe, req: ConvertRequest, instance: bool) -> tuple[float | None, str]:
+    """(minimum value, what it gates) of one recipe's artefact.
+
+    A semantic model: the agreement Dice (``min_dice_agreement``, ``--min-dice-agreement``
+    for int8 recipes). An instance model: AP@0.5 of its objects against the float model's
+    (``min_ap_agreement``, else :data:`DEFAULT_MIN_AP_AGREEMENT` when the recipe gates at all;
+    ``--min-ap-agreement`` for int8 recipes).
+    """
+    int8 = recipe.precision == "int8"
+    if not instance:
+        gate = recipe.min_dice_agreement
+        if req.min_dice_agreement is not None and int8:
+            gate = req.min_dice_agreement
+        return gate, GATE_DICE
+    gate = recipe.min_ap_agreement
+    if gate is None and recipe.min_dice_agreement is not None:
+        gate = DEFAULT_MIN_AP_AGREEMENT
+    if req.min_ap_agreement is not None and int8:
+        gate = req.min_ap_agreement
+    return gate, GATE_AP50
+
+
+def _gate_notes(req: ConvertRequest, instance: bool) -> list[str]:
+    """Notes for an int8 artefact when a gate option given does not apply to this model."""
+    if instance and req.min_dice_agreement is not None:
+        return [
+            "--min-dice-agreement does not gate an instance model: its gate is AP@0.5 of its "
+            "objects against the float model's (--min-ap-agreement)"
+        ]
+    if not instance and req.min_ap_agreement is not None:
+        return [
+            "--min-ap-agreement gates instance models only: this semantic model's gate is the "
+            "agreement Dice (--min-dice-agreement)"
+        ]
+    return []
+
+
+def _instance_fields(
+    labels: list[np.ndarray],
+    float_labels: list[np.ndarray],
+    heldout: _Heldout,
+    instance: bool,
+) -> dict[str, InstanceScores | None]:
+    """An artefact's objects against the float model's and, with labels, the truth's."""
+    if not instance:
+        return {}
+    return {
+        "instances": instance_scores(labels, float_labels),
+        "instances_truth": (
+            instance_scores(labels, heldout.instances) if heldout.instances is not None else None
+        ),
+    }
 
 
 def _extra_base(req: ConvertRequest, sha: str) -> dict[str, Any]:
@@ -410,6 +511,8 @@ def _onnx_step(
         seconds=export.seconds,
         input_type="float32",
         notes=(f"opset {export.opset}; run with onnxruntime (TensorRT/CUDA/CPU providers)",),
+        **_instance_fields(labels, float_labels, heldout, meta.instance_spec is not None),
+        gate_on=GATE_AP50 if meta.instance_spec is not None else GATE_DICE,
     )
     return report, path
 
@@ -467,6 +570,7 @@ __all__ = [
     "CompilerError",
     "ConvertRequest",
     "ConvertResult",
+    "InstanceScores",
     "Overlap",
     "ParityGateError",
     "convert_model",

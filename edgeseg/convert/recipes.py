@@ -41,6 +41,10 @@ class Recipe:
     equalize: bool = False
     quantizer: str = "default"
     min_dice_agreement: float | None = None
+    # The gate of an instance model: AP@0.5 of the artefact's objects, the float model's
+    # objects taken as truth (see convert/parity.py); None: DEFAULT_MIN_AP_AGREEMENT when the
+    # recipe gates at all (has min_dice_agreement), else ungated.
+    min_ap_agreement: float | None = None
     edgetpu: bool = False
     # Non-overlapping Conv2DTranspose as 1x1 CONV_2D + DEPTH_TO_SPACE (see convert/rewrite.py)
     depth_to_space: bool = False
@@ -71,6 +75,8 @@ class Recipe:
             raise DataError(f"{where}: float_ends needs the default quantizer")
         if self.min_dice_agreement is not None and not 0 <= self.min_dice_agreement <= 1:
             raise DataError(f"{where}: min_dice_agreement must be in [0, 1]")
+        if self.min_ap_agreement is not None and not 0 <= self.min_ap_agreement <= 1:
+            raise DataError(f"{where}: min_ap_agreement must be in [0, 1]")
 
     @property
     def needs_calibration(self) -> bool:
