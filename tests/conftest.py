@@ -1,4 +1,4 @@
-"""Shared fixtures: the real ISBI 2012 data (skipped when absent) and tiny models.
+"""Shared fixtures: the real ISBI 2012 and BBBC039 data (skipped when absent) and tiny models.
 
 Shared helper functions are in helpers.py: test modules never import conftest.py.
 """
@@ -13,6 +13,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
+BBBC039 = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc039"
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +38,15 @@ def isbi() -> Path:
     if not (ISBI / "images").is_dir():
         pytest.skip(f"ISBI 2012 data not found at {ISBI}")
     return ISBI
+
+
+@pytest.fixture(scope="session")
+def bbbc039() -> Path:
+    """../shared/data/bbbc039 (U2OS nuclei, 520x696 uint16, labels/ with one id per nucleus,
+    names WELL_SITE_ID); skip when it is not there."""
+    if not (BBBC039 / "labels").is_dir():
+        pytest.skip(f"BBBC039 data not found at {BBBC039}")
+    return BBBC039
 
 
 @pytest.fixture(scope="session")

@@ -449,3 +449,141 @@ def edgeseg_subprocess(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Instance models (two sigmoid outputs: foreground, interior) and instance-labelled folders
+# --------------------------------------------------------------------------------------------
+
+
+def instance_meta(size: int = SIZE, **changes: Any) -> ModelMetadata:
+    """Metadata of an instance model of ``size``² tiles (default InstanceSpec)."""
+    from edgeseg.core.instances import InstanceSpec
+
+    return ModelMetadata(input_size=(size, size), instances=InstanceSpec().to_dict(), **changes)
+
+
+def instance_unet(size: int = SIZE, decoder: str = "transpose", seed: int = 0) -> Any:
+    """An untrained U-Net (4 filters, depth 2) whose head is two sigmoid channels."""
+    keras = pytest.importorskip("keras")
+    from edgeseg.model.unet import UNetConfig, build_unet
+
+    keras.utils.set_random_seed(seed)
+    base = {"input_size": (size, size), "base_filters": 4, "depth": 2, "decoder": decoder}
+    if "sigmoid_outputs" in UNetConfig.__dataclass_fields__:
+        return build_unet(UNetConfig(**base, sigmoid_outputs=2))
+    body = build_unet(UNetConfig(**base))  # graft two sigmoid channels on its last block
+    x = body.get_layer("dec0_relu2").output
+    head = keras.layers.Conv2D(2, 1, activation="sigmoid", name="head")(x)
+    return keras.Model(body.input, head, name="unet")
+
+
+def disk_instance_model(size: int = SIZE) -> Any:
+    """A fixed-weight instance model for bright disks on a dark ground (frames scaled to
+    [0, 1]): foreground where a pixel is above 0.4, interior where the 7x7 mean is above
+    0.6, so touching disks keep separate interiors. Deterministic, no training."""
+    keras = pytest.importorskip("keras")
+    inp = keras.Input((size, size, 1), name="image")
+    head = keras.layers.Conv2D(2, 7, padding="same", activation="sigmoid", name="head")
+    out = head(inp)
+    kernel = np.zeros((7, 7, 1, 2), np.float32)
+    kernel[3, 3, 0, 0] = 20.0
+    kernel[:, :, 0, 1] = 30.0 / 49
+    head.set_weights([kernel, np.array([-20.0 * 0.4, -30.0 * 0.6], np.float32)])
+    return keras.Model(inp, out, name="disks")
+
+
+def write_instance_pairs(
+    root: Path, n: int = 4, size: tuple[int, int] = (96, 96), seed: int = 0
+) -> Path:
+    """``n`` 8-bit images of bright disks, many touching, under root/images, and their
+    uint16 instance labels (one id per disk, 0 background) under root/labels."""
+    from edgeseg.imageio import write_image
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    h, w = size
+    ys, xs = np.indices(size)
+    for i in range(n):
+        centres: list[tuple[float, float, float]] = []
+        for _ in range(400):
+            if len(centres) >= 14:
+                break
+            r = float(rng.uniform(5, 8))
+            y, x = rng.uniform(r, h - r), rng.uniform(r, w - r)
+            # Touching is welcome, deep overlap is not.
+            if all(np.hypot(y - cy, x - cx) >= r + cr - 1 for cy, cx, cr in centres):
+                centres.append((y, x, r))
+        labels = np.zeros(size, np.uint16)
+        best = np.full(size, np.inf)
+        for k, (cy, cx, r) in enumerate(centres, start=1):
+            d = np.hypot(ys - cy, xs - cx)
+            take = (d <= r) & (d / r < best)  # overlaps go to the nearer centre
+            labels[take] = k
+            best[take] = (d / r)[take]
+        image = np.where(labels > 0, 200, 20) + rng.normal(0, 6, size)
+        write_image(root / "images" / f"w{i % 2}_{i}.png", np.clip(image, 0, 255).astype(np.uint8))
+        write_image(root / "labels" / f"w{i % 2}_{i}.png", labels)
+    return root
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny instance model: two sigmoid outputs (foreground, interior) from the brightness
+# --------------------------------------------------------------------------------------------
+
+
+def instance_model(path: Path, size: int = 64, pixel_size_um: float | None = None) -> Path:
+    """A 1x1-conv instance 'U-Net' (.tflite) with two sigmoid outputs: foreground where the
+    normalized pixel is above 0.5, interior (the seeds) above 0.7 (percentile normalization
+    and ``instances`` embedded). Bright blobs with brighter cores are objects. Needs
+    TensorFlow."""
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    from edgeseg.core.instances import InstanceSpec
+    from edgeseg.core.tflite_file import embed_metadata
+
+    inp = keras.Input((size, size, 1), batch_size=1)
+    out = keras.layers.Conv2D(
+        2, 1, activation="sigmoid",
+        kernel_initializer=keras.initializers.Constant(20.0),
+        bias_initializer=keras.initializers.Constant(np.array([-10.0, -14.0])),
+    )(inp)  # fmt: skip
+    data = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, out)).convert()
+    meta = ModelMetadata(
+        input_size=(size, size),
+        normalization="percentile",
+        pixel_size_um=pixel_size_um,
+        instances=InstanceSpec().to_dict(),
+    )
+    path.write_bytes(embed_metadata(data, meta))
+    return path
+
+
+def disc_labels(shape: tuple[int, int], discs: list[tuple[float, float, float]]) -> np.ndarray:
+    """int32 instance ids of ``discs`` (cy, cx, r), ids 1.. in list order; a later disc owns
+    the pixels it shares with an earlier one."""
+    ys, xs = np.indices(shape)
+    labels = np.zeros(shape, np.int32)
+    for k, (cy, cx, r) in enumerate(discs, start=1):
+        labels[np.hypot(ys - cy, xs - cx) <= r] = k
+    return labels
+
+
+def labels_oracle(meta: ModelMetadata, scale: float = 1.0) -> Any:
+    """A CallableBackend that reads instance ids from its input tile (channel 0 holds the
+    ids / ``scale``) and returns their foreground and interior targets (a semantic model's
+    metadata: the foreground alone), computed on the tile alone: a perfect model whose every
+    tile sees only its own pixels."""
+    from edgeseg.core.backend import CallableBackend
+    from edgeseg.core.instances import instance_targets
+
+    border = meta.instance_spec.border if meta.instance_spec else 2
+
+    def predict(tiles: np.ndarray) -> np.ndarray:
+        ids = np.rint(tiles[..., 0] * scale).astype(np.int32)
+        if meta.instances is None:
+            return (ids > 0).astype(np.float32)[..., None]
+        return np.stack([instance_targets(t, border) for t in ids])
+
+    return CallableBackend(predict, meta)

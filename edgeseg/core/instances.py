@@ -281,22 +281,22 @@ def measure_objects(
     """
     labels = _check_labels(labels, "label map")
     h, w = labels.shape
-    ids = labels.ravel()
-    n = int(ids.max(initial=0)) + 1
-    if n == 1:
+    flat = labels.ravel()
+    fg = np.flatnonzero(flat)  # only object pixels are measured: most of a frame is background
+    if fg.size == 0:
         return []
+    ids = flat[fg].astype(np.intp)
+    n = int(ids.max()) + 1
+    ys, xs = np.divmod(fg, w)
     area = np.bincount(ids, minlength=n)
-    ys, xs = np.indices(labels.shape)
-    cy = np.bincount(ids, weights=ys.ravel(), minlength=n)
-    cx = np.bincount(ids, weights=xs.ravel(), minlength=n)
+    cy = np.bincount(ids, weights=ys, minlength=n)
+    cx = np.bincount(ids, weights=xs, minlength=n)
     if frame is not None:
         frame = np.asarray(frame)
         if frame.shape[:2] != labels.shape:
             raise DataError(f"frame {frame.shape[:2]} and label map {labels.shape} differ in size")
-        values = frame.astype(np.float64)
-        if values.ndim == 3:
-            values = values.mean(axis=2)
-        total = np.bincount(ids, weights=values.ravel(), minlength=n)
+        values = frame.reshape(h * w, -1)[fg].astype(np.float64)
+        total = np.bincount(ids, weights=values.mean(axis=1), minlength=n)
     else:
         total = np.zeros(n)
     big = np.iinfo(np.int64).max
@@ -304,12 +304,10 @@ def measure_objects(
     x0 = np.full(n, big, np.int64)
     y1 = np.full(n, -1, np.int64)
     x1 = np.full(n, -1, np.int64)
-    fg = ids > 0
-    fid, fy, fx = ids[fg], ys.ravel()[fg], xs.ravel()[fg]
-    np.minimum.at(y0, fid, fy)
-    np.minimum.at(x0, fid, fx)
-    np.maximum.at(y1, fid, fy)
-    np.maximum.at(x1, fid, fx)
+    np.minimum.at(y0, ids, ys)
+    np.minimum.at(x0, ids, xs)
+    np.maximum.at(y1, ids, ys)
+    np.maximum.at(x1, ids, xs)
     rows = []
     for i in np.flatnonzero(area[1:]) + 1:
         a = int(area[i])
