@@ -25,18 +25,13 @@ import difflib
 import glob
 import json
 import os
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeseg.errors import DataError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from edgeseg.paths import TOMLDecodeError, parse_toml
 
 __all__ = [
     "CONFIG_NAME",
@@ -228,8 +223,8 @@ def read_config_file(
         reason = getattr(exc, "strerror", None) or exc
         raise DataError(f"cannot read config file {path}: {reason}") from None
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = parse_toml(text)
+    except TOMLDecodeError as exc:
         raise DataError(f"{path}: not valid TOML: {exc}") from None
     spellings = _keys(params)
     settings: dict[str, Setting] = {}

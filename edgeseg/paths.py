@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -9,7 +10,20 @@ from typing import Any, TypeVar
 
 from edgeseg.errors import DataError
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
 T = TypeVar("T")
+
+#: Raised by :func:`parse_toml` for text that is not valid TOML.
+TOMLDecodeError = tomllib.TOMLDecodeError
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """TOML text → dict (tomllib, or tomli on Python 3.10); raises :data:`TOMLDecodeError`."""
+    return tomllib.loads(text)
 
 
 def ensure_writable_dir(out: Path, flag: str = "--out") -> Path:

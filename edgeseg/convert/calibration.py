@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,13 +44,8 @@ from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.preprocess import prepare
 from edgeseg.core.segmenter import effective_overlap, frame_tiles
 from edgeseg.errors import DataError
-from edgeseg.paths import collect_tomls, load_named_toml
+from edgeseg.paths import TOMLDecodeError, collect_tomls, load_named_toml, parse_toml
 from edgeseg.runtime.sources import FrameSource, TiffStack, VideoFile, open_file_source
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "FORMAT",
@@ -617,8 +611,8 @@ class SyntheticStills:
 
 def _named_set(text: str, origin: str) -> NamedSet:
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = parse_toml(text)
+    except TOMLDecodeError as exc:
         raise DataError(f"calibration set {origin} is not valid TOML: {exc}") from exc
     known = {"name", "source", "n", "holdout", "description"}
     unknown = sorted(set(data) - known)

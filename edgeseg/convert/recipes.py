@@ -12,18 +12,12 @@ edgeseg (the project's ``converters/recipes/``).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgeseg.errors import DataError
-from edgeseg.paths import collect_tomls, load_named_toml
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from edgeseg.paths import TOMLDecodeError, collect_tomls, load_named_toml, parse_toml
 
 PRECISIONS = ("fp32", "fp16", "int8")
 IO_TYPES = ("float32", "int8", "uint8")
@@ -88,8 +82,8 @@ class Recipe:
 
 def _from_toml(text: str, source: str) -> Recipe:
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = parse_toml(text)
+    except TOMLDecodeError as exc:
         raise DataError(f"recipe {source} is not valid TOML: {exc}") from exc
     unknown = sorted(set(data) - set(Recipe.__dataclass_fields__) - {"source"})
     if unknown:

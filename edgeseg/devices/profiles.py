@@ -36,19 +36,13 @@ Lookup for ``--device NAME``: a path to a ``.toml`` file; else ``NAME.toml`` in
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeseg.errors import DataError
-from edgeseg.paths import collect_tomls, load_named_toml
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from edgeseg.paths import TOMLDecodeError, collect_tomls, load_named_toml, parse_toml
 
 __all__ = [
     "DeviceProfile",
@@ -185,8 +179,8 @@ def _fail(where: str, why: str) -> DataError:
 
 def _from_toml(text: str, where: str) -> DeviceProfile:
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = parse_toml(text)
+    except TOMLDecodeError as exc:
         raise _fail(where, f"not valid TOML ({exc})") from exc
     refs = data.pop("reference", [])
     unknown = sorted(set(data) - _PROFILE_KEYS)
