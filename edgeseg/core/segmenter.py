@@ -112,7 +112,9 @@ class Segmenter:
     def _grid(self, shape: tuple[int, int]) -> TileGrid:
         grid = self._grids.get(shape)
         if grid is None:
-            grid = plan_frame(shape, self.meta, self.overlap)
+            grid = plan_tiles(
+                shape, self.meta.input_size, overlap=self.overlap, border=self.meta.output_border
+            )
             self._grids[shape] = grid
         return grid
 

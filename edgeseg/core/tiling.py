@@ -287,10 +287,7 @@ def segment_tiled(
         if arr.ndim not in (2, 3):
             raise DataError(f"image must be (H, W) or (H, W, C), got shape {arr.shape}")
         grid = plan_tiles(arr.shape[:2], grid_or_tile_shape, overlap=overlap, border=border)
-    _int(batch_size, "batch_size")
-    if batch_size < 1:
-        raise DataError(f"batch_size must be >= 1, got {batch_size}")
-    tiles = extract_tiles(arr, grid)
+    tiles = extract_tiles(arr, grid)  # predict_tiles checks batch_size
     outputs = predict_tiles(tiles, predict, grid.out_tile_shape, batch_size)
     _check_outputs(outputs, grid)
     return _stitch(outputs, grid)
