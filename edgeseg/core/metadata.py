@@ -25,6 +25,11 @@ Conventions, fixed here so that every stage agrees:
 - ``instances`` (schema version 2): an instance model, whose two sigmoid outputs
   (foreground, interior) become one id per object (:mod:`edgeseg.core.instances`); None for
   a semantic model. Version 1 files (no instances) still read.
+- ``frame_size`` (schema version 2): a *whole-frame* artefact, built with a static input for
+  camera frames of this (H, W). ``input_size`` is that size padded up to the model's multiple
+  (2^depth); the padding is centred reflect padding, as :func:`edgeseg.core.tiling.plan_tiles`
+  pads any frame smaller than the model input, and the output is cropped back at run time.
+  None for an artefact built at the training tile size.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ class ModelMetadata:
     pixel_size_um: float | None = None
     # How instances are recovered (InstanceSpec.to_dict()), or None for a semantic model.
     instances: dict[str, Any] | None = None
+    # The camera frame (H, W) a whole-frame artefact was built for, or None for a tiled one.
+    frame_size: tuple[int, int] | None = None
     # Free-form provenance (training data, source model hash, recipe); JSON-serialisable.
     provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
@@ -102,6 +109,12 @@ class ModelMetadata:
             math.isfinite(self.pixel_size_um) and self.pixel_size_um > 0
         ):
             problems.append("pixel_size_um must be a positive number")
+        if self.frame_size is not None:
+            fh, fw = self.frame_size
+            if not (0 < fh <= h and 0 < fw <= w):
+                problems.append(
+                    f"frame_size {self.frame_size} must be positive and fit the input size"
+                )
         if self.instances is not None:
             try:
                 InstanceSpec.from_dict(self.instances)
@@ -137,6 +150,8 @@ class ModelMetadata:
         d["input_size"] = list(self.input_size)
         d["percentiles"] = list(self.percentiles)
         d["class_names"] = list(self.class_names)
+        if self.frame_size is not None:
+            d["frame_size"] = list(self.frame_size)
         return d
 
     def to_json(self) -> str:
@@ -160,6 +175,8 @@ class ModelMetadata:
         try:
             kwargs = dict(data)
             kwargs["input_size"] = _int_pair(kwargs["input_size"])
+            if kwargs.get("frame_size") is not None:
+                kwargs["frame_size"] = _int_pair(kwargs["frame_size"])
             if "percentiles" in kwargs:
                 kwargs["percentiles"] = tuple(float(p) for p in kwargs["percentiles"])
             if "class_names" in kwargs:
