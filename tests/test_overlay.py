@@ -293,3 +293,16 @@ def test_side_by_side_pads_never_resamples() -> None:
     assert out.shape == (20, 18, 3)
     assert (out[:, :10] == 50).all() and (out[:12, 12:] == 200).all()
     assert not out[12:, 12:].any() and not out[:, 10:12].any()
+
+
+def test_overlay_contours_two_pixels_wide_from_1024() -> None:
+    labels = np.zeros((1024, 1030), np.uint8)
+    labels[100:200, 100:300] = 1
+    image = np.full((1024, 1030, 3), 50, np.uint8)
+    out = overlay(image, labels, BINARY, contours=True, fill=False)
+    colour = class_colors(2)[1]
+    drawn = np.all(out == colour, axis=2)
+    # The outline lies inside the object, two pixels wide, and nothing is drawn outside it.
+    assert drawn[100:102, 150].all() and not drawn[102:198, 150].any()
+    assert drawn[150, 298:300].all() and not drawn[150, 102:298].any()
+    assert not drawn[labels == 0].any()
