@@ -146,13 +146,20 @@ class Segmenter:
             tiles = tiles.reshape(1, th, tw, self.meta.channels)
         else:
             grid = self._grid((h, w))
-            tiles = extract_tiles(x, grid)
+            # A frame the size of a whole-frame artefact's input is its one tile as it is:
+            # no cut, no blend (the output is the map).
+            whole = grid.n_tiles == 1 and grid.padded_shape == (h, w) and grid.border == 0
+            tiles = (
+                np.ascontiguousarray(x).reshape(1, h, w, -1) if whole else extract_tiles(x, grid)
+            )
         t1 = time.perf_counter()
         out = predict_tiles(tiles, predict, self.meta.output_size, self.batch_size)
         t2 = time.perf_counter()
         if self.resize:
             cv = cv2()
             prob = cv.resize(out[0], (w, h), interpolation=cv.INTER_LINEAR).reshape(h, w, -1)
+        elif whole:
+            prob = out[0]
         else:
             prob = stitch_tiles(out, grid)
         return prob, t1 - t0, t2 - t1, time.perf_counter() - t2
