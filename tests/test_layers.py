@@ -130,6 +130,8 @@ def violations(
             broken.append("edgeseg.core imports only edgeseg.errors, .optional and .core")
         if _within(module, "edgeseg.runtime", "edgeseg.devices") and _within(target, *TOOLS):
             broken.append("runtime/devices never import convert, train, model.loading or cli")
+        if _within(module, "edgeseg.batch") and _within(target, *TOOLS):
+            broken.append("batch runs converted models: never convert, train, model.loading, cli")
         if _within(module, "edgeseg.runtime") and _within(target, "edgeseg.devices"):
             broken.append("runtime never imports devices (devices sits above runtime)")
         if not _within(module, "edgeseg.cli") and _within(target, "edgeseg.cli"):
@@ -220,6 +222,11 @@ def _check(module: str, code: str, **kwargs: bool) -> list[str]:
             "edgeseg.runtime.foo",
             "from ..convert.tflite import convert\n",
             "from edgeseg.convert.tflite import convert: runtime/devices never",
+        ),
+        (
+            "edgeseg.batch.tasks",
+            "def f():\n    from edgeseg.model.loading import load_model\n",
+            "edgeseg.batch.tasks:2: from edgeseg.model.loading import load_model: batch runs",
         ),
         (
             "edgeseg.bench.latency",

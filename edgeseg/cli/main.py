@@ -20,6 +20,7 @@ from edgeseg.cli import inspect as inspect_cmd
 from edgeseg.cli import report as report_cmd
 from edgeseg.cli import run as run_cmd
 from edgeseg.cli import samples as samples_cmd
+from edgeseg.cli import segment as segment_cmd
 from edgeseg.cli import service as service_cmd
 from edgeseg.cli import train as train_cmd
 from edgeseg.cli.common import set_verbose
@@ -64,6 +65,7 @@ app.command("eval")(eval_cmd.eval_)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("convert")(convert_cmd.convert)
 app.command("run", cls=RunCommand)(run_cmd.run)
+app.command("segment")(segment_cmd.segment)
 app.command("bench")(bench_cmd.bench)
 app.command("report")(report_cmd.report)
 app.command("doctor")(doctor_cmd.doctor)

@@ -1,0 +1,663 @@
+"""`edgeseg segment`: plan the work, hand it to Dask, follow it, write the table and summary.
+
+File inputs: a few frames a task (read, segment, write the label image, measure objects, all
+on the worker); a TIFF stack's frames are assembled into one label stack when all are done.
+Zarr inputs, per chunk of frames and block of a frame (:mod:`~edgeseg.batch.chunks`):
+
+1. segment the block with its halo, keep the core (ids 1..n), save the halo's labels;
+2. link objects of neighbouring blocks; the client joins the links (union-find) into ids
+   unique over the whole array;
+3. write the final ids (or classes, for a semantic model) and measure the objects' parts.
+
+Each finished unit has a ledger entry (:mod:`~edgeseg.batch.store`): a run started again
+skips them and writes nothing twice. Worker deaths are retried by Dask; a frame or array
+that cannot be read is reported in the summary and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeseg.batch import tasks
+from edgeseg.batch.chunks import Block, face_pairs, merge_ids, merge_stats, plan_blocks
+from edgeseg.batch.cluster import ClusterInfo, open_client
+from edgeseg.batch.deps import has, need
+from edgeseg.batch.inputs import ArrayInput, FileInput, discover
+from edgeseg.batch.store import (
+    WORK,
+    Ledger,
+    columns_to_rows,
+    file_sha256,
+    remove_partials,
+    unit_key,
+    write_table,
+)
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.postprocess import foreground_classes
+from edgeseg.errors import DataError
+
+__all__ = ["BatchSummary", "InputReport", "Progress", "SegmentOptions", "segment_archive"]
+
+FORMAT_VERSION = 1  # of outputs and ledger: a change makes earlier entries count as not done
+MASK_FORMATS = ("png", "tif")
+TABLE_FORMATS = ("parquet", "csv")
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """Everything `edgeseg segment` takes; field names are its option names.
+
+    ``halo``: pixels of context around each block of a Zarr frame (default: half the model's
+    tile, at least 32); ``frames_per_task``: file frames one task segments (default: a few,
+    so that every worker has several tasks).
+    """
+
+    model: Path
+    inputs: tuple[str, ...]
+    out: Path
+    axes: str | None = None
+    threads: int = 1
+    workers: int | None = None
+    scheduler: str | None = None
+    host: str = "127.0.0.1"
+    overlap: int = 32
+    halo: int | None = None
+    min_area: int = 0
+    resize: bool | None = None
+    mask_format: str = "png"
+    table_format: str | None = None
+    pixel_size: float | None = None
+    frames_per_task: int | None = None
+    retries: int = 3
+
+
+@dataclass
+class InputReport:
+    """One input in the summary: frames segmented now and earlier, objects, or its error."""
+
+    name: str
+    kind: str
+    frames: int = 0
+    frames_skipped: int = 0
+    objects: int = 0
+    output: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BatchSummary:
+    """What a segment run did."""
+
+    inputs: list[InputReport]
+    where: str
+    backend: str
+    workers: int
+    dashboard: str | None
+    frames: float  # segmented by this run (blocks count as fractions of their frame)
+    megapixels: float
+    seconds: float
+    units_done: int
+    units_skipped: int
+    table: str | None
+    interrupted: bool = False
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def megapixels_per_s(self) -> float:
+        return self.megapixels / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{r.name}: {e}" for r in self.inputs for e in r.errors]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["frames_per_s"] = round(self.frames_per_s, 3)
+        d["megapixels_per_s"] = round(self.megapixels_per_s, 3)
+        return d
+
+    def lines(self) -> list[str]:
+        ok = [r for r in self.inputs if not r.errors]
+        out = [
+            f"{len(ok)} of {len(self.inputs)} input(s) done on {self.where} ({self.backend})",
+            f"{self.frames:.0f} frame(s), {self.megapixels:.1f} MP in {self.seconds:.1f} s: "
+            f"{self.frames_per_s:.2f} frames/s, {self.megapixels_per_s:.2f} MP/s; "
+            f"{self.units_skipped} unit(s) already done, skipped",
+        ]
+        out += [f"skipped {e}" for e in self.errors]
+        return out
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Handed to ``on_progress``: units (frames, blocks) done of all, frames and MP so far."""
+
+    units_done: int
+    units_total: int
+    frames: float
+    megapixels: float
+    seconds: float
+
+
+def _check(o: SegmentOptions) -> None:
+    if not o.model.is_file():
+        raise DataError(f"model not found: {o.model}")
+    if o.model.suffix.lower() not in (".tflite", ".onnx"):
+        raise DataError(f"{o.model} is not a .tflite or .onnx model; convert it first")
+    if o.mask_format not in MASK_FORMATS:
+        raise DataError(f"--mask-format must be png or tif, got {o.mask_format}")
+    if o.table_format is not None and o.table_format not in TABLE_FORMATS:
+        raise DataError(f"--table-format must be parquet or csv, got {o.table_format}")
+    if o.threads < 1 or (o.workers is not None and o.workers < 1):
+        raise DataError("--threads and --workers must be at least 1")
+    if o.halo is not None and o.halo < 0:
+        raise DataError(f"--halo must be >= 0, got {o.halo}")
+    if o.out.exists() and not o.out.is_dir():
+        raise DataError(f"--out {o.out} is a file, not a folder")
+
+
+class _Run:
+    """The state of one run: the event loop's handlers and what they collect."""
+
+    def __init__(self, o: SegmentOptions, client: Any, ledger: Ledger, settings: dict) -> None:
+        self.o = o
+        self.client = client
+        self.ledger = ledger
+        self.done_keys = ledger.done()
+        self.settings = settings
+        self.rows: list[dict[str, Any]] = []
+        self.reports: dict[str, InputReport] = {}
+        self.handlers: dict[Any, Callable[[Any], None]] = {}
+        self.pending = None  # the as_completed iterator
+        self.units_total = 0
+        self.units_done = 0
+        self.units_skipped = 0
+        self.frames = 0.0
+        self.megapixels = 0.0
+        self.meta: ModelMetadata | None = None
+        self.spec: tasks.ModelSpec | None = None
+
+    def submit(self, fn: Callable, *args: Any, then: Callable[[Any], None], **kw: Any) -> Any:
+        future = self.client.submit(fn, *args, retries=self.o.retries, pure=False, **kw)
+        self.handlers[future] = then
+        self.pending.add(future)  # type: ignore[union-attr]
+        return future
+
+    def unit_done(self, frames: float, pixels: float) -> None:
+        self.units_done += 1
+        self.frames += frames
+        self.megapixels += pixels / 1e6
+
+
+def segment_archive(
+    options: SegmentOptions,
+    *,
+    client: Any = None,
+    on_start: Callable[[ClusterInfo, str], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> BatchSummary:
+    """Segment every input of ``options`` into ``options.out`` on Dask; see the module.
+
+    ``client``: an existing Dask client (else a local cluster or ``options.scheduler``).
+    ``on_start(cluster, backend)`` hears where the work runs; ``on_progress`` hears progress
+    after every finished unit (raise KeyboardInterrupt there to stop: what is done stays).
+
+    Raises:
+        DataError: bad options, inputs that name nothing, bad axes; MissingDependencyError
+            without the ``batch`` extra; ModelError for a model the workers cannot open.
+    """
+    o = options
+    _check(o)
+    need("distributed")
+    found, bad = discover(o.inputs, o.axes)
+    table_format = o.table_format or ("parquet" if has("pyarrow") else "csv")
+    out = o.out
+    out.mkdir(parents=True, exist_ok=True)
+    remove_partials(out)
+    ledger = Ledger(out)
+    ledger.clean()
+    spec = tasks.ModelSpec(
+        path=str(o.model.resolve()),
+        threads=o.threads,
+        overlap=o.overlap,
+        min_area=o.min_area,
+        resize=o.resize,
+    )
+    settings = {
+        "version": FORMAT_VERSION,
+        "model": file_sha256(o.model),
+        "overlap": o.overlap,
+        "min_area": o.min_area,
+        "resize": o.resize,
+        "mask_format": o.mask_format,
+        "halo": o.halo,
+        "pixel_size": o.pixel_size,
+    }
+    with open_client(o.scheduler, workers=o.workers, host=o.host, client=client) as (cl, info):
+        distributed = need("distributed")
+        described = cl.submit(tasks.describe, spec, pure=False, retries=o.retries).result()
+        meta = ModelMetadata.from_dict(described["meta"])
+        cl.run(tasks.describe, spec)  # every worker opens its model now, before the clock
+        if on_start is not None:
+            on_start(info, described["backend"])
+        run = _Run(o, cl, ledger, settings)
+        run.meta, run.spec = meta, spec
+        for b in bad:
+            run.reports[b.path] = InputReport(Path(b.path).name, "file", errors=[b.reason])
+        run.pending = distributed.as_completed([])
+        t0 = time.perf_counter()
+        try:
+            for item in found:
+                if isinstance(item, FileInput):
+                    _plan_file(run, item, table_format)
+                else:
+                    _plan_array(run, item)
+            _flush_file_tasks(run)
+            if on_progress is not None:
+                on_progress(_progress(run, t0))
+            for future in run.pending:
+                handler = run.handlers.pop(future)
+                handler(future)
+                if on_progress is not None:
+                    on_progress(_progress(run, t0))
+        except BaseException:
+            futures = list(run.handlers)
+            if futures:
+                cl.cancel(futures)
+            raise
+        finally:
+            seconds = time.perf_counter() - t0
+        table = out / f"objects.{'parquet' if table_format == 'parquet' else 'csv'}"
+        run.rows.sort(key=lambda r: (r["input"], r["frame"], r["id"]))
+        write_table(run.rows, table, table_format)
+        summary = BatchSummary(
+            inputs=list(run.reports.values()),
+            where=info.where,
+            backend=described["backend"],
+            workers=info.workers,
+            dashboard=info.dashboard,
+            frames=run.frames,
+            megapixels=run.megapixels,
+            seconds=seconds,
+            units_done=run.units_done,
+            units_skipped=run.units_skipped,
+            table=str(table),
+        )
+    import json
+
+    from edgeseg.batch.store import atomic_write
+
+    atomic_write(out / "summary.json", (json.dumps(summary.to_dict(), indent=2) + "\n").encode())
+    return summary
+
+
+def _progress(run: _Run, t0: float) -> Progress:
+    return Progress(
+        run.units_done + run.units_skipped,
+        run.units_total,
+        run.frames,
+        run.megapixels,
+        time.perf_counter() - t0,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+def _frames_per_task(run: _Run) -> int:
+    if run.o.frames_per_task:
+        return run.o.frames_per_task
+    return 4
+
+
+def _plan_file(run: _Run, item: FileInput, table_format: str) -> None:
+    o = run.o
+    report = InputReport(item.name, "stack" if item.stack else "image")
+    run.reports[item.path] = report
+    ext = "tif" if item.stack else o.mask_format
+    target = o.out / f"{item.stem}.{ext}"
+    report.output = str(target)
+    parts_dir = o.out / WORK / "parts" / unit_key(item.identity, run.settings)[:16]
+    stack_key = unit_key("stack", item.identity, run.settings)
+    todo, keys, parts = [], [], []
+    for fr in item.frames:
+        key = unit_key("frame", item.identity, fr.page, run.settings)
+        keys.append(key)
+        part = parts_dir / f"{fr.page:06d}.npy"
+        parts.append(str(part))
+        run.units_total += 1
+        if key in run.done_keys:
+            _take_rows(run, report, run.ledger.read(key))
+            report.frames_skipped += 1
+            run.units_skipped += 1
+            continue
+        todo.append(
+            {
+                "path": fr.path,
+                "page": fr.page,
+                "index": fr.index,
+                "name": fr.name,
+                "target": str(part if item.stack else target),
+                "part": item.stack,
+                "key": key,
+                "input": item.path,
+            }
+        )
+    if item.stack:
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        remove_partials(parts_dir)
+    state = {"left": len(todo), "failed": False}
+    stack_done = stack_key in run.done_keys
+    if item.stack and not stack_done:
+        run.units_total += 1
+
+    def assemble() -> None:
+        if not item.stack or stack_done or state["failed"]:
+            return
+        record = {"key": stack_key, "input": item.path, "frames": len(item.frames)}
+        run.submit(
+            tasks.assemble_stack, parts, str(target), stack_key, str(o.out), record,
+            then=lambda f: (f.result(), run.unit_done(0, 0)),
+        )  # fmt: skip
+
+    def finished(results: list[dict[str, Any]]) -> None:
+        for r in results:
+            if "error" in r:
+                report.errors.append(r["error"])
+                state["failed"] = True
+                run.unit_done(0, 0)
+            else:
+                _take_rows(run, report, r)
+                report.frames += 1
+                run.unit_done(1, r["pixels"])
+        state["left"] -= len(results)
+        if state["left"] == 0:
+            assemble()
+
+    if not todo:
+        if item.stack and not stack_done:
+            # Every frame done but the stack not assembled: the parts are there.
+            run._after_plan = [*getattr(run, "_after_plan", []), assemble]  # type: ignore[attr-defined]
+        elif item.stack:
+            run.units_skipped += 1
+        return
+    queue = getattr(run, "_file_queue", [])
+    queue += [(f, finished) for f in todo]
+    run._file_queue = queue  # type: ignore[attr-defined]
+
+
+def _flush_file_tasks(run: _Run) -> None:
+    """Submit the planned file frames, a few consecutive ones a task."""
+    queue = getattr(run, "_file_queue", [])
+    per = _frames_per_task(run)
+    pixel = run.o.pixel_size if run.o.pixel_size is not None else run.meta.pixel_size_um
+
+    def dispatch(future: Any, callbacks: dict[str, Callable]) -> None:
+        for result in future.result():
+            callbacks[result["key"]]([result])
+
+    for i in range(0, len(queue), per):
+        group = queue[i : i + per]
+        callbacks = {f["key"]: cb for f, cb in group}
+        run.submit(
+            tasks.segment_files, run.spec, [f for f, _ in group], str(run.o.out),
+            run.o.mask_format, pixel, then=lambda f, cbs=callbacks: dispatch(f, cbs),
+        )  # fmt: skip
+    for fn in getattr(run, "_after_plan", []):
+        fn()
+
+
+def _take_rows(run: _Run, report: InputReport, record: dict[str, Any]) -> None:
+    rows = columns_to_rows(record.get("rows") or {})
+    run.rows.extend(rows)
+    report.objects += len(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Zarr arrays
+
+
+def _lead_groups(info: ArrayInput) -> list[list[tuple[int, ...]]]:
+    """The frames of each chunk along the lead axes (one group for a 2-D array)."""
+    if not info.lead_axes:
+        return [[()]]
+    ranges = []
+    for size, chunk in zip(info.lead_shape, info.lead_chunks, strict=True):
+        ranges.append([range(s, min(size, s + chunk)) for s in range(0, size, chunk)])
+    groups = []
+    for combo in itertools.product(*ranges):
+        groups.append(list(itertools.product(*combo)))
+    return groups
+
+
+def _plan_array(run: _Run, info: ArrayInput) -> None:
+    o, meta = run.o, run.meta
+    assert meta is not None
+    zarr = need("zarr")
+    report = InputReport(info.name, f"zarr {info.axes} {info.shape}")
+    run.reports[info.store + "/" + info.array_path] = report
+    halo = o.halo if o.halo is not None else max(32, max(meta.input_size) // 2)
+    blocks = plan_blocks(info.plane_shape, info.plane_chunks, halo)
+    groups = _lead_groups(info)
+    target = o.out / f"{info.stem}.zarr"
+    report.output = str(target)
+    work = o.out / WORK / "work" / unit_key(info.identity, run.settings)[:16]
+    instances = meta.instances is not None
+    k1 = {
+        (g, b): unit_key("p1", info.identity, g, b, run.settings)
+        for g in range(len(groups))
+        for b in range(len(blocks))
+    }
+    k3 = {
+        (g, b): unit_key("p3", info.identity, g, b, run.settings)
+        for g in range(len(groups))
+        for b in range(len(blocks))
+    }
+    n_units = len(k1)
+    run.units_total += 2 * n_units
+    done_key = unit_key("array-done", info.identity, run.settings)
+    if done_key in run.done_keys:
+        run.units_skipped += 2 * n_units
+        report.frames_skipped = info.n_frames
+        stats = {u: run.ledger.read(k) for u, k in k3.items()}
+        classes = {int(k): v for k, v in run.ledger.read(done_key)["classes"].items()}
+        _array_rows(run, info, report, groups, blocks, stats, classes)
+        return
+    manifest = unit_key("array", info.identity, run.settings)
+    if manifest not in run.done_keys:
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "halos").mkdir(exist_ok=True)
+        kw = {"shape": info.label_shape, "chunks": info.label_chunks, "fill_value": 0}
+        zarr.create_array(store=str(work / "labels.zarr"), dtype="uint32", overwrite=True, **kw)
+        zarr.create_array(
+            store=str(target),
+            dtype="uint32" if instances else "uint8",
+            overwrite=True,
+            attributes={"axes": info.label_axes, "source": info.name, "edgeseg": "labels"},
+            **kw,
+        )
+        run.ledger.write(manifest, {"key": manifest, "array": info.name})
+    remove_partials(work / "halos")
+    phase1: dict[tuple[int, int], dict] = {}
+    phase3: dict[tuple[int, int], dict] = {}
+    failed = {"yes": False}
+    ranges_needed = meta.normalization != "scale" and len(blocks) > 1
+    range_futures: dict[tuple[int, ...], Any] = {}
+
+    def fail(future: Any) -> bool:
+        exc = future.exception()
+        if exc is None:
+            return False
+        if not failed["yes"]:
+            failed["yes"] = True
+            report.errors.append(
+                f"{type(exc).__name__}: {exc}" if not isinstance(exc, DataError) else str(exc)
+            )
+        return True
+
+    def p1_done(unit: tuple[int, int], future: Any) -> None:
+        if fail(future):
+            run.unit_done(0, 0)
+            return
+        rec = future.result()
+        phase1[unit] = rec
+        run.unit_done(rec["frames"] / len(blocks), rec["pixels"])
+        if len(phase1) == n_units:
+            link()
+
+    links: list[np.ndarray] = []
+    state = {"left": 0}
+
+    def link() -> None:
+        pairs: dict[int, list] = {i: [] for i in range(len(blocks))}
+        for i, j, region in face_pairs(blocks):
+            pairs[i].append((j, region))
+        state["left"] = n_units
+        for (g, i), _ in sorted(phase1.items()):
+            classes = {j: phase1[(g, j)]["classes"] for j in [i, *[p[0] for p in pairs[i]]]}
+            run.submit(
+                tasks.link_unit, info, str(work), blocks, i, pairs[i], groups[g], k1[(g, i)],
+                instances, classes if not instances else {},
+                then=lambda f, g=g: linked(g, f),
+            )  # fmt: skip
+
+    def linked(g: int, future: Any) -> None:
+        if fail(future):
+            return
+        found = future.result()
+        if found:
+            arr = np.asarray(found, np.int64)
+            links.append(np.column_stack([np.full(len(arr), g), arr]))
+        state["left"] -= 1
+        if state["left"] == 0:
+            finish()
+
+    def finish() -> None:
+        # Nodes: every (group, plane k, block, local id), plane-major; ids over the array.
+        base: dict[tuple[int, int, int], int] = {}
+        n = 0
+        for g, planes in enumerate(groups):
+            for k in range(len(planes)):
+                for b in range(len(blocks)):
+                    base[(g, k, b)] = n
+                    n += phase1[(g, b)]["counts"][k]
+        edges = np.zeros((0, 2), np.int64)
+        if links:
+            table = np.concatenate(links)
+            u = np.array([base[(g, k, i)] for g, k, i in table[:, :3]]) + table[:, 3] - 1
+            v = np.array([base[(g, k, j)] for g, k, j in table[:, [0, 1, 4]]]) + table[:, 5] - 1
+            edges = np.column_stack([u, v])
+        ids = merge_ids(n, edges)
+        names = dict(foreground_classes(meta)) if not instances else {}
+        id_class: dict[int, str] = {}
+        for (g, b), k3key in sorted(k3.items()):
+            planes = groups[g]
+            luts, values = [], []
+            for k in range(len(planes)):
+                start = base[(g, k, b)]
+                count = phase1[(g, b)]["counts"][k]
+                lut = np.concatenate([[0], ids[start : start + count]]).astype(np.uint32)
+                luts.append(lut)
+                cls = np.asarray(phase1[(g, b)]["classes"][k], np.int64)
+                values.append(cls)
+                if not instances:
+                    for local in range(1, count + 1):
+                        id_class[int(lut[local])] = names.get(int(cls[local]), str(cls[local]))
+            if k3key in run.done_keys:
+                phase3[(g, b)] = run.ledger.read(k3key)
+                run.units_skipped += 1
+                continue
+            run.submit(
+                tasks.finish_unit, info, str(work), str(target), blocks[b], planes, luts,
+                None if instances else values, k3key, str(o.out),
+                then=lambda f, u=(g, b): p3_done(u, f),
+            )  # fmt: skip
+        report._id_class = id_class  # type: ignore[attr-defined]
+        if len(phase3) == n_units:
+            complete()
+
+    def p3_done(unit: tuple[int, int], future: Any) -> None:
+        if fail(future):
+            run.unit_done(0, 0)
+            return
+        phase3[unit] = future.result()
+        run.unit_done(0, 0)
+        if len(phase3) == n_units:
+            complete()
+
+    def complete() -> None:
+        classes = getattr(report, "_id_class", {})
+        _array_rows(run, info, report, groups, blocks, phase3, classes)
+        report.frames = info.n_frames - report.frames_skipped
+        run.ledger.write(done_key, {"key": done_key, "classes": classes})
+        shutil.rmtree(work, ignore_errors=True)
+
+    skipped_frames = 0.0
+    for (g, b), key in sorted(k1.items()):
+        if key in run.done_keys:
+            phase1[(g, b)] = run.ledger.read(key)
+            run.units_skipped += 1
+            skipped_frames += len(groups[g]) / len(blocks)
+            continue
+        planes = groups[g]
+        ranges: dict[tuple[int, ...], Any] = {}
+        if ranges_needed:
+            for lead in planes:
+                if lead not in range_futures:
+                    range_futures[lead] = run.client.submit(
+                        tasks.frame_range, run.spec, info, lead, info.plane_chunks,
+                        pure=False, retries=o.retries,
+                    )  # fmt: skip
+                ranges[lead] = range_futures[lead]
+        run.submit(
+            tasks.segment_unit, run.spec, info, str(work), blocks[b], planes, ranges, key,
+            str(o.out), then=lambda f, u=(g, b): p1_done(u, f),
+        )  # fmt: skip
+    report.frames_skipped = round(skipped_frames)
+    if len(phase1) == n_units:
+        link()
+
+
+def _array_rows(
+    run: _Run,
+    info: ArrayInput,
+    report: InputReport,
+    groups: list[list[tuple[int, ...]]],
+    blocks: list[Block],
+    phase3: dict[tuple[int, int], dict],
+    id_class: dict[int, str] | None,
+) -> None:
+    """The object rows of every frame of an array from its blocks' measurements."""
+    meta = run.meta
+    assert meta is not None
+    pixel = run.o.pixel_size if run.o.pixel_size is not None else meta.pixel_size_um
+    lead_shape = info.lead_shape
+    for g, planes in enumerate(groups):
+        for k, lead in enumerate(planes):
+            parts = [
+                np.asarray(phase3[(g, b)]["stats"][k], np.float64).reshape(-1, 9)
+                for b in range(len(blocks))
+            ]
+            rows = merge_stats(parts, info.plane_shape, pixel)
+            frame = int(np.ravel_multi_index(lead, lead_shape)) if lead else 0
+            head = {"input": info.store, "frame": frame, "name": info.frame_name(lead)}
+            for r in rows:
+                cls = (
+                    meta.class_names[0]
+                    if meta.instances is not None
+                    else (id_class or {}).get(r["id"], "")
+                )
+                run.rows.append({**head, **r, "class": cls})
+            report.objects += len(rows)
