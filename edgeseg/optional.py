@@ -21,6 +21,11 @@ _EXTRA_FOR = {
     "ai_edge_litert": ("runtime", "LiteRT"),
     "onnxruntime": ("onnx", "onnxruntime"),
     "tf2onnx": ("onnx", "tf2onnx"),
+    "openvino": ("openvino", "OpenVINO"),
+    "dask": ("batch", "Dask"),
+    "distributed": ("batch", "dask.distributed"),
+    "zarr": ("batch", "Zarr"),
+    "pyarrow": ("batch", "pyarrow"),
 }
 
 

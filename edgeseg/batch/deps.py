@@ -7,24 +7,10 @@ from types import ModuleType
 from edgeseg.errors import MissingDependencyError
 from edgeseg.optional import require
 
-_WHAT = {
-    "dask": "Dask",
-    "distributed": "dask.distributed",
-    "zarr": "Zarr",
-    "pyarrow": "pyarrow",
-}
-
-
 def need(module: str) -> ModuleType:
     """Import ``module`` (dask, distributed, zarr, pyarrow) or raise a one-line error that
-    names the ``batch`` extra."""
-    try:
-        return require(module)
-    except MissingDependencyError as exc:
-        what = _WHAT.get(module.split(".")[0], module)
-        raise MissingDependencyError(
-            f"{what} is not installed; `edgeseg segment` needs it: pip install 'edgeseg[batch]'"
-        ) from exc
+    names the ``batch`` extra (:data:`edgeseg.optional` knows which extra has what)."""
+    return require(module)
 
 
 def has(module: str) -> bool:
