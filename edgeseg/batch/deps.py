@@ -7,6 +7,7 @@ from types import ModuleType
 from edgeseg.errors import MissingDependencyError
 from edgeseg.optional import require
 
+
 def need(module: str) -> ModuleType:
     """Import ``module`` (dask, distributed, zarr, pyarrow) or raise a one-line error that
     names the ``batch`` extra (:data:`edgeseg.optional` knows which extra has what)."""
