@@ -14,13 +14,16 @@ and fp32 recipes are also converted without their up-convolution rewrite
 (``depth_to_space = false``, TRANSPOSE_CONV kept) and timed in the same rotation.
 
 Targets (issue 3): int8 size <= 0.27x fp32, |Dice change| <= 0.005, latency <= 0.30x fp32;
-fp16 |Dice change| <= 0.001.
+fp16 |Dice change| <= 0.001. Issue 13 retired the latency target as a gate on x86-64 (XNNPACK's
+fp32 kernels there are too good for 0.30x, see README Measured): the ratio is still measured
+and printed, and gated only on other architectures (ARM, where int8 pays most).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import subprocess
 import sys
@@ -141,13 +144,18 @@ def main() -> int:
         "fp16 |Dice change| <= 0.001": abs(fp16["truth"]["dice"] - base["truth"]["dice"]) <= 0.001
     }
     int8_ok = {}
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
     for r in ("int8", "int8-cpu"):
         a = arts[r]
         mine = {
             f"{r} size <= 0.27x": a["size_ratio"] <= 0.27,
             f"{r} |Dice change| <= 0.005": abs(a["truth"]["dice"] - base["truth"]["dice"]) <= 0.005,
-            f"{r} latency <= 0.30x": lat[r] / lat["fp32"] <= 0.30,
         }
+        ratio = lat[r] / lat["fp32"]
+        if x86:  # retired as a gate here (issue 13): reported only
+            print(f"INFO  {r} latency = {ratio:.3f}x fp32 (0.30x is not a gate on x86-64)")
+        else:
+            mine[f"{r} latency <= 0.30x"] = ratio <= 0.30
         checks.update(mine)
         int8_ok[r] = all(mine.values())
     for name, ok in checks.items():
