@@ -12,6 +12,10 @@ instance model's ids, or for a semantic model the 8-connected components of its 
 predictions matched to them). Reported: AP = TP / (TP + FP + FN) at IoU 0.5 with TP, FP, FN
 summed over the images, the mean AP over IoU 0.50, 0.55, …, 0.95, precision, recall and F1 at
 0.5, and the median relative count error |predicted - true| / true over images with objects.
+
+A .tflite or .onnx model is opened as `run` opens it (:func:`open_eval_model`): with
+``--backend auto`` on the runtime `run` would pick (the same cached choice), so the scores are
+those of what the device runs.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from edgeseg.datasets import (
     read_pair,
     target_kind,
 )
+from edgeseg.errors import DataError
 from edgeseg.imageio import read_image
 from edgeseg.optional import cv2
 
@@ -120,6 +125,47 @@ def eval_targets(data_dir: str | Path, meta: ModelMetadata | None = None) -> str
     if kind == MASKS and (root / LABELS).is_dir() and meta is not None and meta.instances:
         return LABELS
     return kind
+
+
+def open_eval_model(
+    model_path: str | Path,
+    *,
+    backend: str = "auto",
+    trust_model: bool = False,
+    threads: int | None = None,
+    warn: Callable[[str], None] | None = None,
+    explain: Callable[[str], None] | None = None,
+    **flags: Any,
+) -> tuple[Backend, ModelMetadata, str]:
+    """(backend, metadata, what runs it) for any model file, as `eval` scores it.
+
+    ``backend`` (auto, litert, openvino, onnxruntime) applies to .tflite and .onnx models (the
+    CPU, as `run` without a delegate); a Keras model runs in Keras and takes only ``auto``.
+    """
+    from edgeseg.core.metadata import apply_flags
+
+    path = Path(model_path)
+    if path.suffix.lower() in (".tflite", ".onnx"):
+        from edgeseg.runtime.backends import open_backend
+
+        opened, chosen = open_backend(
+            path,
+            delegate="cpu" if path.suffix.lower() == ".onnx" else "auto",
+            threads=threads,
+            backend=backend,
+            warn=warn,
+            explain=explain,
+        )
+        meta = apply_flags(opened.metadata(), opened.input.shape, opened.output.shape, **flags)
+        return opened, meta, chosen
+    if backend != "auto":
+        raise DataError(
+            f"--backend {backend} is for .tflite and .onnx models; {path.name} runs in Keras"
+        )
+    from edgeseg.model.resolve import open_model
+
+    opened, meta = open_model(path, trust_model=trust_model, threads=threads, **flags)
+    return opened, meta, opened.runtime
 
 
 def objects_of(labels: np.ndarray, meta: ModelMetadata) -> np.ndarray:

@@ -22,7 +22,9 @@ DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def bench(*args: str):
-    return runner.invoke(app, ["bench", *args])
+    """`edgeseg bench` on LiteRT alone (one report a model) unless ``--backend`` is given."""
+    extra = [] if "--backend" in args else ["--backend", "litert"]
+    return runner.invoke(app, ["bench", *args, *extra])
 
 
 def only_report(folder: Path) -> dict:
@@ -43,10 +45,12 @@ def test_report_json_markdown_and_file_naming(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     slug = fingerprint().slug
     (json_path,) = sorted(out.rglob("*.json"))
-    # OUT/<device slug>/<model>-<precision>-<date>.json, the recipe suffix taken off the stem
+    # OUT/<device slug>/<model>-<precision>-<runtime>-<date>.json, the recipe suffix taken off
+    # the stem
     assert json_path.parent == out / slug
-    name, label, date = json_path.stem.split("-", 2)
-    assert (name, label) == ("probe", "fp32") and DATE.match(date)
+    name, label, kind, date = json_path.stem.split("-", 3)
+    assert (name, label, kind) == ("probe", "fp32", "litert") and DATE.match(date)
+    assert rep_backend(json_path) == "litert"
     rep = json.loads(json_path.read_text())
     assert rep["schema"] == "edgeseg.bench/1"
     assert rep["created"].startswith(date)
@@ -79,6 +83,47 @@ def test_report_json_markdown_and_file_naming(tmp_path: Path) -> None:
         + " | ".join(_ms(lat[k]) for k in ("min", "mean", "p50", "p90", "p99", "max", "std"))
         + " |"
     )
+
+
+def rep_backend(path: Path) -> str:
+    return json.loads(path.read_text())["runtime"]["backend"]
+
+
+def test_bench_measures_every_installed_runtime_side_by_side(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    model = probe_model(tmp_path / "probe_fp32.tflite", recipe="fp32")
+    out = tmp_path / "reports"
+    result = runner.invoke(
+        app, ["bench", str(model), "--runs", "3", "--warmup", "0", "--threads", "1", "--out",
+              str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    paths = sorted(out.rglob("*.json"))
+    kinds = {rep_backend(p): p for p in paths}
+    assert set(kinds) == {"litert", "openvino"}
+    for kind, path in kinds.items():
+        assert path.stem.startswith(f"probe-fp32-{kind}-")
+    reps = {k: json.loads(p.read_text()) for k, p in kinds.items()}
+    assert reps["openvino"]["runtime"]["name"].startswith("openvino ")
+    assert reps["litert"]["method"]["pid"] != reps["openvino"]["method"]["pid"]
+    assert "fastest" in result.stdout  # the side-by-side line
+    # `report` reads them, and a report of the old naming (no runtime) beside them
+    old = kinds["litert"].with_name("probe-fp32-2020-01-01.json")
+    legacy = dict(reps["litert"], created="2020-01-01T00:00:00Z")
+    legacy["runtime"] = {k: v for k, v in legacy["runtime"].items() if k != "backend"}
+    old.write_text(json.dumps(legacy))
+    shown = runner.invoke(app, ["report", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "openvino" in shown.stdout
+
+
+def test_bench_backend_and_delegate_that_cannot_work_is_one_line_error(tmp_path: Path) -> None:
+    model = probe_model(tmp_path / "m.tflite")
+    one_line_error(
+        bench(str(model), "--backend", "openvino", "--delegate", "edgetpu"), "openvino", "edgetpu"
+    )
+    one_line_error(bench(str(model), "--backend", "onnxruntime"), "onnxruntime", ".onnx")
+    one_line_error(bench(str(model), "--backend", "tensorrt"), "tensorrt")
 
 
 def test_several_models_each_in_its_own_process(tmp_path: Path) -> None:

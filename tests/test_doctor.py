@@ -63,6 +63,20 @@ def test_missing_pieces_come_with_what_to_install(monkeypatch) -> None:
     assert "to install or fix" in result.output and "edgeseg[runtime]" in result.output
 
 
+def test_doctor_lists_openvino_and_its_devices(monkeypatch) -> None:
+    import pytest
+
+    import edgeseg.devices.doctor as doctor
+
+    if doctor._version("openvino"):
+        (found,) = [c for c in doctor.check_runtimes() if c.name == "OpenVINO"]
+        assert found.status == "ok" and "devices: CPU" in found.detail
+        assert found.detail.startswith(pytest.importorskip("openvino").get_version()[:6])
+    monkeypatch.setattr(doctor, "_version", lambda dist: None)
+    (missing,) = [c for c in doctor.check_runtimes() if c.name == "OpenVINO"]
+    assert missing.status == "info" and "edgeseg[openvino]" in missing.hint
+
+
 def test_probe_model_is_a_valid_image_model(tmp_path: Path) -> None:
     from edgeseg.devices.doctor import probe_model_bytes
     from edgeseg.runtime.backends import TFLiteBackend

@@ -30,7 +30,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = runner.invoke(
         app,
         ["bench", str(a), str(b), "--runs", "5", "--warmup", "1", "--threads", "1",
-         "--out", str(out)],
+         "--backend", "litert", "--out", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return out

@@ -1,14 +1,17 @@
 """Latency reports: one JSON file (+ Markdown) per measured model, and their comparison.
 
 A report is versioned JSON (``"schema": "edgeseg.bench/1"``) written by ``edgeseg bench`` to
-``OUT/<device slug>/<model>-<label>-<date>.json`` beside a Markdown summary. Its sections:
+``OUT/<device slug>/<model>-<label>-<runtime>-<date>.json`` beside a Markdown summary (the
+runtime, e.g. ``litert`` or ``openvino``, is in the name since `bench` measures every installed
+runtime side by side; reports written before carry no runtime in their name and are read the
+same way). Its sections:
 
 - ``device``: the fingerprint (:mod:`edgeseg.devices.fingerprint`) and the device profile
   it was measured as (``profile``, given with ``--device`` or recognised from the
   fingerprint);
 - ``model``: file, name, precision, label (recipe), size, sha256, input and output tensors;
-- ``runtime`` and ``method``: runtime and delegate, threads, runs, warm-up, timer,
-  isolation;
+- ``runtime`` and ``method``: runtime (``backend``: litert, openvino, onnxruntime; absent in
+  older reports) and delegate, threads, runs, warm-up, timer, isolation;
 - ``cold`` (load and first inference) and ``latency_ms`` (the sustained runs: min, mean,
   p50, p90, p99, max, std) apart, ``throughput``, ``drift``, ``memory``, ``thermal``;
 - ``e2e``: the pipeline's per-stage timings, or null.
@@ -91,11 +94,14 @@ def build_report(
 
 
 def report_path(out: Path, report: Mapping[str, Any]) -> Path:
-    """``OUT/<device slug>/<model>-<label>-<date>.json``; a time is added if that exists."""
+    """``OUT/<device slug>/<model>-<label>-<runtime>-<date>.json`` (no ``-<runtime>`` for a
+    report that does not name its runtime kind); a time is added if that exists."""
     folder = Path(out) / _safe(report["device"]["slug"])
     created = str(report["created"])
     date = created[:10]
-    stem = f"{_safe(report['model']['name'])}-{_safe(report['model']['label'])}-{date}"
+    kind = (report.get("runtime") or {}).get("backend")
+    runtime = f"-{_safe(kind)}" if kind else ""
+    stem = f"{_safe(report['model']['name'])}-{_safe(report['model']['label'])}{runtime}-{date}"
     path = folder / f"{stem}.json"
     if path.exists():
         clock = created[11:19].replace(":", "")
@@ -362,6 +368,7 @@ class Row:
     profile: str | None
     path: str
     older: int  # earlier reports of the same row not shown
+    backend: str = ""  # litert, openvino, onnxruntime ("" in reports that predate it)
 
 
 @dataclass(frozen=True)
@@ -438,6 +445,7 @@ def compare(
                 profile=profile,
                 path=str(path),
                 older=len(items) - 1,
+                backend=str(rep["runtime"].get("backend") or ""),
             )
         )
     rows.sort(
@@ -464,8 +472,11 @@ def compare(
         ]
         if not bases:
             continue
-        # The fp32 run with the same thread count when there is one.
-        base = next((b for b in bases if b.threads == r.threads), bases[0])
+        # The fp32 run on the same runtime with the same thread count when there is one.
+        base = next(
+            (b for b in bases if b.threads == r.threads and b.backend == r.backend),
+            next((b for b in bases if b.threads == r.threads), bases[0]),
+        )
         speedups.append(Speedup(r.device, r.model, r.label, r.delegate, base.p50 / r.p50))
     deviations = []
     for r in rows:

@@ -22,6 +22,7 @@ from edgeseg.cli.common import (
     progress_bar,
     quiet_console,
 )
+from edgeseg.cli.common import err as err_console
 
 
 @handle_errors
@@ -35,6 +36,16 @@ def eval_(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the scores as JSON."),
     per_image: bool = typer.Option(False, "--per-image", help="Print a row per image."),
     overlap: int = typer.Option(32, "--overlap", help="Tile overlap in pixels."),
+    backend: str = typer.Option(
+        "auto",
+        "--backend",
+        help="Runtime of a .tflite/.onnx model: auto (what `run` picks: the fastest installed "
+        "runtime whose label maps agree with the file's own, measured once and cached), "
+        "litert, openvino or onnxruntime.",
+    ),
+    explain: bool = typer.Option(
+        False, "--explain", help="Say what --backend auto picked and the figures behind it."
+    ),
     trust_model: bool = TrustOpt,
     input_size: str | None = InputSizeOpt,
     normalization: str | None = NormalizationOpt,
@@ -52,14 +63,17 @@ def eval_(
     from rich.table import Table
 
     from edgeseg.datasets import find_pairs
-    from edgeseg.evaluate import eval_targets, evaluate
-    from edgeseg.model.resolve import open_model
+    from edgeseg.evaluate import eval_targets, evaluate, open_eval_model
 
     find_pairs(data, eval_targets(data))  # check the data before paying for loading the model
+    said: list[str] = []
     with quiet_console("eval"):  # no output folder: the log goes in the cache folder
-        backend, meta = open_model(
+        runner, meta, chosen = open_eval_model(
             model,
+            backend=backend,
             trust_model=trust_model,
+            warn=said.append,
+            explain=said.append if explain else None,
             **metadata_flags(
                 input_size, normalization, input_max, threshold, foreground_value, channel_order
             ),
@@ -67,13 +81,17 @@ def eval_(
         with progress_bar() as bar:
             task = bar.add_task("segmenting", total=None)
             report = evaluate(
-                backend,
+                runner,
                 meta,
                 data,
                 model_name=str(model),
                 overlap=overlap,
                 progress=lambda i, n: bar.update(task, completed=i, total=n),
             )
+    for line in said:
+        err_console.print(line, highlight=False)
+    if explain:
+        err_console.print(f"running on {chosen}", highlight=False)
     table = Table(title=f"{model.name} on {data} ({report.n_images} images)")
     for col in ("class", "image", "Dice", "IoU", "precision", "recall", "accuracy", "HD95 px"):
         table.add_column(col, justify="left" if col in ("class", "image") else "right")

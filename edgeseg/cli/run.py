@@ -61,6 +61,17 @@ def run(
         help="auto (Edge TPU for *_edgetpu.tflite, else CPU/XNNPACK), cpu, edgetpu, or a "
         "delegate library path. Default: the --device profile's, else auto.",
     ),
+    backend: str = typer.Option(
+        "auto",
+        "--backend",
+        help="Runtime: auto (measure the installed runtimes that read MODEL once, keep the "
+        "fastest whose label maps agree with the file's own runtime's; cached per device, "
+        "model, versions, threads and frame size), litert, openvino or onnxruntime. A "
+        "delegate or an *_edgetpu.tflite model means LiteRT.",
+    ),
+    explain: bool = typer.Option(
+        False, "--explain", help="Say what --backend auto picked and the figures behind it."
+    ),
     device: str | None = typer.Option(
         None,
         "--device",
@@ -192,6 +203,8 @@ def run(
         camera=camera,
         source=source,
         delegate=delegate,
+        backend=backend,
+        explain=explain,
         device=device,
         fallback=fallback,
         edgetpu_device=edgetpu_device,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -258,6 +259,7 @@ def check_runtimes() -> Iterator[Check]:
             "not installed (the Jetson GPU path: ONNX + TensorRT/CUDA providers)",
             "for ONNX models: pip install 'edgeseg[onnx]'",
         )
+    yield from _check_openvino()
     if litert or tflite or tf:
         code, stdout, stderr = _python(_XNNPACK_PROBE, timeout=_PROBE_TIMEOUT_S)
         if code == 0:
@@ -279,6 +281,68 @@ def check_runtimes() -> Iterator[Check]:
                 f"the runtime cannot run a model: {why}",
                 "reinstall the runtime: pip install --force-reinstall ai-edge-litert",
             )
+
+
+# OpenVINO's version, its devices and the CPU's capabilities, as one JSON line (a child: a
+# GPU or NPU plugin that hangs or crashes while probed must not take doctor with it).
+_OPENVINO_PROBE = """
+import json, openvino as ov
+core = ov.Core()
+devices = {}
+for d in core.available_devices:
+    try:
+        name = core.get_property(d, "FULL_DEVICE_NAME")
+    except Exception:
+        name = d
+    try:
+        caps = list(core.get_property(d, "OPTIMIZATION_CAPABILITIES"))
+    except Exception:
+        caps = []
+    devices[d] = {"name": str(name), "capabilities": [str(c) for c in caps]}
+print(json.dumps({"version": ov.get_version().split("-")[0], "devices": devices}))
+"""
+
+
+def _check_openvino() -> Iterator[Check]:
+    """OpenVINO: installed or not, its version, the devices it sees."""
+    version = _version("openvino")
+    if not version:
+        yield Check(
+            "runtimes",
+            "OpenVINO",
+            INFO,
+            "not installed (reads .tflite, int8 included, and .onnx; often the fastest on "
+            "x86-64 CPUs: `run --backend auto` measures)",
+            "for x86-64 CPUs and Intel GPUs/NPUs: pip install 'edgeseg[openvino]'",
+        )
+        return
+    code, stdout, stderr = _python(_OPENVINO_PROBE, timeout=_PROBE_TIMEOUT_S)
+    try:
+        found = json.loads(stdout.splitlines()[-1]) if code == 0 else None
+    except (ValueError, IndexError):
+        found = None
+    if not isinstance(found, dict):
+        why = "timed out" if code is None else (_last_line(stderr) or f"exit code {code}")
+        yield Check(
+            "runtimes",
+            "OpenVINO",
+            WARN,
+            f"{version} installed but cannot list its devices: {why}",
+            "reinstall it: pip install --force-reinstall openvino",
+        )
+        return
+    devices = found.get("devices") or {}
+    parts = []
+    for name, info in devices.items():
+        caps = ", ".join(info.get("capabilities") or [])
+        parts.append(f"{name} ({info.get('name', name)}{'; ' + caps if caps else ''})")
+    yield Check(
+        "runtimes",
+        "OpenVINO",
+        OK if devices else WARN,
+        f"{found.get('version', version)}; devices: " + ("; ".join(parts) or "none"),
+        "" if devices else "OpenVINO sees no device: check its plugins",
+    )
 
 
 def check_edgetpu() -> Iterator[Check]:

@@ -1,8 +1,12 @@
-"""Run a .tflite model: the one module that imports a TFLite runtime.
+"""Run a .tflite or .onnx model: the one module that imports a runtime (LiteRT,
+onnxruntime, OpenVINO).
 
-The runtime is LiteRT (``ai-edge-litert``, the successor of ``tflite-runtime``) when it is
-installed, else ``tflite_runtime``, else ``tensorflow.lite``: whatever the device has. On a
-CPU, LiteRT applies XNNPACK by default; ``threads`` sets how many cores it uses.
+A .tflite model's own runtime is LiteRT (``ai-edge-litert``, the successor of
+``tflite-runtime``) when it is installed, else ``tflite_runtime``, else ``tensorflow.lite``:
+whatever the device has. On a CPU, LiteRT applies XNNPACK by default; ``threads`` sets how
+many cores it uses. An .onnx model's own runtime is onnxruntime. OpenVINO
+(``edgeseg[openvino]``) reads both formats; ``open_backend(..., backend="auto")`` measures
+which installed runtime is fastest (:mod:`edgeseg.runtime.selection`).
 
 A backend takes float32 tiles and returns float32 probabilities whatever the model's own
 dtypes are: integer models are fed through :mod:`edgeseg.core.quant` at their edges.
@@ -28,14 +32,19 @@ from edgeseg.core.quant import TensorInfo, dequantize, quantize
 from edgeseg.errors import DataError, MissingDependencyError, ModelError
 
 __all__ = [
+    "BACKENDS",
     "OnnxBackend",
+    "OpenVinoBackend",
     "TFLiteBackend",
+    "backend_kind",
     "choose_providers",
     "cpu_sibling",
+    "import_runtime",
     "interpreter_class",
     "load_backend",
     "load_delegate",
     "open_backend",
+    "reopen",
 ]
 
 # (distribution name, module, attribute holding the Interpreter class), in order of preference.
@@ -453,17 +462,45 @@ def open_backend(
     fallback: bool = False,
     device: str | None = None,
     warn: Any = None,
+    backend: str | None = None,
+    explain: Any = None,
 ) -> tuple[Backend, str]:
-    """A backend for ``model_path`` with the delegate asked for; (backend, what was chosen).
+    """A backend for ``model_path`` with the runtime and delegate asked for; (backend, what
+    was chosen).
 
+    ``backend``: None (the file's own runtime: LiteRT for ``.tflite``, onnxruntime for
+    ``.onnx``), ``litert``, ``onnxruntime``, ``openvino``, or ``auto`` (the fastest installed
+    runtime whose label maps agree with the file's own, measured once and cached:
+    :mod:`edgeseg.runtime.selection`; ``explain(line)`` hears the figures behind the pick).
     ``delegate``: ``auto`` (the Edge TPU for ``*_edgetpu.tflite`` models, else the CPU with
-    XNNPACK), ``cpu``, ``edgetpu``, or a path to a delegate library. ``device`` selects one of
-    several Edge TPUs (``usb:0``, ``pci:0``). With ``fallback``, a delegate that cannot be
-    loaded is reported through ``warn(message)`` and the model's CPU sibling (or the model
-    itself, for a delegate library) runs on the CPU instead.
+    XNNPACK), ``cpu``, ``edgetpu``, or a path to a delegate library: LiteRT's, so ``auto``
+    with a delegate is LiteRT without measuring; for ``.onnx`` an onnxruntime provider.
+    ``device`` selects one of several Edge TPUs (``usb:0``, ``pci:0``). With ``fallback``, a
+    delegate that cannot be loaded is reported through ``warn(message)`` and the model's CPU
+    sibling (or the model itself, for a delegate library) runs on the CPU instead.
     """
     path = Path(model_path)
-    if path.suffix.lower() == ".onnx":
+    onnx = path.suffix.lower() == ".onnx"
+    kind = backend_kind(path, backend, delegate)
+    if kind == "auto":
+        from edgeseg.runtime.selection import choose_runtime
+
+        choice = choose_runtime(path, threads=threads, warn=warn)
+        if explain:
+            for line in choice.lines():
+                explain(line)
+        kind = choice.runtime
+        opened, chosen = open_backend(
+            path, delegate=delegate, threads=threads, fallback=fallback, device=device,
+            warn=warn, backend=kind,
+        )  # fmt: skip
+        if choice.source != "only":
+            chosen += f", picked by auto ({choice.source})"
+        return opened, chosen
+    if kind == "openvino":
+        ov_backend = OpenVinoBackend(path, threads=threads)
+        return ov_backend, f"CPU ({threads or 'default'} threads) via {ov_backend.runtime}"
+    if onnx:
         provider = delegate if delegate in ("auto", *ORT_PROVIDERS) else None
         if provider is None:
             raise DataError(
@@ -476,13 +513,13 @@ def open_backend(
     if delegate == "auto":
         choice = "edgetpu" if path.stem.endswith("_edgetpu") else "cpu"
     if choice == "cpu":
-        backend = TFLiteBackend(path, threads=threads)
-        return backend, f"CPU (XNNPACK, {threads or 'default'} threads) via {backend.runtime}"
+        tfl = TFLiteBackend(path, threads=threads)
+        return tfl, f"CPU (XNNPACK, {threads or 'default'} threads) via {tfl.runtime}"
     options = {"device": device} if (device and choice == "edgetpu") else None
     try:
         loaded, what = load_delegate(choice, options)
-        backend = TFLiteBackend(path, threads=threads, experimental_delegates=[loaded])
-        return backend, f"{what} via {backend.runtime}"
+        tfl = TFLiteBackend(path, threads=threads, experimental_delegates=[loaded])
+        return tfl, f"{what} via {tfl.runtime}"
     except (MissingDependencyError, DataError, ModelError) as exc:
         if not fallback:
             raise
@@ -499,8 +536,69 @@ def open_backend(
             target = sibling
         if warn:
             warn(f"warning: {exc}; falling back to {target.name} on the CPU")
-        backend = TFLiteBackend(target, threads=threads)
-        return backend, f"CPU fallback (XNNPACK) for {target.name} via {backend.runtime}"
+        tfl = TFLiteBackend(target, threads=threads)
+        return tfl, f"CPU fallback (XNNPACK) for {target.name} via {tfl.runtime}"
+
+
+BACKENDS = ("auto", "litert", "openvino", "onnxruntime")
+
+
+def backend_kind(path: Path, backend: str | None, delegate: str) -> str:
+    """The runtime ``backend`` comes down to for this file and delegate, or a one-line error
+    for a combination that cannot work. "auto" only when there is something to measure."""
+    onnx = path.suffix.lower() == ".onnx"
+    native = "onnxruntime" if onnx else "litert"
+    if backend is None:
+        return native
+    if backend not in BACKENDS:
+        raise DataError(f"unknown --backend {backend!r}; use {', '.join(BACKENDS)}")
+    # A delegate belongs to one runtime: LiteRT's TFLite delegates, onnxruntime's providers.
+    special = delegate not in ("auto", "cpu") or (not onnx and path.stem.endswith("_edgetpu"))
+    if backend == "auto":
+        return native if special else "auto"
+    if onnx and backend == "litert":
+        raise DataError(
+            f"--backend litert runs .tflite models; {path.name} is ONNX: use --backend "
+            "onnxruntime, openvino or auto"
+        )
+    if not onnx and backend == "onnxruntime":
+        raise DataError(
+            f"--backend onnxruntime runs .onnx models; {path.name} is TFLite: use --backend "
+            "litert, openvino or auto"
+        )
+    if backend == "openvino" and special:
+        what = f"--delegate {delegate}" if delegate not in ("auto", "cpu") else path.name
+        owner = "onnxruntime's" if onnx else "LiteRT's (an Edge TPU model runs on LiteRT)"
+        raise DataError(
+            f"--backend openvino cannot take {what}: it is {owner}; drop --backend or the delegate"
+        )
+    return backend
+
+
+def import_runtime(kind: str) -> None:
+    """Import the runtime ``kind`` ("litert", "openvino", "onnxruntime"), e.g. before a memory
+    baseline; a one-line MissingDependencyError when it is not installed."""
+    if kind == "openvino":
+        _openvino()
+    elif kind == "onnxruntime":
+        from edgeseg.optional import require
+
+        require("onnxruntime")
+    else:
+        interpreter_class()
+
+
+def reopen(backend: Backend, threads: int | None) -> Backend:
+    """Another instance of the same kind of backend on the same file, with ``threads``
+    (one per worker of a pool). Delegates are not carried over: CPU backends only."""
+    if isinstance(backend, OpenVinoBackend):
+        return OpenVinoBackend(backend.path, threads=threads, device=backend.device)
+    if isinstance(backend, OnnxBackend):
+        provider = {v: k for k, v in ORT_PROVIDERS.items()}.get(backend.provider, "auto")
+        return OnnxBackend(backend.path, provider=provider, threads=threads)
+    if isinstance(backend, TFLiteBackend):
+        return TFLiteBackend(backend.path, threads=threads)
+    raise DataError(f"cannot open another instance of {type(backend).__name__}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -661,3 +759,237 @@ class OnnxBackend(_ImageModel):
                     raise ModelError(f"{self.path}: unreadable edgeseg metadata: {exc}") from exc
             self._metadata_read = True
         return self._metadata
+
+
+# --------------------------------------------------------------------------------------------
+# OpenVINO (x86-64 edge PCs: oneDNN with AVX-512 VNNI / AMX; reads .tflite and .onnx)
+# --------------------------------------------------------------------------------------------
+
+OPENVINO_INSTALL_HINT = "install it with: pip install 'edgeseg[openvino]'"
+
+
+def _openvino() -> Any:
+    """The ``openvino`` module, or a one-line error naming the extra."""
+    try:
+        import openvino
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"OpenVINO is not installed ({exc}); {OPENVINO_INSTALL_HINT}"
+        ) from exc
+    return openvino
+
+
+class OpenVinoBackend(_ImageModel):
+    """A .tflite (int8 included) or .onnx image-to-mask model on OpenVINO.
+
+    OpenVINO reads both formats itself. An integer .tflite keeps its integer input and output
+    (e.g. int8 with the file's scale and zero point), so tiles are fed and read exactly as
+    LiteRT's are and the label maps match LiteRT's bit for bit. Float models are compiled with
+    ``INFERENCE_PRECISION_HINT=f32``: on CPUs with AMX OpenVINO would otherwise compute an
+    fp32 model in bf16 (an artefact runs at its own precision). One ``InferRequest`` is
+    reused across calls.
+
+    Attributes:
+        path: The model file.
+        runtime: e.g. "openvino 2026.4.1 (CPU)".
+        input, output: (B, H, W, C) and (B, h, w, K), dtypes and quantization as the file
+            declares them (the batch fixed to 1 when it is dynamic).
+        threads: ``INFERENCE_NUM_THREADS`` (None: OpenVINO's default).
+        precision: The compiled model's inference precision, e.g. "f32".
+    """
+
+    def __init__(
+        self, model_path: str | Path, *, threads: int | None = None, device: str = "CPU"
+    ) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        ov = _openvino()
+        self.path = Path(model_path)
+        self.threads = threads
+        self.device = device
+        label = str(self.path)
+        tflite = self.path.suffix.lower() == ".tflite"
+        declared: tuple[TensorInfo, TensorInfo] | None = None
+        if tflite:
+            from edgeseg.core.tflite_file import tensor_summary
+
+            # Parsed and checked first: a corrupt flatbuffer must not reach the C++ reader.
+            summary = tensor_summary(self.path)
+            if len(summary.inputs) == 1 and len(summary.outputs) == 1:
+                declared = (summary.inputs[0], summary.outputs[0])
+        elif not self.path.is_file():
+            raise ModelError(f"model file not found: {self.path}")
+        version = ov.get_version().split("-")[0]
+        self.runtime = f"openvino {version} ({device})"
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
+            raise ModelError(f"{label} cannot be read by {self.runtime}: {_detail(exc)}") from exc
+        inputs, outputs = list(model.inputs), list(model.outputs)
+        shapes_in = [_ov_shape(i) for i in inputs]
+        shapes_out = [_ov_shape(o) for o in outputs]
+        in_type = inputs[0].get_element_type().to_dtype().name if inputs else "?"
+        if (
+            len(inputs) != 1
+            or len(outputs) != 1
+            or len(shapes_in[0]) != 4
+            or len(shapes_out[0]) != 4
+            or in_type not in _IMAGE_DTYPES
+        ):
+            raise ModelError(
+                f"{label} is not an image-to-mask model: input shape {_fmt_shapes(shapes_in)}"
+                f" ({in_type}), output shape {_fmt_shapes(shapes_out)}; edgeseg needs one "
+                "(N, H, W, C) image input and one (N, h, w, K) mask output"
+            )
+        b, h, w, c = shapes_in[0]
+        if min(h, w, c) < 1:
+            raise ModelError(
+                f"{label} has a dynamic input size {_fmt_shape(shapes_in[0])}; edgeseg runs "
+                "fixed-size tiles: convert the model with a fixed input size"
+            )
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if device.upper().startswith("CPU"):
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            if b < 1:
+                model.reshape({inputs[0].get_any_name(): [1, h, w, c]})
+            self._compiled = core.compile_model(model, device, config)
+            self._request = self._compiled.create_infer_request()
+        except Exception as exc:
+            raise ModelError(
+                f"{label} cannot be compiled by {self.runtime}: {_detail(exc)}"
+            ) from exc
+        try:  # what the plugin computes floats in (f32 asked for on the CPU)
+            hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+            self.precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+        except Exception:
+            self.precision = "?"
+        out_shape = tuple(int(d) for d in self._compiled.outputs[0].get_shape())
+        in_shape = tuple(int(d) for d in self._compiled.inputs[0].get_shape())
+        out_type = self._compiled.outputs[0].get_element_type().to_dtype().name
+        in_type = self._compiled.inputs[0].get_element_type().to_dtype().name
+        name_in = inputs[0].get_any_name()
+        name_out = outputs[0].get_any_name() if outputs[0].get_names() else "output"
+        self.input = TensorInfo(name_in, 0, in_shape, in_type)
+        self.output = TensorInfo(name_out, 0, out_shape, out_type)
+        if declared is not None:  # the file's own quantization of its integer I/O
+            d_in, d_out = declared
+            if d_in.dtype == in_type and d_in.quantized:
+                self.input = TensorInfo(name_in, 0, in_shape, in_type, d_in.scale, d_in.zero_point)
+            if d_out.dtype == out_type and d_out.quantized:
+                self.output = TensorInfo(
+                    name_out, 0, out_shape, out_type, d_out.scale, d_out.zero_point
+                )
+        if np.issubdtype(np.dtype(in_type), np.integer) and not self.input.quantized:
+            raise ModelError(
+                f"{label}: {self.runtime} presents an {in_type} input without quantization "
+                "parameters, so tiles cannot be mapped to it"
+            )
+        self._metadata: ModelMetadata | None = None
+        self._metadata_read = False
+
+    def invoke(self, x: np.ndarray) -> np.ndarray:
+        """One raw inference: ``x`` in the input's dtype and exact shape (B, H, W, C).
+
+        Returns a copy of the raw output, (B, h, w, K) in the output's dtype.
+        """
+        x = np.asarray(x)
+        if x.dtype != np.dtype(self.input.dtype) or x.shape != self.input.shape:
+            raise DataError(
+                f"{self.path.name} takes {self.input.dtype} of shape "
+                f"{_fmt_shape(self.input.shape)}, got {x.dtype} of shape {_fmt_shape(x.shape)}"
+            )
+        try:
+            # share_inputs: no copy of a contiguous input; the output is copied below, since
+            # the request's own buffer is overwritten by the next call.
+            self._request.infer({0: np.ascontiguousarray(x)}, share_inputs=True)
+            return np.array(self._request.get_output_tensor(0).data, copy=True)
+        except Exception as exc:
+            raise ModelError(f"{self.path}: inference failed: {_detail(exc)}") from exc
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        """float32 (n, H, W, C) tiles → float32 (n, h, w, K), quantized at the edges as
+        LiteRT's backend does."""
+        tiles = np.asarray(tiles)
+        _, h, w, c = self.input.shape
+        if tiles.ndim != 4 or tiles.shape[1:] != (h, w, c):
+            raise DataError(
+                f"{self.path.name} takes tiles of shape (n, {h}, {w}, {c}), "
+                f"got {_fmt_shape(tiles.shape)}"
+            )
+        return self.predict_raw(quantize(tiles, self.input))
+
+    def predict_raw(self, tiles: np.ndarray) -> np.ndarray:
+        """Tiles already in the input's dtype (n, H, W, C) → float32 (n, h, w, K)."""
+        _, h, w, c = self.input.shape
+        n, b = len(tiles), self.batch_size
+        result = np.empty((n, *self.output.shape[1:]), dtype=np.float32)
+        for start in range(0, n, b):
+            chunk = tiles[start : start + b]
+            k = len(chunk)
+            if k < b:
+                chunk = np.concatenate([chunk, np.zeros((b - k, h, w, c), chunk.dtype)])
+            raw = self.invoke(chunk)
+            result[start : start + k] = dequantize(raw[:k], self.output)
+        return result
+
+    def metadata(self) -> ModelMetadata | None:
+        """The edgeseg metadata of the file (embedded in a .tflite, ``metadata_props`` of an
+        .onnx), or None."""
+        if not self._metadata_read:
+            if self.path.suffix.lower() == ".tflite":
+                from edgeseg.core.tflite_file import read_metadata
+
+                self._metadata = read_metadata(self.path)
+            else:
+                self._metadata = _onnx_metadata(self.path)
+            self._metadata_read = True
+        return self._metadata
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenVinoBackend({str(self.path)!r}, runtime={self.runtime!r}, "
+            f"input={self.input.dtype}{_fmt_shape(self.input.shape)}, "
+            f"output={self.output.dtype}{_fmt_shape(self.output.shape)})"
+        )
+
+
+def _ov_shape(port: Any) -> tuple[int, ...]:
+    """A port's partial shape, -1 for dynamic dimensions."""
+    shape = port.get_partial_shape()
+    if shape.rank.is_dynamic:
+        return ()
+    return tuple(d.get_length() if d.is_static else -1 for d in shape)
+
+
+def _onnx_metadata(path: Path) -> ModelMetadata | None:
+    """edgeseg metadata from an .onnx file's ``metadata_props`` (key ``edgeseg``), read with
+    the ``onnx`` package or, without it, onnxruntime; None when neither is installed."""
+    import json
+
+    text = None
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        text = next((p.value for p in model.metadata_props if p.key == "edgeseg"), None)
+    except ImportError:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        text = session.get_modelmeta().custom_metadata_map.get("edgeseg")
+    except Exception as exc:
+        raise ModelError(f"{path}: unreadable ONNX metadata: {_detail(exc)}") from exc
+    if not text:
+        return None
+    try:
+        return ModelMetadata.from_dict(json.loads(text)["metadata"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: unreadable edgeseg metadata: {exc}") from exc
