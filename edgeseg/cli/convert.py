@@ -75,6 +75,14 @@ def convert(
         help="Keep this layer float in int8 artefacts (repeatable); costs speed, and on the "
         "Edge TPU ends its partition there.",
     ),
+    frame_size: list[str] = typer.Option(
+        [],
+        "--frame-size",
+        metavar="HxW|auto",
+        help="Also build whole-frame artefacts for camera frames of this size, height first "
+        "(repeatable; auto: the size of the --calib frames): <stem>_<recipe>_<H>x<W>.tflite "
+        "beside each tiled artefact, run without tiles.",
+    ),
     compiler_timeout: float = typer.Option(
         180.0, "--compiler-timeout", help="Seconds edgetpu_compiler may take (--edgetpu)."
     ),
@@ -97,6 +105,10 @@ def convert(
     model's.
     With --edgetpu the report holds the Edge TPU preflight and, when edgetpu_compiler is on
     PATH, its verdict and <stem>_int8-edgetpu_edgetpu.tflite.
+    With --frame-size HxW each recipe (and --onnx) also gets a whole-frame artefact for frames
+    of that size (padded to the model's multiple), calibrated on whole frames and checked on
+    whole held-out frames; what cannot run whole frames keeps its tiled artefact, and the
+    report says why.
     """
     from edgeseg.convert.pipeline import ConvertRequest, convert_model, resolve_recipes
 
@@ -117,6 +129,7 @@ def convert(
         keep_float=tuple(keep_float),
         onnx=onnx,
         compiler_timeout=compiler_timeout,
+        frame_sizes=tuple(frame_size),
         flags=metadata_flags(
             input_size, normalization, input_max, threshold, foreground_value, channel_order
         ),

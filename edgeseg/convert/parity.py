@@ -134,6 +134,15 @@ class ArtefactReport:
     instances: InstanceScores | None = None
     instances_truth: InstanceScores | None = None
     gate_on: str = GATE_DICE  # "dice" (agreement Dice) or "ap50" (instances.ap50)
+    # A whole-frame artefact: the camera frame (H, W) it was built for; None: tiled.
+    frame_size: tuple[int, int] | None = None
+
+    @property
+    def label(self) -> str:
+        """The recipe, with the frame size of a whole-frame artefact: "int8 768x1024"."""
+        if self.frame_size is None:
+            return self.recipe
+        return f"{self.recipe} {self.frame_size[0]}x{self.frame_size[1]}"
 
     @property
     def gated_value(self) -> float | None:
@@ -168,12 +177,17 @@ class ParityReport:
     artefacts: tuple[ArtefactReport, ...] = field(default_factory=tuple)
     # Instance models with instance labels in the held-out folder: the float model's objects.
     float_instances_truth: InstanceScores | None = None
+    # Whole frames (--frame-size): what was built, refused or skipped, one line each.
+    frame_notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         ft = self.float_instances_truth
         for a, src in zip(d["artefacts"], self.artefacts, strict=True):
             a["passed"] = src.passed
+            a["artefact"] = src.label
+            if src.frame_size is not None:
+                a["frame_size"] = list(src.frame_size)
             if self.float_truth and src.truth:
                 a["truth_dice_change"] = src.truth.dice - self.float_truth.dice
             if ft and src.instances_truth:
@@ -232,7 +246,7 @@ class ParityReport:
             change = f"{a.truth.dice - ft.dice:+.4f}" if (a.truth and ft) else "–"
             verdict = "pass" if a.passed else "**FAIL**"
             lines.append(
-                f"| {a.recipe} | {a.size_bytes / 1024:.0f} KiB | {a.size_ratio:.2f}x "
+                f"| {a.label} | {a.size_bytes / 1024:.0f} KiB | {a.size_ratio:.2f}x "
                 f"| {a.agreement.dice:.4f} | {a.agreement.iou:.4f} | {truth} | {change} "
                 f"| {a.gate_text()} | {verdict} |"
             )
@@ -241,21 +255,21 @@ class ParityReport:
         lines += ["", "## Ops", ""]
         for a in self.artefacts:
             ops = ", ".join(f"{k} {v}" for k, v in sorted(a.ops.items()))
-            lines.append(f"- {a.recipe} ({a.input_type} I/O): {ops}")
+            lines.append(f"- {a.label} ({a.input_type} I/O): {ops}")
         eq = [a for a in self.artefacts if a.equalization]
         if eq:
             lines += ["", "## Range equalization", ""]
             for a in eq:
                 scal = a.equalization.get("scalings", [])
                 lines.append(
-                    f"- {a.recipe}: {len(scal)} skip(s) rescaled"
+                    f"- {a.label}: {len(scal)} skip(s) rescaled"
                     + "".join(f"; {s['layer']} ×{s['factor']:.3g}" for s in scal)
                 )
                 lines += [f"  - left unchanged: {r}" for r in a.equalization.get("skipped", [])]
         noted = [a for a in self.artefacts if a.notes]
         if noted:
             lines += ["", "## Notes", ""]
-            lines += [f"- {a.recipe}: {n}" for a in noted for n in a.notes]
+            lines += [f"- {a.label}: {n}" for a in noted for n in a.notes]
         errs = [a for a in self.artefacts if a.layer_errors]
         if errs:
             lines += [
@@ -268,7 +282,7 @@ class ParityReport:
             for a in errs:
                 lines += [
                     "",
-                    f"{a.recipe}:",
+                    f"{a.label}:",
                     "",
                     "| layer | op | RMSE | of range | steps |",
                     "|---|---|---:|---:|---:|",
@@ -277,6 +291,9 @@ class ParityReport:
                     lines.append(
                         f"| {e.layer} | {e.op} | {e.rmse:.4g} | {e.relative:.2%} | {e.steps:.2f} |"
                     )
+        if self.frame_notes:
+            lines += ["", "## Whole frames", ""]
+            lines += [f"- {n}" for n in self.frame_notes]
         for a in self.artefacts:
             if a.edgetpu:
                 lines += ["", *_edgetpu_markdown(a)]
@@ -310,7 +327,7 @@ class ParityReport:
                 a.gate_text(),
                 "pass" if a.passed else "**FAIL**",
             ]
-            lines.append(f"| {a.recipe} | " + " | ".join(cells) + " |")
+            lines.append(f"| {a.label} | " + " | ".join(cells) + " |")
         return lines
 
 

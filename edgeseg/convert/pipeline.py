@@ -17,6 +17,12 @@ preflight, and, when it passed the gate and ``edgetpu_compiler`` is on PATH, is 
 ``<stem>_<recipe>_edgetpu.tflite`` (same metadata); without the compiler the report says how to
 install it. A compiler that fails or times out raises :class:`CompilerError` after the report
 is written, the other artefacts kept.
+
+With ``frame_sizes`` (``--frame-size HxW`` or ``auto``) each recipe (and ONNX) also gets a
+whole-frame artefact per frame size, ``<stem>_<recipe>_<H>x<W>.tflite``, calibrated on whole
+frames and scored on whole held-out frames against the float model run the same way (see
+:mod:`edgeseg.convert.frames`); what cannot be built whole keeps its tiled artefact and the
+report says why.
 """
 
 from __future__ import annotations
@@ -32,6 +38,16 @@ import numpy as np
 
 from edgeseg import __version__
 from edgeseg.convert.edgetpu import DEFAULT_COMPILER_TIMEOUT, CompilerError, check_recipe
+from edgeseg.convert.frames import (
+    AUTO,
+    FramePlan,
+    auto_frame_sizes,
+    calibration_frames,
+    edgetpu_refusal,
+    frame_tag,
+    parse_frame_sizes,
+    plan_frames,
+)
 from edgeseg.convert.parity import (
     DEFAULT_MIN_AP_AGREEMENT,
     GATE_AP50,
@@ -76,6 +92,8 @@ class ConvertRequest:
     keep_float: tuple[str, ...] = ()  # layers int8 recipes leave in float
     onnx: bool = False  # also export ONNX (the Jetson / TensorRT path)
     compiler_timeout: float = DEFAULT_COMPILER_TIMEOUT
+    # Whole-frame artefacts: (H, W) camera frame sizes, "HxW" strings or "auto".
+    frame_sizes: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -212,6 +230,13 @@ def convert_model(
         raise DataError(
             "--calib is a prebuilt set, which holds no frames for the parity check: add --val DIR"
         )
+    frame_sizes = parse_frame_sizes(req.frame_sizes)
+    if AUTO in frame_sizes and (req.calib is None or calib_is_set):
+        raise DataError(
+            "--frame-size auto takes the size of the calibration frames, and "
+            + ("--calib is a set of tiles" if calib_is_set else "no --calib was given")
+            + ": give the frame size as --frame-size HxW (height first)"
+        )
     # Open the calibration source before the (slow) model load, so a bad path fails at once.
     opens = req.calib is not None and not calib_is_set
     src = open_calibration_source(req.calib) if opens else None
@@ -225,6 +250,19 @@ def convert_model(
     heldout: _Heldout | None = None
     if req.val is not None:
         heldout = _heldout_from_val(req.val, meta, req.max_heldout_frames)
+    sizes = [x for x in frame_sizes if x != AUTO]
+    if AUTO in frame_sizes and src is not None:
+        found = auto_frame_sizes(src)
+        say(f"--frame-size auto: {', '.join(map(frame_tag, found))} (the calibration frames)")
+        sizes += [x for x in found if x not in sizes]
+    plans = plan_frames(loaded, meta, sizes, trust_model=req.trust_model)
+    frame_notes: list[str] = []
+    for plan in plans:
+        if plan.refused:
+            frame_notes.append(f"{plan.tag}: {plan.refused}; kept the tiled artefacts only")
+            say(f"--frame-size {plan.tag}: {plan.refused}; kept the tiled artefacts only")
+    plans = [p for p in plans if not p.refused]
+    frame_calib: dict[str, Any] = {}
     calib_set = None
     calib_info = None
     if req.calib is not None and calib_is_set:
@@ -250,6 +288,13 @@ def convert_model(
                         [src.read(i) for i in held_idx],
                         None,
                         f"{len(held_idx)} frames of {src.description} held out of calibration",
+                    )
+            if needs_calib:
+                for plan in plans:  # whole frames, the same frames held out
+                    count = calibration_frames(req.n, meta.input_size, plan.input_size)
+                    say(f"calibrating {plan.tag} artefacts on up to {count} whole frames")
+                    frame_calib[plan.tag], _ = build_calibration(
+                        src, plan.meta, count, holdout=holdout, seed=req.seed
                     )
         finally:
             getattr(src, "close", lambda: None)()
@@ -279,6 +324,10 @@ def convert_model(
     fp32_size = len(fp32.tflite)
 
     stem = req.model.stem if req.model.is_file() else req.model.name
+    frames = _FrameBuilder(
+        req, loaded, meta, stem, sha, heldout, float_labels, tiles, frame_calib,
+        fp32_size, gate_notes, say,
+    )  # fmt: skip
     artefacts: list[ArtefactReport] = []
     paths: list[Path] = []
     compiler_error: CompilerError | None = None
@@ -362,6 +411,26 @@ def convert_model(
             if compiled is not None:
                 paths.append(compiled)
             compiler_error = compiler_error or failure
+        for plan in plans:
+            if recipe.edgetpu or not recipe.whole_frame:
+                why = (
+                    edgetpu_refusal(recipe, plan, data)
+                    if recipe.edgetpu
+                    else f"{recipe.name} keeps its tiled artefact for {plan.tag}: the recipe "
+                    "says whole_frame = false"
+                )
+                frame_notes.append(why)
+                say(why)
+                continue
+            try:
+                built = frames.build(recipe, plan, path.name, calib_info)
+            except (DataError, ModelError) as exc:
+                why = f"{recipe.name} {plan.tag}: {exc}; kept the tiled artefact"
+                frame_notes.append(why)
+                say(why)
+                continue
+            artefacts.append(built[0])
+            paths.append(built[1])
 
     if req.onnx:
         onnx_report, onnx_path = _onnx_step(
@@ -369,6 +438,21 @@ def convert_model(
         )
         artefacts.append(onnx_report)
         paths.append(onnx_path)
+        for plan in plans:
+            try:
+                onnx_report, onnx_path = _onnx_step(
+                    plan.loaded, plan.meta, stem, _extra_base(req, sha), heldout,
+                    frames.float_labels(plan), fp32_size, req, say,
+                    frame=plan, tiled_sibling=f"{stem}.onnx",
+                )  # fmt: skip
+            except ModelError as exc:
+                why = f"onnx {plan.tag}: {exc}; kept the tiled ONNX model"
+                frame_notes.append(why)
+                say(why)
+                continue
+            artefacts.append(onnx_report)
+            paths.append(onnx_path)
+    frame_notes += frames.notes()
 
     parity = ParityReport(
         model=str(req.model),
@@ -384,6 +468,7 @@ def convert_model(
         fp32_size_bytes=fp32_size,
         artefacts=tuple(artefacts),
         float_instances_truth=float_instances_truth,
+        frame_notes=tuple(frame_notes),
     )
     report_json = req.out / f"{stem}_parity.json"
     report_md = req.out / f"{stem}_parity.md"
@@ -400,7 +485,7 @@ def convert_model(
         else:
             what = f"agrees with the float model at Dice {worst.agreement.dice:.4f}"
         raise ParityGateError(
-            f"{worst.recipe} {what}, "
+            f"{worst.label} {what}, "
             f"below the gate {worst.gate:.2f}; kept {Path(worst.path).name} and the report "
             f"{report_md}. Try more or more varied calibration images (--calib, --n), another "
             "quantization strategy (--recipe int8-legacy), or keep the model float "
@@ -411,6 +496,164 @@ def convert_model(
             f"{compiler_error}; kept the other artefacts and the report {report_md}"
         )
     return ConvertResult(parity, tuple(paths), report_json, report_md)
+
+
+class _FrameBuilder:
+    """Whole-frame artefacts of one convert: build, embed, score against the float model run
+    on whole frames, gate. One per :func:`convert_model` call; float labels cached per size."""
+
+    def __init__(
+        self,
+        req: ConvertRequest,
+        loaded: Any,
+        meta: Any,
+        stem: str,
+        sha: str,
+        heldout: _Heldout,
+        tiled_float_labels: list[np.ndarray],
+        tiles: np.ndarray | None,
+        frame_calib: dict[str, Any],
+        fp32_size: int,
+        gate_notes: list[str],
+        say: Callable[[str], None],
+    ) -> None:
+        self.req, self.loaded, self.meta, self.stem, self.sha = req, loaded, meta, stem, sha
+        self.heldout, self.tiled_float_labels = heldout, tiled_float_labels
+        self.tiles, self.frame_calib, self.fp32_size = tiles, frame_calib, fp32_size
+        self.gate_notes, self.say = gate_notes, say
+        self._float: dict[str, list[np.ndarray]] = {}
+        self._plans: dict[str, FramePlan] = {}
+
+    def float_labels(self, plan: FramePlan) -> list[np.ndarray]:
+        """The float model, rebuilt at the frame size, on the whole held-out frames."""
+        if plan.tag not in self._float:
+            self.say(f"segmenting the held-out frames whole ({plan.tag}) with the float model")
+            backend = CallableBackend(plan.loaded.predict, plan.meta, path=self.req.model)
+            self._float[plan.tag] = label_maps(self.heldout.frames, backend, plan.meta)
+            self._plans[plan.tag] = plan
+        return self._float[plan.tag]
+
+    def notes(self) -> list[str]:
+        """Per frame size: padding, and how the whole-frame float model agrees with tiling."""
+        out = []
+        for tag, plan in self._plans.items():
+            (fh, fw), (ph, pw) = plan.frame_size, plan.input_size
+            agree = overlap(self._float[tag], self.tiled_float_labels, self.meta)
+            out.append(
+                f"{tag}: static input {ph}x{pw} (a {fh}x{fw} frame is reflect-padded by "
+                f"{ph - fh}x{pw - fw} pixels, centred, and cropped back at run time); its rows "
+                "are scored against the float model run on whole frames, which agrees with "
+                f"the tiled float model at Dice {agree.dice:.4f}"
+            )
+            shapes = sorted({f.shape[:2] for f in self.heldout.frames})
+            if shapes != [plan.frame_size]:
+                shown = ", ".join(f"{h}x{w}" for h, w in shapes[:4])
+                out.append(
+                    f"{tag}: the held-out frames are {shown}, not {tag}; they were run as `run` "
+                    "runs them on this artefact (padded when smaller, tiled when larger)"
+                )
+        return out
+
+    def build(
+        self, recipe: Recipe, plan: FramePlan, tiled_name: str, calib_info: dict | None
+    ) -> tuple[ArtefactReport, Path]:
+        """The whole-frame artefact of ``recipe`` at ``plan``'s size, scored and gated."""
+        from edgeseg.convert.parity import layer_errors
+        from edgeseg.convert.tflite import FrameTarget, convert
+        from edgeseg.core.segmenter import frame_tiles
+        from edgeseg.core.tflite_file import embed_metadata, op_histogram
+        from edgeseg.model.reshape import rebuild_keras
+        from edgeseg.runtime.backends import load_backend
+
+        req, instance = self.req, self.meta.instance_spec is not None
+        int8 = recipe.precision == "int8"
+        keep = req.keep_float if int8 else ()
+        calib = self.frame_calib.get(plan.tag)
+        self.say(f"converting {recipe.name} at {plan.tag} (input {frame_tag(plan.input_size)})")
+        notes: list[str] = []
+        probe = None  # inputs of the frame size for the per-layer error
+        calib_sha = None
+        if not int8:
+            conv = convert(plan.loaded, plan.meta, recipe)
+        elif calib is not None:
+            conv = convert(plan.loaded, plan.meta, recipe, calib.tiles, keep_float=keep,
+                           float_twin=True)  # fmt: skip
+            probe, calib_sha = calib.tiles, calib.sha256
+            notes.append(f"calibrated on {len(calib)} whole frames of the calibration source")
+        elif self.tiles is not None:
+
+            def rebuild(model: Any) -> Any:
+                return rebuild_keras(model, plan.input_size, trust_model=req.trust_model)
+
+            conv = convert(
+                self.loaded, self.meta, recipe, self.tiles, keep_float=keep, float_twin=True,
+                frame=FrameTarget(plan.meta, rebuild),
+            )  # fmt: skip
+            probe = np.concatenate([frame_tiles(t, plan.meta) for t in self.tiles[:4]])
+            calib_sha = calib_info["sha256"] if calib_info else None
+            notes.append(
+                "int8 ranges of the tile calibration set (a prebuilt .npz holds no whole "
+                "frames): every tensor has the tiled artefact's scale"
+            )
+        else:
+            raise DataError("int8 needs calibration (--calib)")
+        name = f"{self.stem}_{recipe.name}_{plan.tag}.tflite"
+        provenance = {**plan.meta.provenance, "tiled_sibling": tiled_name}
+        art_meta = plan.meta.with_updates(provenance=provenance)
+        extra = {
+            "recipe": recipe.to_dict(),
+            **_extra_base(req, self.sha),
+            "calibration_sha256": calib_sha,
+            "frame_size": list(plan.frame_size),
+        }
+        if conv.depth_to_space:
+            extra["depth_to_space"] = list(conv.depth_to_space)
+        if conv.kept_float:
+            extra["kept_float"] = list(conv.kept_float)
+        data = embed_metadata(conv.tflite, art_meta, extra=extra)
+        path = req.out / name
+        path.write_bytes(data)
+        backend = load_backend(path, threads=req.threads)
+        self.say(f"checking {path.name} on the whole held-out frames")
+        labels = label_maps(self.heldout.frames, backend, plan.meta)
+        float_labels = self.float_labels(plan)
+        errors: tuple = ()
+        if conv.float_twin is not None and probe is not None:
+            try:
+                errors = layer_errors(data, conv.float_twin, probe, max_tiles=4,
+                                      threads=req.threads)  # fmt: skip
+            except (TypeError, ValueError, RuntimeError) as exc:
+                notes.append(f"per-layer quantization error not measured: {exc}")
+        notes += list(conv.notes) + (self.gate_notes if int8 else [])
+        if conv.kept_float:
+            notes.append(f"kept float (--keep-float or the recipe's float_ends): "
+                         f"{', '.join(conv.kept_float)}")  # fmt: skip
+        gate, gate_on = _gate(recipe, req, instance)
+        heldout = self.heldout
+        report = ArtefactReport(
+            recipe=recipe.name,
+            path=str(path),
+            size_bytes=len(data),
+            size_ratio=len(data) / self.fp32_size,
+            ops=op_histogram(data),
+            agreement=overlap(labels, float_labels, plan.meta),
+            truth=overlap(labels, heldout.truths, plan.meta) if heldout.truths else None,
+            gate=gate,
+            equalization=conv.equalization.to_dict() if conv.equalization else None,
+            seconds=conv.seconds,
+            input_type=backend.input.dtype,
+            layer_errors=errors,
+            notes=tuple(notes),
+            **_instance_fields(labels, float_labels, heldout, instance),
+            gate_on=gate_on,
+            frame_size=plan.frame_size,
+        )
+        if not report.passed:
+            rejected = path.with_name(f"{self.stem}_{recipe.name}_{plan.tag}.rejected.tflite")
+            path.replace(rejected)
+            report = replace(report, path=str(rejected))
+            path = rejected
+        return report, path
 
 
 def _gate(recipe: Recipe, req: ConvertRequest, instance: bool) -> tuple[float | None, str]:
@@ -487,14 +730,25 @@ def _onnx_step(
     fp32_size: int,
     req: ConvertRequest,
     say: Callable[[str], None],
+    frame: FramePlan | None = None,
+    tiled_sibling: str | None = None,
 ) -> tuple[ArtefactReport, Path]:
-    """Export ONNX, run it on onnxruntime's CPU provider, and score it like any artefact."""
+    """Export ONNX, run it on onnxruntime's CPU provider, and score it like any artefact.
+
+    ``frame``: a whole-frame export (``meta`` and ``loaded`` of that frame size), named
+    ``<stem>_<H>x<W>.onnx`` and naming its ``tiled_sibling``.
+    """
     from edgeseg.convert.onnx import export_onnx, op_histogram
     from edgeseg.runtime.backends import OnnxBackend
 
-    say("exporting ONNX")
-    export = export_onnx(loaded, meta, extra={**extra, "recipe": {"name": "onnx"}})
-    path = req.out / f"{stem}.onnx"
+    tag = f"_{frame.tag}" if frame is not None else ""
+    say(f"exporting ONNX{' at ' + frame.tag if frame is not None else ''}")
+    extra = {**extra, "recipe": {"name": "onnx"}}
+    if frame is not None:
+        meta = meta.with_updates(provenance={**meta.provenance, "tiled_sibling": tiled_sibling})
+        extra["frame_size"] = list(frame.frame_size)
+    export = export_onnx(loaded, meta, extra=extra)
+    path = req.out / f"{stem}{tag}.onnx"
     path.write_bytes(export.data)
     backend = OnnxBackend(path, provider="cpu", threads=req.threads)
     say(f"checking {path.name} on the held-out frames ({backend.runtime})")
@@ -510,9 +764,20 @@ def _onnx_step(
         gate=None,
         seconds=export.seconds,
         input_type="float32",
-        notes=(f"opset {export.opset}; run with onnxruntime (TensorRT/CUDA/CPU providers)",),
+        notes=(
+            f"opset {export.opset}; run with onnxruntime (TensorRT/CUDA/CPU providers)",
+            *(
+                [
+                    f"static input {frame_tag(meta.input_size)} for {frame.tag} frames: "
+                    "TensorRT builds its engine for that one shape"
+                ]
+                if frame is not None
+                else []
+            ),
+        ),
         **_instance_fields(labels, float_labels, heldout, meta.instance_spec is not None),
         gate_on=GATE_AP50 if meta.instance_spec is not None else GATE_DICE,
+        frame_size=frame.frame_size if frame is not None else None,
     )
     return report, path
 

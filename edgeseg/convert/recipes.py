@@ -44,11 +44,14 @@ class Recipe:
     depth_to_space: bool = False
     # Keep the first convolution(s) and the head float in an int8 model (see convert/tflite.py)
     float_ends: bool = False
+    # Whether `--frame-size` may build a whole-frame artefact with this recipe (see
+    # convert/frames.py); the Edge TPU's recipe says false, and the report says why.
+    whole_frame: bool = True
     source: str = ""
 
     def __post_init__(self) -> None:
         where = f"recipe {self.name!r}" + (f" ({self.source})" if self.source else "")
-        for key in ("equalize", "edgetpu", "depth_to_space", "float_ends"):
+        for key in ("equalize", "edgetpu", "depth_to_space", "float_ends", "whole_frame"):
             if not isinstance(getattr(self, key), bool):
                 raise DataError(f"{where}: {key} must be true or false")
         if self.precision not in PRECISIONS:

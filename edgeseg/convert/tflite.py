@@ -15,6 +15,14 @@ into 1x1 CONV_2D + DEPTH_TO_SPACE, which XNNPACK runs much faster (see
 calibrate-then-quantize path with ``denylisted_nodes``, as its QuantizationDebugger does).
 ``float_twin`` also converts the very graph that was quantized (equalized, rewritten) to
 fp32, with the same tensor names, for the per-layer quantization error.
+
+Whole frames (``--frame-size``): the caller passes a model rebuilt at the frame's padded size
+(:func:`edgeseg.model.reshape.rebuild_at`) with its metadata and whole-frame calibration
+inputs, and everything above applies unchanged. With only tiles to calibrate on (a prebuilt
+``.npz`` set), ``frame`` (:class:`FrameTarget`) builds the frame-size graph and gives it the
+activation ranges calibrated on the tile-size graph (:func:`transplant_ranges`): the same
+weights and the same ranges, so the frame artefact quantizes every tensor exactly as the tiled
+artefact does (the default quantizer only; the legacy one calibrates inside TensorFlow).
 """
 
 from __future__ import annotations
@@ -35,6 +43,19 @@ from edgeseg.convert.rewrite import rewrite_transpose_conv, rewrite_upsampling
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.errors import DataError, EdgesegError, ModelError
 from edgeseg.optional import require
+
+
+@dataclass(frozen=True)
+class FrameTarget:
+    """Convert at a frame's size with the activation ranges of the tile-size calibration.
+
+    ``meta``: the whole-frame artefact's metadata (``input_size`` the padded frame size);
+    ``rebuild``: the Keras model at the tile size → the same weights at ``meta.input_size``
+    (identity for a SavedModel whose signature leaves the size open).
+    """
+
+    meta: ModelMetadata
+    rebuild: Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
@@ -101,14 +122,17 @@ def convert(
     *,
     keep_float: Iterable[str] = (),
     float_twin: bool = False,
+    frame: FrameTarget | None = None,
 ) -> Conversion:
     """Convert a loaded model (see :func:`edgeseg.model.loading.load_model`) by ``recipe``.
 
     ``calibration``: float32 tiles (N, H, W, C) of the model's input size, required for int8.
     ``keep_float``: layer (or tensor) names whose ops stay float in an int8 model.
     ``float_twin``: also convert the graph that was quantized to fp32 (see the module doc).
+    ``frame``: build at the frame size of ``frame.meta`` instead, int8 ranges taken from the
+    tile-size ``calibration`` (see the module doc); the float twin is then frame-sized too.
     """
-    tf = require("tensorflow")
+    require("tensorflow")
     start = time.perf_counter()
     tiles = None
     if recipe.needs_calibration:
@@ -119,6 +143,12 @@ def convert(
         if tiles.shape[1:] != expected:
             raise DataError(f"calibration tiles are {tiles.shape[1:]}, the model takes {expected}")
     check_recipe(recipe)
+    if frame is not None and recipe.precision == "int8" and recipe.quantizer == "legacy":
+        raise DataError(
+            "the legacy quantizer calibrates inside TensorFlow, so a whole-frame "
+            "artefact cannot reuse tile ranges; pass the frames themselves (--calib FOLDER, "
+            "video or stack)"
+        )
     keep_float = tuple(dict.fromkeys(keep_float))
     if keep_float and recipe.precision != "int8":
         raise DataError(f"--keep-float applies to int8 recipes, not {recipe.name}")
@@ -143,12 +173,17 @@ def convert(
         else:
             eq = equalize(keras_model, tiles)
             keras_model = eq.model
+    frame_model = None
+    if frame is not None and keras_model is not None:
+        frame_model = frame.rebuild(keras_model)  # the equalized weights, at the frame size
     rewritten: tuple[str, ...] = ()
     if recipe.edgetpu:
         if keras_model is None:
             notes.append("a SavedModel has no Keras graph: UpSampling2D layers were not rewritten")
         else:
             keras_model, rewritten = rewrite_upsampling(keras_model, tiles)
+            if frame_model is not None:
+                frame_model, _ = rewrite_upsampling(frame_model, _probe_tiles(frame.meta))
     d2s: tuple[str, ...] = ()
     if recipe.depth_to_space:
         if keras_model is None:
@@ -158,24 +193,23 @@ def convert(
         else:
             keras_model, d2s = rewrite_transpose_conv(keras_model, tiles if tiles is not None
                                                       else _probe_tiles(meta))  # fmt: skip
+            if frame_model is not None:
+                frame_model, _ = rewrite_transpose_conv(frame_model, _probe_tiles(frame.meta))
     make = _converters(loaded, meta, keras_model)
-    conv = make()
-    if recipe.precision == "fp16":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.target_spec.supported_types = [tf.float16]
-    elif recipe.precision == "int8":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = _representative(tiles)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[recipe.io]
-        conv.inference_input_type = io
-        conv.inference_output_type = io
-        if recipe.quantizer == "legacy":
-            conv.experimental_new_quantizer = False
+    if frame is not None:
+        make = _converters(loaded, frame.meta, frame_model)
+    conv = _configured(make(), recipe, tiles)
     kept: tuple[str, ...] = ()
     with _converter_errors(recipe.name):
-        if keep_float:
-            data, kept = _quantize_keeping_float(conv, recipe, keep_float)
+        if frame is not None and recipe.precision == "int8":
+            assert tiles is not None  # needs_calibration, checked above
+            # The frame graph is calibrated on one padded tile only for its structure; every
+            # range then comes from the tile-size graph calibrated on all the tiles.
+            conv.representative_dataset = _representative(_padded(tiles[:1], frame.meta))
+            tile_conv = _configured(_converters(loaded, meta, keras_model)(), recipe, tiles)
+            data, kept = _quantize_calibrated(conv, recipe, keep_float, ranges_from=tile_conv)
+        elif keep_float:
+            data, kept = _quantize_calibrated(conv, recipe, keep_float)
         else:
             data = conv.convert()
     if recipe.edgetpu:
@@ -237,19 +271,92 @@ def _check_static(data: bytes, recipe: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _quantize_keeping_float(
-    conv: Any, recipe: Recipe, keep_float: tuple[str, ...]
+def _configured(conv: Any, recipe: Recipe, tiles: np.ndarray | None) -> Any:
+    """``conv`` set up for the recipe's precision (int8: calibrated on ``tiles``)."""
+    tf = require("tensorflow")
+    if recipe.precision == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif recipe.precision == "int8":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = _representative(tiles)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[recipe.io]
+        conv.inference_input_type = io
+        conv.inference_output_type = io
+        if recipe.quantizer == "legacy":
+            conv.experimental_new_quantizer = False
+    return conv
+
+
+def _padded(tiles: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+    """Tiles reflect-padded (centred) to ``meta.input_size``, as the runtime pads a small frame."""
+    from edgeseg.core.segmenter import frame_tiles
+
+    return np.concatenate([frame_tiles(t, meta) for t in tiles])
+
+
+def transplant_ranges(source: bytes, target: bytes) -> bytes:
+    """``target`` (a calibrated, not yet quantized model) with the activation ranges of
+    ``source``, the same graph calibrated at another input size.
+
+    The two graphs must match tensor for tensor (same count, same names up to Keras' ``_N``
+    suffixes, ranges on the same tensors); DataError otherwise.
+    """
+    from edgeseg.core.tflite_file import TFLITE_IDENTIFIER, aligned_builder, as_text, parse_bytes
+
+    src = parse_bytes(bytes(source), "the tile-size calibrated model")
+    dst = parse_bytes(bytes(target), "the frame-size calibrated model")
+    if len(src.subgraphs) != len(dst.subgraphs):
+        raise DataError("the frame-size graph differs from the tile-size graph (subgraphs)")
+    for sa, sb in zip(src.subgraphs, dst.subgraphs, strict=True):
+        ta, tb = sa.tensors or [], sb.tensors or []
+        if len(ta) != len(tb):
+            raise DataError(
+                f"the frame-size graph has {len(tb)} tensors, the tile-size graph {len(ta)}"
+            )
+        for a, b in zip(ta, tb, strict=True):
+            ra, rb = _has_range(a), _has_range(b)
+            if ra != rb or _plain(as_text(a.name)) != _plain(as_text(b.name)):
+                raise DataError(
+                    "the frame-size graph differs from the tile-size graph at tensor "
+                    f"{as_text(b.name)!r}"
+                )
+            if rb:
+                b.quantization.min = np.array(a.quantization.min, np.float32)
+                b.quantization.max = np.array(a.quantization.max, np.float32)
+    builder = aligned_builder()(len(target) + 1024)
+    builder.Finish(dst.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def _has_range(tensor: Any) -> bool:
+    q = tensor.quantization
+    return q is not None and q.min is not None and len(q.min) > 0
+
+
+def _plain(name: str) -> str:
+    return re.sub(r"_\d+(?=/|;|$)", "", name)
+
+
+def _quantize_calibrated(
+    conv: Any, recipe: Recipe, keep_float: tuple[str, ...], ranges_from: Any | None = None
 ) -> tuple[bytes, tuple[str, ...]]:
     """Calibrate, then quantize all but the ops whose output tensors match ``keep_float``.
 
     This is the path of TensorFlow's QuantizationDebugger (``denylisted_nodes``): calibrate
-    only, then ``mlir_quantize`` with the converter's own input/output types.
+    only, then ``mlir_quantize`` with the converter's own input/output types. ``ranges_from``:
+    another converter of the same graph (at the tile size) whose calibrated ranges replace
+    those of ``conv`` (see :func:`transplant_ranges`).
     """
     tf = require("tensorflow")
     from tensorflow.lite.python.convert import mlir_quantize
 
     conv._experimental_calibrate_only = True
     calibrated = conv.convert()
+    if ranges_from is not None:
+        ranges_from._experimental_calibrate_only = True
+        calibrated = transplant_ranges(ranges_from.convert(), calibrated)
     names = _activation_names(calibrated)
     nodes = []
     for wanted in keep_float:
