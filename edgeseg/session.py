@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeseg.core.backend import Backend
 from edgeseg.core.metadata import ModelMetadata, apply_flags
-from edgeseg.core.segmenter import DEFAULT_OVERLAP, Segmenter
+from edgeseg.core.segmenter import DEFAULT_OVERLAP, Segmenter, plan_frame
 from edgeseg.errors import DataError
+from edgeseg.runtime.artefacts import Artefact, Choice
 from edgeseg.runtime.pipeline import RenderOptions, RunSummary, run_pipeline
 from edgeseg.runtime.sinks import Sink
 from edgeseg.runtime.streams import Stream
@@ -82,6 +84,8 @@ class RunOptions:
     camera: int | None = None
     source: str | None = None
     delegate: str | None = None
+    backend: str = "auto"  # auto, litert, openvino, onnxruntime (runtime.backends.BACKENDS)
+    explain: bool = False  # say what --backend auto picked and the figures behind it
     device: str | None = None
     fallback: bool = False
     edgetpu_device: str | None = None
@@ -128,7 +132,8 @@ class Session:
         sinks: the outputs, in the order they were opened.
         meta: the model's metadata (embedded, or inferred with the flags).
         backend: what runs the model, e.g. "CPU (XNNPACK, 2 threads) via ai-edge-litert 2.3.0".
-        mode: "tiling" or "resizing".
+        mode: how frames reach the model: "whole frame 768x1024", "25 tiles of 256x256 for
+            1024x1024 frames", "resizing to 256x256".
         messages: what was said while building (the stream URL, a missing window).
     """
 
@@ -148,11 +153,7 @@ class Session:
     @property
     def description(self) -> str:
         """The start-up line: source → model on backend; tiling or resizing to the input."""
-        h, w = self.meta.input_size
-        return (
-            f"{self.stream.info.description} → {self.model.name} on "
-            f"{self.backend}; {self.mode} to {h}x{w}"
-        )
+        return f"{self.stream.info.description} → {self.model.name} on {self.backend}; {self.mode}"
 
     def run(
         self, stop: threading.Event | None = None, *, handle_signals: bool = False
@@ -198,12 +199,13 @@ def build_session(
     as outputs. ``warn`` hears what is worth saying at once (a delegate falling back, the
     stream's URL, a missing window). Raises DataError for bad options, before anything opens.
     """
-    from edgeseg.runtime.backends import TFLiteBackend, open_backend
+    from edgeseg.runtime.artefacts import candidates, choose
+    from edgeseg.runtime.backends import reopen
     from edgeseg.runtime.streams import open_stream, parse_source
 
     o = options
     policy = device_policy(o.device, delegate=o.delegate, threads=o.threads)
-    if o.model.suffix.lower() not in (".tflite", ".onnx"):
+    if not o.model.is_dir() and o.model.suffix.lower() not in (".tflite", ".onnx"):
         raise DataError(
             f"{o.model} is not a .tflite or .onnx model; convert it first: "
             f"edgeseg convert {o.model} --int8 …"
@@ -220,21 +222,36 @@ def build_session(
     if o.camera is None and source is None:
         source = policy.camera
     uri = parse_source(o.camera, source)
-    backend, chosen = open_backend(
-        o.model,
-        delegate=policy.delegate,
-        threads=policy.threads,
-        fallback=o.fallback,
-        device=o.edgetpu_device,
-        warn=warn,
-    )
+    # The model given, or the one of its siblings (whole-frame artefacts, a folder of them)
+    # that fits the stream's frames: then the stream opens first, to know their size.
+    arts = candidates(o.model)
+    early: Stream | None = None
+    choice = None
+    if len(arts) > 1:
+        early = open_stream(uri, width=o.width, height=o.height, fps=o.fps)
+        try:
+            choice = choose(arts, early.info.size, o.overlap)
+        except BaseException:
+            early.close()
+            raise
+    try:
+        backend, chosen = _open_chosen(o, policy, arts, choice, warn)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
     embedded = backend.metadata()
     meta = apply_flags(embedded, backend.input.shape, backend.output.shape, **o.flags)
     tile = (embedded is not None) if o.resize is None else not o.resize
     seg_options = {"resize": not tile, "overlap": o.overlap, "min_area": o.min_area}
 
     messages: list[str] = []
-    sinks = _open_sinks(o, meta, messages, warn)
+    try:
+        sinks = _open_sinks(o, meta, messages, warn)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
     sinks += extra_sinks
     try:
         if not sinks:
@@ -242,10 +259,12 @@ def build_session(
                 "--headless with no output: add --record, --save-masks, --csv, --objects or "
                 "--stream"
             )
-        stream = open_stream(uri, width=o.width, height=o.height, fps=o.fps)
+        stream = early or open_stream(uri, width=o.width, height=o.height, fps=o.fps)
     except BaseException:
         for sink in sinks:
             sink.close()
+        if early is not None:
+            early.close()
         raise
     try:
         cpu = chosen.startswith("CPU")
@@ -258,10 +277,13 @@ def build_session(
                 raise DataError("--workers above 1 runs several CPU interpreters, not a delegate")
             per = o.threads or max(1, (os.cpu_count() or 1) // workers)
             # One interpreter per worker, each with its share of the cores.
-            pool = [TFLiteBackend(backend.path, threads=per) for _ in range(workers)]
+            pool = [reopen(backend, per) for _ in range(workers)]
             segmenters = [Segmenter(b, meta, **seg_options) for b in pool]
+            engine = " (XNNPACK)" if "XNNPACK" in chosen else ""
+            picked = chosen[chosen.rfind(", picked by auto") :] if "picked by" in chosen else ""
             chosen = (
-                f"CPU (XNNPACK), {workers} interpreters x {per} thread(s) via {backend.runtime}"
+                f"CPU{engine}, {workers} interpreters x {per} thread(s) via {backend.runtime}"
+                + picked
             )
     except BaseException:
         for sink in sinks:
@@ -269,18 +291,72 @@ def build_session(
         stream.close()
         raise
     return Session(
-        model=o.model,
+        model=backend_model(o, arts, choice),
         stream=stream,
         segmenters=segmenters,
         sinks=sinks,
         meta=meta,
         backend=chosen,
-        mode="tiling" if tile else "resizing",
+        mode=_mode(meta, tile, stream.info.size, o.overlap, choice),
         render=RenderOptions(alpha=o.alpha, contours=o.contours, hud=o.hud),
         max_frames=o.max_frames,
         retry=o.retry,
         read_timeout=o.read_timeout,
         messages=messages,
+    )
+
+
+def backend_model(o: RunOptions, arts: list[Artefact], choice: Choice | None) -> Path:
+    """The model file that runs: the artefact chosen for the stream, else the one given."""
+    if choice is not None:
+        return choice.artefact.path
+    return arts[0].path if o.model.is_dir() else o.model
+
+
+def _mode(
+    meta: ModelMetadata,
+    tile: bool,
+    size: tuple[int, int] | None,
+    overlap: int,
+    choice: Choice | None,
+) -> str:
+    """How frames reach the model, for the start-up line: whole frame, tiles, or resizing."""
+    h, w = meta.input_size
+    if not tile:
+        return f"resizing to {h}x{w}"
+    if choice is not None and choice.whole_frame:
+        return choice.reason
+    if size is None:
+        return f"tiling to {h}x{w}"
+    fh, fw = size
+    if fh <= h and fw <= w and meta.output_border == 0:
+        padded = "" if (fh, fw) == (h, w) else f", padded to {h}x{w}"
+        return f"whole frame {fh}x{fw}{padded}"
+    n = plan_frame((fh, fw), meta, overlap).n_tiles
+    why = f" ({choice.reason})" if choice is not None else ""
+    return f"{n} tiles of {h}x{w} for {fh}x{fw} frames{why}"
+
+
+def _open_chosen(
+    o: RunOptions,
+    policy: DevicePolicy,
+    arts: list[Artefact],
+    choice: Choice | None,
+    warn: Callable[[str], None],
+) -> tuple[Backend, str]:
+    """The backend of the artefact chosen for the stream (the model given, without a choice)."""
+    from edgeseg.runtime.backends import open_backend
+
+    path = choice.artefact.path if choice is not None else arts[0].path
+    return open_backend(
+        path,
+        delegate=policy.delegate,
+        threads=policy.threads,
+        fallback=o.fallback,
+        device=o.edgetpu_device,
+        warn=warn,
+        backend=o.backend,
+        explain=warn if o.explain else None,
     )
 
 

@@ -587,3 +587,72 @@ def labels_oracle(meta: ModelMetadata, scale: float = 1.0) -> Any:
         return np.stack([instance_targets(t, border) for t in ids])
 
     return CallableBackend(predict, meta)
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny int8 .tflite model whose label maps every runtime must reproduce exactly
+# --------------------------------------------------------------------------------------------
+
+
+def bright_int8_model(path: Path, size: int = 32) -> Path:
+    """:func:`bright_model` quantized to int8 with int8 input and output (percentile
+    normalization embedded): a steep 1x1-conv sigmoid, so no label sits on the threshold and
+    an integer runtime that feeds and reads the tensors right gives LiteRT's labels exactly.
+    Needs TensorFlow."""
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    from edgeseg.core.tflite_file import embed_metadata
+
+    inp = keras.Input((size, size, 1), batch_size=1)
+    out = keras.layers.Conv2D(
+        1, 1, activation="sigmoid",
+        kernel_initializer=keras.initializers.Constant(20.0),
+        bias_initializer=keras.initializers.Constant(-10.0),
+    )(inp)  # fmt: skip
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, out))
+    rng = np.random.default_rng(0)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: (
+        [rng.random((1, size, size, 1), dtype=np.float32)] for _ in range(8)
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        data = converter.convert()
+    meta = ModelMetadata(input_size=(size, size), normalization="percentile")
+    path.write_bytes(embed_metadata(data, meta))
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Whole frames: a U-Net whose output depends on context, yet is stable without training
+# --------------------------------------------------------------------------------------------
+
+
+def intensity_unet(size: int = 64, seed: int = 0, context: float = 0.6) -> Any:
+    """A depth-2 'same' U-Net (4 filters, no batch norm) that thresholds intensity at 0.5,
+    shifted by its random encoder/decoder paths scaled by ``context``: a fixed, deterministic
+    model whose label maps on real frames are not trivial and depend on the tile borders."""
+    keras = pytest.importorskip("keras")
+    from edgeseg.model.unet import UNetConfig, build_unet
+
+    keras.utils.set_random_seed(seed)
+    model = build_unet(
+        UNetConfig(input_size=(size, size), base_filters=4, depth=2, batch_norm=False)
+    )
+    for layer in model.layers:
+        weights = [w * context for w in layer.get_weights()]
+        if not weights:
+            continue
+        if layer.name in ("enc0_conv1", "enc0_conv2", "dec0_conv1", "dec0_conv2"):
+            # Channel 0 carries the pixel itself (skips come first in each concatenation).
+            weights[0][:, :, :, 0] = 0.0
+            weights[0][1, 1, 0, 0] = 1.0
+            weights[1][0] = 0.0
+        if layer.name == "head":
+            weights[0][0, 0, 0, 0] = 8.0
+            weights[1][0] = -4.0
+        layer.set_weights(weights)
+    return model

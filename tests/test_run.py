@@ -125,7 +125,7 @@ def test_synthetic_stream_tiles_large_frames(any_model: Path, tmp_path: Path) ->
          "--csv", str(tmp_path / "s.csv")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "tiling to 64x64" in result.output
+    assert "tiles of 64x64 for 128x128 frames" in result.output
     assert len(read_video(rec)) == 5 and len(_rows(tmp_path / "s.csv")) == 5
     assert "5 frames" in result.output and "p50" in result.output
 
