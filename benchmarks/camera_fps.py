@@ -273,6 +273,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", help="run one case, e.g. 1024x1024")
+    ap.add_argument("--build-only", action="store_true", help="build the cases, measure nothing")
     ap.add_argument("--bare", help=argparse.SUPPRESS)
     ap.add_argument("--runtime", help=argparse.SUPPRESS)
     ap.add_argument("--clip", help=argparse.SUPPRESS)
@@ -299,6 +300,8 @@ def main() -> int:
         t0 = time.perf_counter()
         built = build(case, work, args.frames, args.quick)
         print(f"{case.name}: built in {time.perf_counter() - t0:.0f} s ({built['whole'].name})")
+        if args.build_only:
+            continue
         rows: dict[str, list[float]] = {f"bare {r}": [] for r in runtimes}
         rows["edgeseg run (whole frame)"] = []
         rows["edgeseg run (tiled, litert)"] = []
