@@ -184,9 +184,20 @@ def _concat_inputs(graph: Graph) -> list[tuple[str, list[str]]]:
     ]
 
 
-def _ranges(model: Any, names: list[str], tiles: np.ndarray, batch: int = 8) -> dict[str, float]:
+#: Pixels per probe batch: 8 tiles of 256² (a whole 1080x1920 frame goes one at a time; eight
+#: of them with every activation kept took 24 GB).
+_BATCH_PIXELS = 8 * 256 * 256
+
+
+def _batch(tiles: np.ndarray) -> int:
+    """Tiles per forward pass, so that a batch holds about :data:`_BATCH_PIXELS` pixels."""
+    return max(1, _BATCH_PIXELS // max(1, int(tiles.shape[1]) * int(tiles.shape[2])))
+
+
+def _ranges(model: Any, names: list[str], tiles: np.ndarray) -> dict[str, float]:
     """max |activation| of each named layer's output over the probe tiles."""
     k = keras()
+    batch = _batch(tiles)
     probe = k.Model(model.inputs, [model.get_layer(n).output for n in names])
     top = dict.fromkeys(names, 0.0)
     for i in range(0, len(tiles), batch):
@@ -313,8 +324,9 @@ def _stack(tiles: Iterable[np.ndarray] | np.ndarray, limit: int) -> np.ndarray:
     return np.concatenate(out)[:limit]
 
 
-def _max_diff(a: Any, b: Any, tiles: np.ndarray, batch: int = 8) -> float:
+def _max_diff(a: Any, b: Any, tiles: np.ndarray) -> float:
     worst = 0.0
+    batch = _batch(tiles)
     for i in range(0, len(tiles), batch):
         x = tiles[i : i + batch]
         pa, pb = np.asarray(a(x, training=False)), np.asarray(b(x, training=False))
