@@ -120,3 +120,39 @@ def test_prepare_quantized_equals_prepare_then_quantize(
         np.testing.assert_array_equal(direct, quantize(prepare(frame, meta), info))
     floats = TensorInfo("x", 0, (1, 32, 32, channels), "float32")
     assert prepare_quantized(frame, meta, floats) is None
+
+
+def test_a_gray_frame_decoded_as_rgb_is_gray() -> None:
+    from edgeseg.core.preprocess import gray_if_equal, prepare, prepare_quantized
+    from edgeseg.core.quant import TensorInfo
+
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 256, (40, 56), dtype=np.uint8)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    assert gray_if_equal(rgb) is not rgb and np.array_equal(gray_if_equal(rgb), gray)
+    meta = ModelMetadata(input_size=(32, 32), normalization="percentile")
+    np.testing.assert_array_equal(prepare(rgb, meta), prepare(gray, meta))
+    info = TensorInfo("in", 0, (1, 32, 32, 1), "int8", scale=1 / 255, zero_point=-128)
+    q = prepare_quantized(rgb, meta, info)
+    assert q is not None  # the lookup-table path, not floats
+    np.testing.assert_array_equal(q, prepare_quantized(gray, meta, info))
+    # One differing pixel, even off the sampled grid, makes it a colour frame: luma, floats.
+    colour = rgb.copy()
+    colour[5, 3, 1] ^= 1
+    assert gray_if_equal(colour) is colour
+    assert prepare_quantized(colour, meta, info) is None
+    # A 3-channel model keeps all three channels.
+    meta3 = ModelMetadata(input_size=(32, 32), channels=3, channel_order="RGB")
+    assert prepare(rgb, meta3).shape == (40, 56, 3)
+
+
+def test_integer_percentiles_are_numpys_bit_for_bit() -> None:
+    from edgeseg.core.preprocess import integer_percentiles
+
+    rng = np.random.default_rng(7)
+    for i in range(400):
+        dtype = np.uint8 if i % 2 else np.uint16
+        top = int(rng.integers(1, np.iinfo(dtype).max + 1))
+        sample = rng.integers(0, top, int(rng.integers(1, 3000))).astype(dtype)
+        qs = [(1.0, 99.8), (0.0, 100.0), (50.0, 50.5), tuple(sorted(rng.uniform(0, 100, 2)))][i % 4]
+        np.testing.assert_array_equal(integer_percentiles(sample, qs), np.percentile(sample, qs))

@@ -1,4 +1,5 @@
-"""Turn frames into what a model takes: pure numpy, the same for eval, calibration and run.
+"""Turn frames into what a model takes: numpy (OpenCV's LUT where it is there), the same for
+eval, calibration and run.
 
 Order matters and is fixed here: drop alpha, normalize the whole frame (before tiling, so
 tiles of one frame share one intensity mapping), then reduce or expand channels.
@@ -6,14 +7,18 @@ tiles of one frame share one intensity mapping), then reduce or expand channels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.quant import TensorInfo, quantize
-from edgeseg.errors import DataError
+from edgeseg.errors import DataError, MissingDependencyError
+from edgeseg.optional import cv2
 
-# ITU-R BT.601 luma, the weights OpenCV uses for RGB → gray.
+# Pixels the percentiles are computed from (a strided sample of larger frames).
 _PERCENTILE_PIXELS = 512 * 512
+# ITU-R BT.601 luma, the weights OpenCV uses for RGB → gray.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -24,6 +29,43 @@ def drop_alpha(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 1:
         return image[..., 0]
     return image
+
+
+def gray_if_equal(image: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) frame whose three channels are equal (a gray video decoded as RGB, a gray
+    camera in a colour mode) → its (H, W) gray values (a view); anything else unchanged.
+
+    Such a frame is gray: its luma is its value (up to float rounding), so a gray model sees
+    exactly what it saw in training, and an integer frame keeps the lookup-table path. A
+    strided sample rules out most colour frames before the full comparison.
+    """
+    if image.ndim != 3 or image.shape[2] != 3:
+        return image
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    sample = (slice(None, None, 7), slice(None, None, 7))
+    if not (np.array_equal(r[sample], g[sample]) and np.array_equal(r[sample], b[sample])):
+        return image
+    if np.array_equal(r, g) and np.array_equal(r, b):
+        return r
+    return image
+
+
+def integer_percentiles(sample: np.ndarray, percentiles: Sequence[float]) -> np.ndarray:
+    """``np.percentile(sample, percentiles)`` of a uint8/uint16 array, bit for bit, from its
+    histogram: counting is linear where numpy's partition is not (2.9 → 0.5 ms on a 512²
+    sample). The ranks and numpy's linear interpolation (its ``_lerp``, which interpolates
+    from the upper value when the fraction is at least 0.5) are reproduced exactly."""
+    levels = 256 if sample.dtype == np.uint8 else 65536
+    cum = np.cumsum(np.bincount(sample.ravel(), minlength=levels))
+    n = int(cum[-1])
+    virtual = (n - 1) * np.true_divide(np.asarray(percentiles, dtype=np.float64), 100)
+    below = np.minimum(np.floor(virtual).astype(np.intp), n - 1)
+    above = np.minimum(below + 1, n - 1)
+    a = np.searchsorted(cum, below, side="right").astype(np.float64)
+    b = np.searchsorted(cum, above, side="right").astype(np.float64)
+    gamma = virtual - below
+    diff = b - a
+    return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
 
 
 def intensity_range(image: np.ndarray, meta: ModelMetadata) -> tuple[float, float]:
@@ -38,7 +80,11 @@ def intensity_range(image: np.ndarray, meta: ModelMetadata) -> tuple[float, floa
         # A strided subsample keeps this cheap on 2048² frames; the result is deterministic,
         # so eval, calibration and the runtime still agree exactly.
         step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / _PERCENTILE_PIXELS)))
-        lo, hi = np.percentile(image[::step, ::step], meta.percentiles)
+        sample = image[::step, ::step]
+        if sample.dtype in (np.uint8, np.uint16) and sample.size:
+            lo, hi = integer_percentiles(sample, meta.percentiles)
+        else:
+            lo, hi = np.percentile(sample, meta.percentiles)
         return float(lo), float(hi)
     return float(image.min()), float(image.max())  # minmax
 
@@ -69,12 +115,15 @@ def prepare_quantized(
     if not info.quantized or image.dtype not in (np.uint8, np.uint16):
         return None
     img = drop_alpha(image)
+    if meta.channels == 1:
+        img = gray_if_equal(img)
     c = 1 if img.ndim == 2 else img.shape[2]
     if c != meta.channels and not (c == 1 and meta.channels == 3):
         return None
     lo, hi = intensity_range(img, meta)
     values = np.arange(np.iinfo(img.dtype).max + 1, dtype=np.float32)
-    q = quantize(_apply_range(values, lo, hi), info)[img]
+    table = quantize(_apply_range(values, lo, hi), info)
+    q = _lookup(img, table)
     if q.ndim == 2:
         q = q[..., None]
     if q.shape[2] != meta.channels:
@@ -82,6 +131,17 @@ def prepare_quantized(
     elif meta.channel_order == "BGR":
         q = q[..., ::-1]
     return np.ascontiguousarray(q)
+
+
+def _lookup(img: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``table[img]``; for a gray uint8 frame through OpenCV's LUT (identical, faster)."""
+    if img.dtype == np.uint8 and img.ndim == 2 and table.dtype.itemsize == 1:
+        try:
+            cv = cv2()
+        except MissingDependencyError:
+            return table[img]
+        return cv.LUT(np.ascontiguousarray(img), table)
+    return table[img]
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -113,7 +173,10 @@ def prepare(image: np.ndarray, meta: ModelMetadata) -> np.ndarray:
             f"cannot turn a {image.shape[2]}-channel image into the {meta.channels}-channel "
             "input the model takes"
         )
-    x = normalize(drop_alpha(image), meta)
+    img = drop_alpha(image)
+    if meta.channels == 1:
+        img = gray_if_equal(img)
+    x = normalize(img, meta)
     x = to_channels(x, meta.channels)
     if meta.channel_order == "BGR":
         x = x[..., ::-1]
