@@ -22,7 +22,7 @@ repetition then runs, each in its own process and alternated:
 Medians over ``--reps`` (default 3). Targets (issue 13): end to end >= 0.90x the fastest bare
 loop at 1024², >= 0.85x at 1080x1920. Also printed: whole-frame path / tiled path.
 
-    python benchmarks/camera_fps.py [--reps 3] [--frames 60] [--work DIR] [--quick]
+    python benchmarks/camera_fps.py [--reps 3] [--frames 120] [--work DIR] [--quick]
 
 ``--work`` keeps the clips, models and artefacts between runs (built once). ``--quick``: small
 frames, a few frames, one repetition and a minute of training, to check the script works.
@@ -268,7 +268,7 @@ def measure_run(model: Path, clip: Path, tmp: Path, backend: str, env: dict) -> 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--frames", type=int, default=120)
     ap.add_argument("--seconds", type=float, default=6.0, help="per bare loop")
     ap.add_argument("--work", type=Path)
     ap.add_argument("--quick", action="store_true")
