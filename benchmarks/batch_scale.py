@@ -9,10 +9,11 @@ Two workloads, each segmented in a fresh output folder by `edgeseg segment` with
   stored as Zarr with 1024² chunks, one label array: megapixels/s.
 
 Throughput is what `segment` reports (first task submitted to last result, cluster start-up
-excluded). Also `edgeseg run --headless --save-masks` on the same fields with the same model
-(its default for files: one interpreter per core, one thread each), against `segment` with
-2 workers. Targets (issue 16): 2-worker / 1-worker >= 1.8 on a 2-core machine; segment / run
->= 1.0. Medians over the repetitions.
+excluded). Also `edgeseg run --headless --save-masks --objects` (the outputs `segment`
+writes: label images and the per-object table) on the same fields with the same model (its
+default for files: one interpreter per core, one thread each), against `segment` with 2
+workers. ``--only fields`` skips the mosaic. Targets (issue 16): 2-worker / 1-worker >= 1.8
+on a 2-core machine; segment / run >= 1.0. Medians over the repetitions.
 
 The model is the 256² int8 U-Net of pipeline_fps.py (speed does not depend on its weights)
 unless --model names one.
@@ -87,12 +88,14 @@ def segment(model: Path, inputs: list[Path], out: Path, workers: int) -> dict:
 
 
 def run_edgeseg(model: Path, fields: Path, out: Path) -> dict:
-    """`edgeseg run --headless --save-masks` on the fields; its summary."""
+    """`edgeseg run --headless --save-masks --objects` on the fields (what `segment` writes:
+    the label images and the per-object table); its summary."""
     shutil.rmtree(out, ignore_errors=True)
     summary = out.with_suffix(".json")
     cmd = [
         sys.executable, "-m", "edgeseg.cli.main", "run", str(model), "--source", str(fields),
-        "--headless", "--save-masks", str(out), "--summary-json", str(summary),
+        "--headless", "--save-masks", str(out), "--objects", str(out.with_suffix(".csv")),
+        "--summary-json", str(summary),
     ]  # fmt: skip
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads(summary.read_text())
@@ -112,6 +115,7 @@ def main() -> int:
     ap.add_argument(
         "--quick", action="store_true", help="smoke run: 16 fields, 2048² mosaic, 1 rep"
     )
+    ap.add_argument("--only", choices=("fields", "mosaic"), help="measure one workload")
     args = ap.parse_args()
     if args.quick:
         args.fields, args.mosaic, args.reps = 16, 2048, 1
@@ -124,21 +128,24 @@ def main() -> int:
 
             model = build_model(root / "unet_int8.tflite")
         fields = make_fields(args.data, root / "fields", args.fields)
-        mosaic = make_mosaic(root / "mosaic.zarr", args.mosaic)
+        mosaic = make_mosaic(root / "mosaic.zarr", args.mosaic) if args.only != "fields" else None
         fps: dict[int, list[float]] = {1: [], 2: []}
         mps: dict[int, list[float]] = {1: [], 2: []}
         run_fps: list[float] = []
         for rep in range(args.reps):
             order = (1, 2) if rep % 2 == 0 else (2, 1)
             for workers in order:
-                s = segment(model, [fields], root / f"out_f{workers}", workers)
-                fps[workers].append(s["frames_per_s"])
-                s = segment(model, [mosaic], root / f"out_m{workers}", workers)
-                mps[workers].append(s["megapixels_per_s"])
-            run_fps.append(run_edgeseg(model, fields, root / "run_masks")["fps"])
-        med = {k: statistics.median(v) for k, v in fps.items()}
-        med_mp = {k: statistics.median(v) for k, v in mps.items()}
-        run_med = statistics.median(run_fps)
+                if args.only != "mosaic":
+                    s = segment(model, [fields], root / f"out_f{workers}", workers)
+                    fps[workers].append(s["frames_per_s"])
+                if mosaic is not None:
+                    s = segment(model, [mosaic], root / f"out_m{workers}", workers)
+                    mps[workers].append(s["megapixels_per_s"])
+            if args.only != "mosaic":
+                run_fps.append(run_edgeseg(model, fields, root / "run_masks")["fps"])
+        med = {k: statistics.median(v) if v else 0.0 for k, v in fps.items()}
+        med_mp = {k: statistics.median(v) if v else 0.0 for k, v in mps.items()}
+        run_med = statistics.median(run_fps) if run_fps else 0.0
         scale_f = med[2] / med[1] if med[1] else 0.0
         scale_m = med_mp[2] / med_mp[1] if med_mp[1] else 0.0
         vs_run = med[2] / run_med if run_med else 0.0
