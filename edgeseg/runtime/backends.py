@@ -117,7 +117,53 @@ class _ImageModel:
         return (self.input.shape[1], self.input.shape[2])
 
 
-class TFLiteBackend(_ImageModel):
+class _QuantizedEdges(_ImageModel):
+    """A model fed and read at its own dtypes (LiteRT, OpenVINO): float tiles are quantized
+    at the input and outputs dequantized, around the subclass's raw ``invoke``."""
+
+    def invoke(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        """float32 (n, H, W, C) tiles → float32 (n, h, w, K) model outputs (probabilities).
+
+        Quantizes the input for integer models, runs the model ``batch_size`` tiles at a time
+        (the last batch padded with zeros), and dequantizes the output.
+        """
+        tiles = np.asarray(tiles)
+        _, h, w, c = self.input.shape
+        if tiles.ndim != 4 or tiles.shape[1:] != (h, w, c):
+            raise DataError(
+                f"{self.path.name} takes tiles of shape (n, {h}, {w}, {c}), "
+                f"got {_fmt_shape(tiles.shape)}"
+            )
+        if not self.input.quantized and self.input.dtype not in ("float32", "float16"):
+            raise ModelError(
+                f"{self.path}: its {self.input.dtype} input has no quantization parameters, "
+                "so float tiles cannot be mapped to it"
+            )
+        return self.predict_raw(quantize(tiles, self.input))
+
+    def predict_raw(self, tiles: np.ndarray) -> np.ndarray:
+        """Tiles already in the model's input dtype (n, H, W, C) → float32 (n, h, w, K).
+
+        For callers that quantize frames straight to the model's integer input (a lookup
+        table per frame, :func:`edgeseg.core.preprocess.prepare_quantized`).
+        """
+        _, h, w, c = self.input.shape
+        n, b = len(tiles), self.batch_size
+        result = np.empty((n, *self.output.shape[1:]), dtype=np.float32)
+        for start in range(0, n, b):
+            chunk = tiles[start : start + b]
+            k = len(chunk)
+            if k < b:
+                chunk = np.concatenate([chunk, np.zeros((b - k, h, w, c), chunk.dtype)])
+            raw = self.invoke(chunk)
+            result[start : start + k] = dequantize(raw[:k], self.output)
+        return result
+
+
+class TFLiteBackend(_QuantizedEdges):
     """A .tflite image-to-mask model on the CPU (XNNPACK) or a delegate.
 
     Attributes:
@@ -230,44 +276,6 @@ class TFLiteBackend(_ImageModel):
             return self.interpreter.get_tensor(self.output.index)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.path}: inference failed: {_detail(exc)}") from exc
-
-    def predict(self, tiles: np.ndarray) -> np.ndarray:
-        """float32 (n, H, W, C) tiles → float32 (n, h, w, K) model outputs (probabilities).
-
-        Quantizes the input for integer models, runs the model ``batch_size`` tiles at a time
-        (the last batch padded with zeros), and dequantizes the output.
-        """
-        tiles = np.asarray(tiles)
-        _, h, w, c = self.input.shape
-        if tiles.ndim != 4 or tiles.shape[1:] != (h, w, c):
-            raise DataError(
-                f"{self.path.name} takes tiles of shape (n, {h}, {w}, {c}), "
-                f"got {_fmt_shape(tiles.shape)}"
-            )
-        if not self.input.quantized and self.input.dtype not in ("float32", "float16"):
-            raise ModelError(
-                f"{self.path}: its {self.input.dtype} input has no quantization parameters, "
-                "so float tiles cannot be mapped to it"
-            )
-        return self.predict_raw(quantize(tiles, self.input))
-
-    def predict_raw(self, tiles: np.ndarray) -> np.ndarray:
-        """Tiles already in the model's input dtype (n, H, W, C) → float32 (n, h, w, K).
-
-        For callers that quantize frames straight to the model's integer input (a lookup
-        table per frame, :func:`edgeseg.core.preprocess.prepare_quantized`).
-        """
-        _, h, w, c = self.input.shape
-        n, b = len(tiles), self.batch_size
-        result = np.empty((n, *self.output.shape[1:]), dtype=np.float32)
-        for start in range(0, n, b):
-            chunk = tiles[start : start + b]
-            k = len(chunk)
-            if k < b:
-                chunk = np.concatenate([chunk, np.zeros((b - k, h, w, c), chunk.dtype)])
-            raw = self.invoke(chunk)
-            result[start : start + k] = dequantize(raw[:k], self.output)
-        return result
 
     def metadata(self) -> ModelMetadata | None:
         """The edgeseg metadata embedded in the file, or None when it has none."""
@@ -779,7 +787,7 @@ def _openvino() -> Any:
     return openvino
 
 
-class OpenVinoBackend(_ImageModel):
+class OpenVinoBackend(_QuantizedEdges):
     """A .tflite (int8 included) or .onnx image-to-mask model on OpenVINO.
 
     OpenVINO reads both formats itself. An integer .tflite keeps its integer input and output
@@ -909,32 +917,6 @@ class OpenVinoBackend(_ImageModel):
             return np.array(self._request.get_output_tensor(0).data, copy=True)
         except Exception as exc:
             raise ModelError(f"{self.path}: inference failed: {_detail(exc)}") from exc
-
-    def predict(self, tiles: np.ndarray) -> np.ndarray:
-        """float32 (n, H, W, C) tiles → float32 (n, h, w, K), quantized at the edges as
-        LiteRT's backend does."""
-        tiles = np.asarray(tiles)
-        _, h, w, c = self.input.shape
-        if tiles.ndim != 4 or tiles.shape[1:] != (h, w, c):
-            raise DataError(
-                f"{self.path.name} takes tiles of shape (n, {h}, {w}, {c}), "
-                f"got {_fmt_shape(tiles.shape)}"
-            )
-        return self.predict_raw(quantize(tiles, self.input))
-
-    def predict_raw(self, tiles: np.ndarray) -> np.ndarray:
-        """Tiles already in the input's dtype (n, H, W, C) → float32 (n, h, w, K)."""
-        _, h, w, c = self.input.shape
-        n, b = len(tiles), self.batch_size
-        result = np.empty((n, *self.output.shape[1:]), dtype=np.float32)
-        for start in range(0, n, b):
-            chunk = tiles[start : start + b]
-            k = len(chunk)
-            if k < b:
-                chunk = np.concatenate([chunk, np.zeros((b - k, h, w, c), chunk.dtype)])
-            raw = self.invoke(chunk)
-            result[start : start + k] = dequantize(raw[:k], self.output)
-        return result
 
     def metadata(self) -> ModelMetadata | None:
         """The edgeseg metadata of the file (embedded in a .tflite, ``metadata_props`` of an
