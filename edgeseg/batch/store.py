@@ -32,39 +32,22 @@ from typing import Any
 import numpy as np
 
 from edgeseg.errors import DataError
+from edgeseg.runtime.sinks import OBJECT_CSV_FIELDS
 
 __all__ = [
     "TABLE_FIELDS",
     "WORK",
     "Ledger",
     "atomic_write",
-    "encode_mask",
     "file_sha256",
-    "stored_labels",
     "unit_key",
     "write_table",
 ]
 
 WORK = ".edgeseg-batch"
 #: Columns of the objects table: the input, then `edgeseg run --objects`'s columns.
-TABLE_FIELDS = (
-    "input",
-    "frame",
-    "name",
-    "id",
-    "class",
-    "area_px",
-    "area_um2",
-    "centroid_y",
-    "centroid_x",
-    "bbox_y0",
-    "bbox_x0",
-    "bbox_y1",
-    "bbox_x1",
-    "mean_intensity",
-    "integrated_intensity",
-    "touches_border",
-)
+#: The objects table: the input, then the `run --objects` columns.
+TABLE_FIELDS = ("input", *OBJECT_CSV_FIELDS)
 _PARTIAL = ".partial"
 
 
@@ -104,37 +87,6 @@ def remove_partials(folder: Path) -> None:
         if p.name.startswith(".") and p.name.endswith(_PARTIAL) and p.is_file():
             with contextlib.suppress(OSError):
                 p.unlink()
-
-
-def stored_labels(labels: np.ndarray, fmt: str) -> np.ndarray:
-    """The array `run --save-masks` stores: uint8 classes as they are, object ids as uint16
-    (uint32 in a TIFF when ids pass 65535; a PNG drops those objects)."""
-    labels = np.asarray(labels)
-    if labels.dtype == np.uint8:
-        return labels
-    top = int(labels.max(initial=0))
-    if top <= 0xFFFF:
-        return labels.astype(np.uint16)
-    if fmt == "tif":
-        return labels.astype(np.uint32)
-    return np.where(labels <= 0xFFFF, labels, 0).astype(np.uint16)
-
-
-def encode_mask(labels: np.ndarray, fmt: str) -> bytes:
-    """PNG or TIFF bytes of a label map, as `run --save-masks` encodes it."""
-    stored = np.ascontiguousarray(stored_labels(labels, fmt))
-    if fmt == "tif":
-        from edgeseg.optional import require
-
-        buf = io.BytesIO()
-        require("tifffile").imwrite(buf, stored)
-        return buf.getvalue()
-    from edgeseg.optional import cv2
-
-    ok, png = cv2().imencode(".png", stored)
-    if not ok:
-        raise DataError("cannot encode a label map as PNG")
-    return png.tobytes()
 
 
 class Ledger:

@@ -25,14 +25,13 @@ from edgeseg.batch.store import (
     TABLE_FIELDS,
     Ledger,
     atomic_write,
-    encode_mask,
     rows_to_columns,
-    stored_labels,
 )
 from edgeseg.core.metadata import ModelMetadata, apply_flags
 from edgeseg.core.preprocess import drop_alpha, intensity_range
 from edgeseg.core.segmenter import Segmenter
 from edgeseg.errors import DataError
+from edgeseg.runtime.sinks import encode_mask, stored_labels
 
 __all__ = [
     "FAULT_ENV",

@@ -551,6 +551,33 @@ def _frame_count(path: Path) -> int:
 # Label maps
 
 
+def stored_labels(labels: np.ndarray, fmt: str) -> np.ndarray:
+    """The array a mask file stores: uint8 classes as they are, object ids as uint16 (uint32
+    in a TIFF when ids pass 65535; a PNG drops those objects)."""
+    labels = np.asarray(labels)
+    if labels.dtype == np.uint8:
+        return labels
+    top = int(labels.max(initial=0))
+    if top <= 0xFFFF:
+        return labels.astype(np.uint16)
+    if fmt == "tif":
+        return labels.astype(np.uint32)
+    return np.where(labels <= 0xFFFF, labels, 0).astype(np.uint16)
+
+
+def encode_mask(labels: np.ndarray, fmt: str) -> bytes:
+    """PNG or TIFF (``fmt``) bytes of a label map, stored as :func:`stored_labels` says."""
+    stored = np.ascontiguousarray(stored_labels(labels, fmt))
+    if fmt == "tif":
+        buf = io.BytesIO()
+        require("tifffile").imwrite(buf, stored)
+        return buf.getvalue()
+    ok, png = cv2().imencode(".png", stored)
+    if not ok:
+        raise DataError("cannot encode a label map as PNG")
+    return png.tobytes()
+
+
 class MaskSink(_SinkBase):
     """Lossless label maps, one file a frame: ``folder/000123.png`` (or ``.tif``), or named
     after the frame's file.
@@ -615,16 +642,6 @@ class MaskSink(_SinkBase):
             stem = f"{stem}-{index:06d}"
         return self.folder / f"{stem}.{self.fmt}"
 
-    def _encode(self, labels: np.ndarray) -> bytes:
-        if self.fmt == "tif":
-            buf = io.BytesIO()
-            require("tifffile").imwrite(buf, labels)
-            return buf.getvalue()
-        ok, png = cv2().imencode(".png", labels)
-        if not ok:
-            raise DataError("cannot encode a label map as PNG")
-        return png.tobytes()
-
     def _stored(self, labels: np.ndarray, index: int) -> np.ndarray:
         """The array to save: uint8 classes as they are, object ids as uint16 (or uint32)."""
         if labels.dtype == np.uint8:
@@ -632,17 +649,13 @@ class MaskSink(_SinkBase):
         top = int(labels.max(initial=0))
         if labels.size and int(labels.min()) < 0:
             raise DataError(f"frame {index}: an instance map with negative ids")
-        if top <= 0xFFFF:
-            return labels.astype(np.uint16)
-        if self.fmt == "tif":
-            return labels.astype(np.uint32)
-        if not any("65535" in w for w in self.warnings):
+        if top > 0xFFFF and self.fmt != "tif" and not any("65535" in w for w in self.warnings):
             self.warnings.append(
                 f"frame {index} has object ids up to {top}: a 16-bit PNG holds 65535, the "
                 "objects above are left out of its mask (and of later such frames'); "
                 "--mask-format tif keeps them"
             )
-        return np.where(labels <= 0xFFFF, labels, 0).astype(np.uint16)
+        return stored_labels(labels, self.fmt)
 
     def write(
         self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
@@ -653,7 +666,7 @@ class MaskSink(_SinkBase):
             raise DataError(f"frame index must be >= 0, got {index}")
         if self.stopped is not None:
             return
-        data = self._encode(np.ascontiguousarray(self._stored(labels, index)))
+        data = encode_mask(self._stored(labels, index), self.fmt)
         name = record.get("name")
         path = self.path_for(index, name if isinstance(name, str) else None)
         stem = _mask_stem(name if isinstance(name, str) else None)
