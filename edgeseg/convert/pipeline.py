@@ -350,12 +350,7 @@ def convert_model(
             **_extra_base(req, sha),
             "calibration_sha256": calib_info["sha256"] if calib_info else None,
         }
-        if conv.rewritten:
-            extra["rewritten_upsampling"] = list(conv.rewritten)
-        if conv.depth_to_space:
-            extra["depth_to_space"] = list(conv.depth_to_space)
-        if conv.kept_float:
-            extra["kept_float"] = list(conv.kept_float)
+        extra.update(_graph_changes(conv))
         data = embed_metadata(conv.tflite, art_meta, extra=extra)
         path = req.out / name
         path.write_bytes(data)
@@ -606,10 +601,7 @@ class _FrameBuilder:
             "calibration_sha256": calib_sha,
             "frame_size": list(plan.frame_size),
         }
-        if conv.depth_to_space:
-            extra["depth_to_space"] = list(conv.depth_to_space)
-        if conv.kept_float:
-            extra["kept_float"] = list(conv.kept_float)
+        extra.update(_graph_changes(conv))
         data = embed_metadata(conv.tflite, art_meta, extra=extra)
         path = req.out / name
         path.write_bytes(data)
@@ -708,6 +700,19 @@ def _instance_fields(
             instance_scores(labels, heldout.instances) if heldout.instances is not None else None
         ),
     }
+
+
+def _graph_changes(conv: Any) -> dict[str, list]:
+    """What the conversion changed in the graph, for an artefact's embedded provenance."""
+    out: dict[str, list] = {}
+    for key, names in (
+        ("rewritten_upsampling", conv.rewritten),
+        ("depth_to_space", conv.depth_to_space),
+        ("kept_float", conv.kept_float),
+    ):
+        if names:
+            out[key] = list(names)
+    return out
 
 
 def _extra_base(req: ConvertRequest, sha: str) -> dict[str, Any]:
