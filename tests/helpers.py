@@ -227,23 +227,33 @@ def tflite_bytes(kind: str) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
-def bright_model(path: Path, size: int = 64, metadata: bool = True) -> Path:
-    """A 1x1-conv 'U-Net' (.tflite) that marks pixels brighter than the frame's midrange
-    (percentile normalization embedded): foreground is known exactly. Needs TensorFlow."""
-    tf = pytest.importorskip("tensorflow")
+def _bright_keras(size: tuple[int, int]) -> Any:
+    """The Keras 1x1-conv sigmoid behind :func:`bright_model` and :func:`bright_int8_model`."""
     keras = pytest.importorskip("keras")
-    from edgeseg.core.tflite_file import embed_metadata
-
-    inp = keras.Input((size, size, 1), batch_size=1)
+    inp = keras.Input((*size, 1), batch_size=1)
     out = keras.layers.Conv2D(
         1, 1, activation="sigmoid",
         kernel_initializer=keras.initializers.Constant(20.0),
         bias_initializer=keras.initializers.Constant(-10.0),
     )(inp)  # fmt: skip
-    data = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, out)).convert()
+    return keras.Model(inp, out)
+
+
+def bright_model(
+    path: Path, size: int | tuple[int, int] = 64, metadata: bool = True, **meta: Any
+) -> Path:
+    """A 1x1-conv 'U-Net' (.tflite) that marks pixels brighter than the frame's midrange
+    (percentile normalization embedded): foreground is known exactly, whatever the tiling.
+    ``size``: N or (H, W); ``meta``: other metadata fields (``frame_size`` for a whole-frame
+    artefact, ``threshold``…). Needs TensorFlow."""
+    tf = pytest.importorskip("tensorflow")
+    from edgeseg.core.tflite_file import embed_metadata
+
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    data = tf.lite.TFLiteConverter.from_keras_model(_bright_keras(hw)).convert()
     if metadata:
         data = embed_metadata(
-            data, ModelMetadata(input_size=(size, size), normalization="percentile")
+            data, ModelMetadata(input_size=hw, normalization="percentile", **meta)
         )
     path.write_bytes(data)
     return path
@@ -600,16 +610,9 @@ def bright_int8_model(path: Path, size: int = 32) -> Path:
     an integer runtime that feeds and reads the tensors right gives LiteRT's labels exactly.
     Needs TensorFlow."""
     tf = pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("keras")
     from edgeseg.core.tflite_file import embed_metadata
 
-    inp = keras.Input((size, size, 1), batch_size=1)
-    out = keras.layers.Conv2D(
-        1, 1, activation="sigmoid",
-        kernel_initializer=keras.initializers.Constant(20.0),
-        bias_initializer=keras.initializers.Constant(-10.0),
-    )(inp)  # fmt: skip
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, out))
+    converter = tf.lite.TFLiteConverter.from_keras_model(_bright_keras((size, size)))
     rng = np.random.default_rng(0)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: (

@@ -10,31 +10,17 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app
-from edgeseg.core.metadata import ModelMetadata
 from edgeseg.errors import DataError
 from edgeseg.runtime.artefacts import candidates, choose, frame_size_suffix
-from tests.helpers import one_line_error
+from tests.helpers import bright_model, one_line_error
 
 runner = CliRunner()
 
 
 def bright(path: Path, size: tuple[int, int], frame: tuple[int, int] | None = None, **meta):
-    """A 1x1-conv model marking pixels brighter than the frame's midrange (exact foreground
-    whatever the tiling), with input ``size`` and, for a whole-frame artefact, ``frame``."""
-    tf = pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("keras")
-    from edgeseg.core.tflite_file import embed_metadata
-
-    inp = keras.Input((*size, 1), batch_size=1)
-    out = keras.layers.Conv2D(
-        1, 1, activation="sigmoid",
-        kernel_initializer=keras.initializers.Constant(20.0),
-        bias_initializer=keras.initializers.Constant(-10.0),
-    )(inp)  # fmt: skip
-    data = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, out)).convert()
-    md = ModelMetadata(input_size=size, normalization="percentile", frame_size=frame, **meta)
-    path.write_bytes(embed_metadata(data, md))
-    return path
+    """:func:`bright_model` (exact foreground whatever the tiling) with input ``size`` and,
+    for a whole-frame artefact, ``frame``."""
+    return bright_model(path, size, frame_size=frame, **meta)
 
 
 @pytest.fixture(scope="module")
