@@ -68,36 +68,12 @@ class Choice:
 
 def _read_meta(path: Path) -> ModelMetadata | None:
     if path.suffix.lower() == ".onnx":
-        return _onnx_meta(path)
+        from edgeseg.runtime.backends import onnx_metadata
+
+        return onnx_metadata(path)
     from edgeseg.core.tflite_file import read_metadata
 
     return read_metadata(path)
-
-
-def _onnx_meta(path: Path) -> ModelMetadata | None:
-    """The edgeseg metadata of an ONNX model: read with ``onnx`` when installed (no graph is
-    built), else through an onnxruntime session."""
-    import json
-
-    try:
-        import onnx
-    except ImportError:
-        from edgeseg.runtime.backends import OnnxBackend
-
-        return OnnxBackend(path).metadata()
-    from edgeseg.errors import ModelError
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and friends
-        raise ModelError(f"{path} is not a valid ONNX model: {exc}") from exc
-    text = next((p.value for p in proto.metadata_props if p.key == "edgeseg"), None)
-    if not text:
-        return None
-    try:
-        return ModelMetadata.from_dict(json.loads(text)["metadata"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{path}: unreadable edgeseg metadata: {exc}") from exc
 
 
 def candidates(model: str | Path) -> list[Artefact]:

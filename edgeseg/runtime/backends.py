@@ -43,6 +43,7 @@ __all__ = [
     "interpreter_class",
     "load_backend",
     "load_delegate",
+    "onnx_metadata",
     "open_backend",
     "reopen",
 ]
@@ -927,7 +928,7 @@ class OpenVinoBackend(_QuantizedEdges):
 
                 self._metadata = read_metadata(self.path)
             else:
-                self._metadata = _onnx_metadata(self.path)
+                self._metadata = onnx_metadata(self.path)
             self._metadata_read = True
         return self._metadata
 
@@ -947,7 +948,7 @@ def _ov_shape(port: Any) -> tuple[int, ...]:
     return tuple(d.get_length() if d.is_static else -1 for d in shape)
 
 
-def _onnx_metadata(path: Path) -> ModelMetadata | None:
+def onnx_metadata(path: Path) -> ModelMetadata | None:
     """edgeseg metadata from an .onnx file's ``metadata_props`` (key ``edgeseg``), read with
     the ``onnx`` package or, without it, onnxruntime; None when neither is installed."""
     import json
