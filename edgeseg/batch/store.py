@@ -22,7 +22,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgeseg.errors import DataError
-from edgeseg.runtime.sinks import OBJECT_CSV_FIELDS
+from edgeseg.runtime.sinks import OBJECT_CSV_FIELDS, csv_value
 
 __all__ = [
     "TABLE_FIELDS",
@@ -136,16 +135,6 @@ def columns_to_rows(columns: Mapping[str, list]) -> list[dict[str, Any]]:
     return [{k: columns[k][i] for k in names} for i in range(n)]
 
 
-def _csv_value(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return repr(round(value, 4)) if math.isfinite(value) else ""
-    return value
-
-
 def write_table(rows: Iterable[Mapping[str, Any]], path: Path, fmt: str) -> int:
     """Write the objects table (:data:`TABLE_FIELDS`) as Parquet or CSV; returns its rows."""
     rows = list(rows)
@@ -176,7 +165,7 @@ def write_table(rows: Iterable[Mapping[str, Any]], path: Path, fmt: str) -> int:
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(TABLE_FIELDS)
         for r in rows:
-            writer.writerow([_csv_value(r.get(f)) for f in TABLE_FIELDS])
+            writer.writerow([csv_value(r.get(f)) for f in TABLE_FIELDS])
         atomic_write(path, text.getvalue().encode())
     else:
         raise DataError(f"--table-format must be parquet or csv, got {fmt}")

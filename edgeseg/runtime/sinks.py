@@ -868,7 +868,7 @@ class CsvSink(_SinkBase):
         if self.stopped is not None or not records:
             return
         line = b"".join(
-            self._line([_csv_value(record.get(f)) for f in self.fields]) for record in records
+            self._line([csv_value(record.get(f)) for f in self.fields]) for record in records
         )
         try:
             if not self.path.exists():
@@ -1017,7 +1017,8 @@ class ObjectSink(_SinkBase):
         self.csv.close()
 
 
-def _csv_value(value: Any) -> Any:
+def csv_value(value: Any) -> Any:
+    """A CSV cell: empty for None and non-finite floats, floats to 4 decimals."""
     if value is None:
         return ""
     if isinstance(value, np.generic):
