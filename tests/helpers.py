@@ -659,3 +659,27 @@ def intensity_unet(size: int = 64, seed: int = 0, context: float = 0.6) -> Any:
             weights[1][0] = -4.0
         layer.set_weights(weights)
     return model
+
+
+# --------------------------------------------------------------------------------------------
+# A one-node ONNX model: x → sigmoid(x)
+# --------------------------------------------------------------------------------------------
+
+
+def sigmoid_onnx(path: Path) -> Path:
+    """An (1, 8, 8, 1) → (1, 8, 8, 1) ONNX model computing sigmoid(x), checked by ``onnx``."""
+    onnx = pytest.importorskip("onnx")  # installed with tf2onnx
+    from onnx import TensorProto, helper
+
+    shape = [1, 8, 8, 1]
+    graph = helper.make_graph(
+        [helper.make_node("Sigmoid", ["x"], ["y"])],
+        "sigmoid",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what every onnxruntime since 1.10 reads
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path

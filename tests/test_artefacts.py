@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import bright_model, one_line_error
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app
 from edgeseg.errors import DataError
 from edgeseg.runtime.artefacts import candidates, choose, frame_size_suffix
-from tests.helpers import bright_model, one_line_error
 
 runner = CliRunner()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import META, SIZE, keras_unet, probe_model, small_model, tflite_bytes
+from helpers import META, SIZE, keras_unet, probe_model, sigmoid_onnx, small_model, tflite_bytes
 
 from edgeseg.core.quant import TensorInfo, dequantize, quantize
 from edgeseg.errors import DataError, MissingDependencyError, ModelError
@@ -224,25 +224,10 @@ def test_tflite_backend_is_a_backend(tmp_path: Path) -> None:
 def test_onnx_backend_is_a_backend(tmp_path: Path) -> None:
     """The same contract for onnxruntime, on a one-node ONNX model (x → sigmoid(x))."""
     pytest.importorskip("onnxruntime")
-    onnx = pytest.importorskip("onnx")  # installed with tf2onnx
-    from onnx import TensorProto, helper
-
     from edgeseg.core.backend import Backend
     from edgeseg.runtime.backends import OnnxBackend, open_backend
 
-    shape = [1, 8, 8, 1]
-    graph = helper.make_graph(
-        [helper.make_node("Sigmoid", ["x"], ["y"])],
-        "sigmoid",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # what every onnxruntime since 1.10 reads
-    onnx.checker.check_model(model)
-    path = tmp_path / "sigmoid.onnx"
-    path.write_bytes(model.SerializeToString())
-
+    path = sigmoid_onnx(tmp_path / "sigmoid.onnx")
     backend = OnnxBackend(path, provider="cpu")
     assert isinstance(backend, Backend)
     x = np.linspace(-4, 4, 128, dtype=np.float32).reshape(2, 8, 8, 1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import bright_int8_model, one_line_error, tflite_bytes, write_pairs
+from helpers import bright_int8_model, one_line_error, sigmoid_onnx, tflite_bytes, write_pairs
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app
@@ -122,22 +122,9 @@ def test_reopen_gives_the_same_kind_with_other_threads(int8_model: Path) -> None
 
 def test_onnx_model_on_openvino(tmp_path: Path) -> None:
     _ov()
-    pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
     from edgeseg.runtime.backends import OpenVinoBackend
 
-    shape = [1, 8, 8, 1]
-    graph = helper.make_graph(
-        [helper.make_node("Sigmoid", ["x"], ["y"])],
-        "sigmoid",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = tmp_path / "sigmoid.onnx"
-    path.write_bytes(model.SerializeToString())
+    path = sigmoid_onnx(tmp_path / "sigmoid.onnx")
     backend = OpenVinoBackend(path)
     x = np.linspace(-4, 4, 128, dtype=np.float32).reshape(2, 8, 8, 1)
     np.testing.assert_allclose(backend.predict(x), 1 / (1 + np.exp(-x)), atol=1e-6)
