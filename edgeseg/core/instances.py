@@ -33,14 +33,18 @@ from edgeseg.errors import DataError
 from edgeseg.optional import cv2
 
 __all__ = [
+    "DECIMALS",
     "INSTANCE_CHANNELS",
     "OBJECT_FIELDS",
     "InstanceSpec",
     "ObjectRow",
+    "columns_from_sums",
     "instance_targets",
     "instances_from_probabilities",
     "measure_objects",
+    "object_columns",
     "relabel_sequential",
+    "round_column",
 ]
 
 INSTANCE_CHANNELS = ("foreground", "interior")
@@ -242,17 +246,31 @@ class ObjectRow:
         return {
             "id": self.id,
             "area_px": self.area_px,
-            "area_um2": None if self.area_um2 is None else round(self.area_um2, 4),
-            "centroid_y": round(self.centroid_y, 3),
-            "centroid_x": round(self.centroid_x, 3),
+            "area_um2": None if self.area_um2 is None else _rounded(self.area_um2, "area_um2"),
+            "centroid_y": _rounded(self.centroid_y, "centroid_y"),
+            "centroid_x": _rounded(self.centroid_x, "centroid_x"),
             "bbox_y0": y0,
             "bbox_x0": x0,
             "bbox_y1": y1,
             "bbox_x1": x1,
-            "mean_intensity": round(self.mean_intensity, 4),
-            "integrated_intensity": round(self.integrated_intensity, 4),
+            "mean_intensity": _rounded(self.mean_intensity, "mean_intensity"),
+            "integrated_intensity": _rounded(self.integrated_intensity, "integrated_intensity"),
             "touches_border": self.touches_border,
         }
+
+
+#: Decimals the measurements are rounded to in tables (numpy's rounding, row and column alike).
+DECIMALS = {
+    "area_um2": 4,
+    "centroid_y": 3,
+    "centroid_x": 3,
+    "mean_intensity": 4,
+    "integrated_intensity": 4,
+}
+
+
+def _rounded(value: float, field: str) -> float:
+    return float(np.round(np.float64(value), DECIMALS[field]))
 
 
 OBJECT_FIELDS = (
@@ -271,20 +289,14 @@ OBJECT_FIELDS = (
 )
 
 
-def measure_objects(
-    labels: np.ndarray, frame: np.ndarray | None = None, pixel_size_um: float | None = None
-) -> list[ObjectRow]:
-    """One row per object of an instance (or semantic-component) label map, in id order.
-
-    ``frame``: the raw frame the labels were made from, (H, W) or (H, W, C) of any dtype;
-    None gives intensities of 0. ``pixel_size_um`` adds the area in µm².
-    """
-    labels = _check_labels(labels, "label map")
+def _object_sums(labels: np.ndarray, frame: np.ndarray | None) -> tuple[np.ndarray, ...] | None:
+    """(ids, area, sum of y, sum of x, y0, x0, y1, x1 (inclusive), sum of intensity) of the
+    objects present, in id order, each a numpy array; None when there is no object."""
     h, w = labels.shape
     flat = labels.ravel()
     fg = np.flatnonzero(flat)  # only object pixels are measured: most of a frame is background
     if fg.size == 0:
-        return []
+        return None
     ids = flat[fg].astype(np.intp)
     n = int(ids.max()) + 1
     ys, xs = np.divmod(fg, w)
@@ -308,20 +320,88 @@ def measure_objects(
     np.minimum.at(x0, ids, xs)
     np.maximum.at(y1, ids, ys)
     np.maximum.at(x1, ids, xs)
+    present = np.flatnonzero(area[1:]) + 1
+    return (present, *(a[present] for a in (area, cy, cx, y0, x0, y1, x1, total)))
+
+
+def measure_objects(
+    labels: np.ndarray, frame: np.ndarray | None = None, pixel_size_um: float | None = None
+) -> list[ObjectRow]:
+    """One row per object of an instance (or semantic-component) label map, in id order.
+
+    ``frame``: the raw frame the labels were made from, (H, W) or (H, W, C) of any dtype;
+    None gives intensities of 0. ``pixel_size_um`` adds the area in µm². Tables of many
+    objects: :func:`object_columns` measures the same without a Python object per row.
+    """
+    labels = _check_labels(labels, "label map")
+    h, w = labels.shape
+    sums = _object_sums(labels, frame)
+    if sums is None:
+        return []
     rows = []
-    for i in np.flatnonzero(area[1:]) + 1:
-        a = int(area[i])
+    for i, a, cy, cx, y0, x0, y1, x1, total in zip(*(s.tolist() for s in sums), strict=True):
         rows.append(
             ObjectRow(
-                id=int(i),
+                id=i,
                 area_px=a,
                 area_um2=None if pixel_size_um is None else a * pixel_size_um**2,
-                centroid_y=float(cy[i] / a),
-                centroid_x=float(cx[i] / a),
-                bbox=(int(y0[i]), int(x0[i]), int(y1[i]) + 1, int(x1[i]) + 1),
-                mean_intensity=float(total[i] / a),
-                integrated_intensity=float(total[i]),
-                touches_border=bool(y0[i] == 0 or x0[i] == 0 or y1[i] == h - 1 or x1[i] == w - 1),
+                centroid_y=cy / a,
+                centroid_x=cx / a,
+                bbox=(y0, x0, y1 + 1, x1 + 1),
+                mean_intensity=total / a,
+                integrated_intensity=float(total),
+                touches_border=bool(y0 == 0 or x0 == 0 or y1 == h - 1 or x1 == w - 1),
             )
         )
     return rows
+
+
+def object_columns(
+    labels: np.ndarray, frame: np.ndarray | None = None, pixel_size_um: float | None = None
+) -> dict[str, np.ndarray]:
+    """:func:`measure_objects` as columns: one numpy array per name of
+    :data:`OBJECT_FIELDS`, one entry per object in id order, rounded as
+    :meth:`ObjectRow.to_dict` rounds. Without ``pixel_size_um``, ``area_um2`` is NaN (a
+    table's empty cell)."""
+    labels = _check_labels(labels, "label map")
+    h, w = labels.shape
+    sums = _object_sums(labels, frame)
+    return columns_from_sums(sums, (h, w), pixel_size_um)
+
+
+def columns_from_sums(
+    sums: tuple[np.ndarray, ...] | None,
+    shape: tuple[int, int],
+    pixel_size_um: float | None = None,
+) -> dict[str, np.ndarray]:
+    """The :data:`OBJECT_FIELDS` columns from per-object sums (ids, area, sum of y, sum of x,
+    y0, x0, y1, x1 inclusive, sum of intensity), as :func:`object_columns` gives them."""
+    if sums is None:
+        empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
+        ints = ("id", "area_px", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")
+        cols = {f: empty_i if f in ints else empty_f for f in OBJECT_FIELDS}
+        cols["touches_border"] = np.zeros(0, bool)
+        return cols
+    h, w = shape
+    ids, area, cy, cx, y0, x0, y1, x1, total = sums
+    a = area.astype(np.float64)
+    um2 = np.full(len(a), np.nan) if pixel_size_um is None else a * pixel_size_um**2
+    return {
+        "id": ids.astype(np.int64),
+        "area_px": area.astype(np.int64),
+        "area_um2": round_column(um2, "area_um2"),
+        "centroid_y": round_column(cy / a, "centroid_y"),
+        "centroid_x": round_column(cx / a, "centroid_x"),
+        "bbox_y0": y0.astype(np.int64),
+        "bbox_x0": x0.astype(np.int64),
+        "bbox_y1": y1.astype(np.int64) + 1,
+        "bbox_x1": x1.astype(np.int64) + 1,
+        "mean_intensity": round_column(total / a, "mean_intensity"),
+        "integrated_intensity": round_column(total.astype(np.float64), "integrated_intensity"),
+        "touches_border": (y0 == 0) | (x0 == 0) | (y1 == h - 1) | (x1 == w - 1),
+    }
+
+
+def round_column(values: np.ndarray, field: str) -> np.ndarray:
+    """``values`` of an :data:`OBJECT_FIELDS` field rounded as tables show it."""
+    return np.round(np.asarray(values, np.float64), DECIMALS[field])

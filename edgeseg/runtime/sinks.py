@@ -60,7 +60,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from edgeseg.core.instances import OBJECT_FIELDS, measure_objects
+from edgeseg.core.instances import OBJECT_FIELDS, object_columns
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.postprocess import foreground_classes
 from edgeseg.core.preprocess import drop_alpha
@@ -80,6 +80,8 @@ __all__ = [
     "Sink",
     "VideoSink",
     "WindowSink",
+    "column_rows",
+    "frame_object_columns",
     "frame_objects",
     "is_loopback",
     "parse_size",
@@ -903,6 +905,61 @@ class CsvSink(_SinkBase):
                 os.close(fd)
 
 
+def frame_object_columns(
+    labels: np.ndarray,
+    meta: ModelMetadata,
+    frame: np.ndarray | None = None,
+    pixel_size_um: float | None = None,
+) -> dict[str, np.ndarray]:
+    """The objects of a frame as columns: ``class`` (str) and :data:`OBJECT_FIELDS`, one
+    numpy array each, in id order; what :func:`frame_objects` gives as rows. Without a frame
+    the intensities are NaN; without a pixel size ``area_um2`` is NaN (empty cells)."""
+    labels = np.asarray(labels)
+    image = None if frame is None else drop_alpha(np.asarray(frame))
+    parts: list[tuple[str, dict[str, np.ndarray]]] = []
+    if meta.instances is not None:
+        parts.append((meta.class_names[0], object_columns(labels, image, pixel_size_um)))
+    else:
+        cv = cv2()
+        classes = np.ascontiguousarray(labels)
+        offset = 0
+        for c, name in foreground_classes(meta):
+            mask = (classes == c).view(np.uint8)
+            if not cv.countNonZero(mask):
+                continue
+            n, components = cv.connectedComponents(mask, connectivity=8, ltype=cv.CV_32S)
+            cols = object_columns(components, image, pixel_size_um)
+            cols["id"] = cols["id"] + offset
+            parts.append((name, cols))
+            offset += n - 1
+    if not parts:
+        parts.append(("", object_columns(np.zeros((1, 1), np.int32))))
+    out = {"class": np.concatenate([np.full(len(c["id"]), name, object) for name, c in parts])}
+    for f in OBJECT_FIELDS:
+        out[f] = np.concatenate([c[f] for _, c in parts])
+    if image is None:
+        out["mean_intensity"] = np.full(len(out["id"]), np.nan)
+        out["integrated_intensity"] = np.full(len(out["id"]), np.nan)
+    return out
+
+
+#: Columns whose NaN means "not measured": None in a row, an empty cell in a table.
+NULLABLE = ("area_um2", "mean_intensity", "integrated_intensity")
+
+
+def column_rows(columns: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Columns (equal-length arrays) → one dict per row of Python values; NaN in the
+    :data:`NULLABLE` columns becomes None."""
+    names = list(columns)
+    values = []
+    for name in names:
+        col = np.asarray(columns[name]).tolist()
+        if name in NULLABLE:
+            col = [None if v != v else v for v in col]
+        values.append(col)
+    return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+
+
 def frame_objects(
     labels: np.ndarray,
     meta: ModelMetadata,
@@ -917,29 +974,7 @@ def frame_objects(
     Intensities are measured on ``frame`` as read (16-bit values stay 16-bit; alpha dropped;
     several channels: their mean); without a frame they are left empty.
     """
-    labels = np.asarray(labels)
-    image = None if frame is None else drop_alpha(np.asarray(frame))
-    rows: list[dict[str, Any]] = []
-    if meta.instances is not None:
-        name = meta.class_names[0]
-        for row in measure_objects(labels, image, pixel_size_um):
-            rows.append({"class": name, **row.to_dict()})
-    else:
-        cv = cv2()
-        classes = np.ascontiguousarray(labels)
-        offset = 0
-        for c, name in foreground_classes(meta):
-            mask = (classes == c).view(np.uint8)
-            if not cv.countNonZero(mask):
-                continue
-            n, components = cv.connectedComponents(mask, connectivity=8, ltype=cv.CV_32S)
-            for row in measure_objects(components, image, pixel_size_um):
-                rows.append({"class": name, **row.to_dict(), "id": offset + row.id})
-            offset += n - 1
-    if image is None:
-        for row in rows:
-            row["mean_intensity"] = row["integrated_intensity"] = None
-    return rows
+    return column_rows(frame_object_columns(labels, meta, frame, pixel_size_um))
 
 
 class ObjectSink(_SinkBase):
