@@ -258,6 +258,51 @@ def test_interrupted_run_resumes_and_writes_nothing_twice(models, wells, client,
     assert third.frames == 0 and third.units_done == 0
 
 
+def test_semantic_mosaic_resumed_keeps_its_links_and_classes(models, client, tmp_path) -> None:
+    """A semantic model's links come from the core edges its blocks returned, and the class of
+    every final id from the client: both must come back from the ledger after an interruption
+    (the table of a third run, with everything done, too)."""
+    import pyarrow.parquet as pq
+
+    frame, _ = _mosaic()
+    src = tmp_path / "mosaic.zarr"
+    zarr.create_array(store=str(src), shape=frame.shape, chunks=(64, 64), dtype="uint16")[:] = frame
+    reference = tmp_path / "reference"
+    ref = _segment(models["semantic"], [src], reference, client)
+    expected = _whole_frame(models["semantic"], frame)
+    got = np.asarray(zarr.open_array(store=str(reference / "mosaic.zarr"), mode="r")[:])
+    assert np.array_equal(got, expected)
+    table = pq.read_table(reference / "objects.parquet").to_pylist()
+    assert ref.inputs[0].objects == len(table) > 10
+    from edgeseg.batch.tasks import ModelSpec, segmenter
+    from edgeseg.core.postprocess import foreground_classes
+
+    _, meta, _ = segmenter(ModelSpec(str(models["semantic"].resolve())))
+    assert {r["class"] for r in table} == {name for _, name in foreground_classes(meta)}
+    n_blocks = 4 * 5
+    for stop in (5, n_blocks + 3):  # during phase 1; during phase 3
+        out = tmp_path / f"out{stop}"
+
+        def stop_after(p, stop=stop) -> None:
+            if p.units_done >= stop:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            _segment(models["semantic"], [src], out, client, on_progress=stop_after)
+        again = _segment(models["semantic"], [src], out, client)
+        assert again.units_skipped >= stop and not again.errors
+        b = zarr.open_array(store=str(out / "mosaic.zarr"), mode="r")[:]
+        assert np.array_equal(got, b)
+        assert pq.read_table(out / "objects.parquet").equals(
+            pq.read_table(reference / "objects.parquet")
+        )
+        third = _segment(models["semantic"], [src], out, client)
+        assert third.units_done == 0
+        assert pq.read_table(out / "objects.parquet").equals(
+            pq.read_table(reference / "objects.parquet")
+        )
+
+
 def test_killed_worker_tasks_are_retried(models, wells, client, tmp_path) -> None:
     from edgeseg.batch.tasks import FAULT_ENV
 

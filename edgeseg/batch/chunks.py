@@ -14,27 +14,31 @@ Objects that cross a core's edge get one id, as in Cellpose's distributed evalua
   Touching objects stay apart: each overlaps itself, not its neighbour.
 - semantic models: objects are 8-connected components of one class. Components of each core
   are linked to those of the neighbouring core whose pixels touch across the shared edge with
-  the same class (:func:`adjacent_links`): exact for connected components.
+  the same class (:func:`adjacent_links`): exact for connected components. Only the ids on
+  the four edges of each core are needed (:func:`core_edges`, :func:`edge_links`).
 
 The links of all blocks go into a union-find (:func:`merge_ids`), which numbers the objects
 of a whole array 1..N. Measurements of the parts of an object in several blocks are merged
-(:func:`partial_stats`, :func:`merge_stats`) into the rows `edgeseg run --objects` writes.
+(:func:`partial_stats`, :func:`merge_stats`) into the columns `edgeseg run --objects` writes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from edgeseg.core.instances import ObjectRow
+from edgeseg.core.instances import columns_from_sums
 
 __all__ = [
+    "SIDES",
     "STAT_FIELDS",
     "Block",
     "adjacent_links",
+    "core_edges",
+    "edge_links",
     "face_pairs",
     "merge_ids",
     "merge_stats",
@@ -141,6 +145,46 @@ def adjacent_links(
     return np.unique(np.concatenate(found), axis=0)
 
 
+#: The sides of a block's core whose ids :func:`edge_links` needs, in this order.
+SIDES = ("top", "bottom", "left", "right")
+
+
+def core_edges(ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The ids on the four sides of a block's core (:data:`SIDES`), for :func:`edge_links`."""
+    return {
+        "top": ids[0].copy(),
+        "bottom": ids[-1].copy(),
+        "left": ids[:, 0].copy(),
+        "right": ids[:, -1].copy(),
+    }
+
+
+def edge_links(
+    blocks: Sequence[Block],
+    edges: Sequence[Mapping[str, np.ndarray]],
+    classes: Sequence[np.ndarray],
+) -> list[tuple[int, int, int, int]]:
+    """(block i, id, block j, id) of a semantic model's components that touch across the
+    edges between neighbouring cores of one frame (each edge once, 8-connectivity, same
+    class): ``edges[i]`` are block i's :func:`core_edges`, ``classes[i]`` the class of each
+    of its ids."""
+    at = {b.grid: i for i, b in enumerate(blocks)}
+    found: list[tuple[int, int, int, int]] = []
+    for i, a in enumerate(blocks):
+        for (dy, dx), mine, theirs in (
+            ((0, 1), lambda e: e["right"], lambda e: e["left"]),
+            ((1, 0), lambda e: e["bottom"], lambda e: e["top"]),
+            ((1, 1), lambda e: e["bottom"][-1:], lambda e: e["top"][:1]),
+            ((1, -1), lambda e: e["bottom"][:1], lambda e: e["top"][-1:]),
+        ):
+            j = at.get((a.grid[0] + dy, a.grid[1] + dx))
+            if j is None:
+                continue
+            pairs = adjacent_links(mine(edges[i]), theirs(edges[j]), classes[i], classes[j])
+            found += [(i, int(u), j, int(v)) for u, v in pairs]
+    return found
+
+
 def merge_ids(n: int, links: np.ndarray) -> np.ndarray:
     """Union-find over nodes 0..n-1 joined by ``links`` (k, 2): int64 (n,) ids 1..K, one per
     connected set, numbered in the order of each set's first node."""
@@ -206,12 +250,13 @@ def merge_stats(
     shape: tuple[int, int],
     pixel_size_um: float | None = None,
     has_intensity: bool = True,
-) -> list[dict]:
-    """The object rows (:class:`~edgeseg.core.instances.ObjectRow` as a dict) of a frame of
+) -> dict[str, np.ndarray]:
+    """The object columns (:func:`~edgeseg.core.instances.object_columns`) of a frame of
     ``shape`` from its blocks' partial measurements, in id order."""
-    rows = [p for p in parts if len(p)]
+    rows = [np.asarray(p, np.float64).reshape(-1, len(STAT_FIELDS)) for p in parts]
+    rows = [p for p in rows if len(p)]
     if not rows:
-        return []
+        return columns_from_sums(None, shape, pixel_size_um)
     table = np.concatenate(rows)
     uniq, inv = np.unique(table[:, 0].astype(np.int64), return_inverse=True)
     n = len(uniq)
@@ -224,23 +269,12 @@ def merge_stats(
     np.minimum.at(x0, inv, table[:, 5])
     np.maximum.at(y1, inv, table[:, 6])
     np.maximum.at(x1, inv, table[:, 7])
-    h, w = shape
-    out = []
-    for k in range(n):
-        a = int(sums[1][k])
-        total = float(sums[8][k])
-        row = ObjectRow(
-            id=int(uniq[k]),
-            area_px=a,
-            area_um2=None if pixel_size_um is None else a * pixel_size_um**2,
-            centroid_y=float(sums[2][k] / a),
-            centroid_x=float(sums[3][k] / a),
-            bbox=(int(y0[k]), int(x0[k]), int(y1[k]) + 1, int(x1[k]) + 1),
-            mean_intensity=total / a,
-            integrated_intensity=total,
-            touches_border=bool(y0[k] == 0 or x0[k] == 0 or y1[k] == h - 1 or x1[k] == w - 1),
-        ).to_dict()
-        if not has_intensity:
-            row["mean_intensity"] = row["integrated_intensity"] = None
-        out.append(row)
-    return out
+    area = np.rint(sums[1]).astype(np.int64)
+    bbox = [np.rint(v).astype(np.int64) for v in (y0, x0, y1, x1)]
+    columns = columns_from_sums(
+        (uniq, area, sums[2], sums[3], *bbox, sums[8]), shape, pixel_size_um
+    )
+    if not has_intensity:
+        columns["mean_intensity"] = np.full(n, np.nan)
+        columns["integrated_intensity"] = np.full(n, np.nan)
+    return columns

@@ -4,10 +4,15 @@ File inputs: a few frames a task (read, segment, write the label image, measure 
 on the worker); a TIFF stack's frames are assembled into one label stack when all are done.
 Zarr inputs, per chunk of frames and block of a frame (:mod:`~edgeseg.batch.chunks`):
 
-1. segment the block with its halo, keep the core (ids 1..n), save the halo's labels;
-2. link objects of neighbouring blocks; the client joins the links (union-find) into ids
-   unique over the whole array;
+1. segment the block with its halo, keep the core (ids 1..n), save the halo's labels (an
+   instance model) or return the ids on the core's four edges (a semantic model);
+2. link objects of neighbouring blocks: an instance model's by overlap in the halos (a task
+   per block), a semantic model's across the core edges (on the client, no task); the client
+   joins the links (union-find) into ids unique over the whole array;
 3. write the final ids (or classes, for a semantic model) and measure the objects' parts.
+
+The objects table is gathered as numpy columns (a frame's objects travel and are kept in
+the ledger as arrays, never as one Python object per row) and written once at the end.
 
 Each finished unit has a ledger entry (:mod:`~edgeseg.batch.store`): a run started again
 skips them and writes nothing twice. Worker deaths are retried by Dask; a frame or array
@@ -27,18 +32,25 @@ from typing import Any
 import numpy as np
 
 from edgeseg.batch import tasks
-from edgeseg.batch.chunks import Block, face_pairs, merge_ids, merge_stats, plan_blocks
+from edgeseg.batch.chunks import (
+    SIDES,
+    Block,
+    edge_links,
+    face_pairs,
+    merge_ids,
+    merge_stats,
+    plan_blocks,
+)
 from edgeseg.batch.cluster import ClusterInfo, open_client
 from edgeseg.batch.deps import has, need
 from edgeseg.batch.inputs import ArrayInput, FileInput, discover
 from edgeseg.batch.store import (
     WORK,
     Ledger,
-    columns_to_rows,
+    ObjectTable,
     file_sha256,
     remove_partials,
     unit_key,
-    write_table,
 )
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.postprocess import foreground_classes
@@ -46,7 +58,7 @@ from edgeseg.errors import DataError
 
 __all__ = ["BatchSummary", "InputReport", "Progress", "SegmentOptions", "segment_archive"]
 
-FORMAT_VERSION = 1  # of outputs and ledger: a change makes earlier entries count as not done
+FORMAT_VERSION = 2  # of outputs and ledger: a change makes earlier entries count as not done
 MASK_FORMATS = ("png", "tif")
 TABLE_FORMATS = ("parquet", "csv")
 
@@ -176,7 +188,7 @@ class _Run:
         self.ledger = ledger
         self.done_keys = ledger.done()
         self.settings = settings
-        self.rows: list[dict[str, Any]] = []
+        self.table = ObjectTable()
         self.reports: dict[str, InputReport] = {}
         self.handlers: dict[Any, Callable[[Any], None]] = {}
         self.pending = None  # the as_completed iterator
@@ -276,11 +288,9 @@ def segment_archive(
             if futures:
                 cl.cancel(futures)
             raise
-        finally:
-            seconds = time.perf_counter() - t0
         table = out / f"objects.{'parquet' if table_format == 'parquet' else 'csv'}"
-        run.rows.sort(key=lambda r: (r["input"], r["frame"], r["id"]))
-        write_table(run.rows, table, table_format)
+        run.table.write(table, table_format)
+        seconds = time.perf_counter() - t0  # the table is part of the job
         summary = BatchSummary(
             inputs=list(run.reports.values()),
             where=info.where,
@@ -408,8 +418,7 @@ def _flush_file_tasks(run: _Run) -> None:
         for result in future.result():
             callbacks[result["key"]]([result])
 
-    for i in range(0, len(queue), per):
-        group = queue[i : i + per]
+    for group in _task_groups(queue, per, _worker_count(run.client)):
         callbacks = {f["key"]: cb for f, cb in group}
         run.submit(
             tasks.segment_files, run.spec, [f for f, _ in group], str(run.o.out),
@@ -419,10 +428,30 @@ def _flush_file_tasks(run: _Run) -> None:
         fn()
 
 
+def _worker_count(client: Any) -> int:
+    try:
+        return max(1, len(client.scheduler_info().get("workers", {})))
+    except (AttributeError, OSError):
+        return 1
+
+
+def _task_groups(queue: list, per: int, workers: int) -> list[list]:
+    """``queue`` in tasks of ``per`` consecutive frames, except the last frames (two per
+    worker), one a task: the workers then finish together instead of one waiting on
+    another's last task."""
+    tail = min(len(queue), 2 * workers) if per > 1 else 0
+    head = len(queue) - tail
+    groups = [queue[i : min(i + per, head)] for i in range(0, head, per)]
+    return groups + [[f] for f in queue[head:]]
+
+
 def _take_rows(run: _Run, report: InputReport, record: dict[str, Any]) -> None:
-    rows = columns_to_rows(record.get("rows") or {})
-    run.rows.extend(rows)
-    report.objects += len(rows)
+    """A frame's objects into the table: from its task's result, or (a frame done by an
+    earlier run) from the ledger."""
+    columns = record.get("columns")
+    if columns is None:
+        columns = run.ledger.read_columns(record["key"])
+    report.objects += run.table.add(record["input"], record["frame"], record["name"], columns)
 
 
 # --------------------------------------------------------------------------------------------
@@ -471,9 +500,9 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
     if done_key in run.done_keys:
         run.units_skipped += 2 * n_units
         report.frames_skipped = info.n_frames
-        stats = {u: run.ledger.read(k) for u, k in k3.items()}
-        classes = {int(k): v for k, v in run.ledger.read(done_key)["classes"].items()}
-        _array_rows(run, info, report, groups, blocks, stats, classes)
+        stats = {u: _stats_record(run, k) for u, k in k3.items()}
+        class_of = run.ledger.read_columns(done_key)["class_of"] if not instances else None
+        _array_rows(run, info, report, groups, blocks, stats, class_of)
         return
     manifest = unit_key("array", info.identity, run.settings)
     if manifest not in run.done_keys:
@@ -521,15 +550,26 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
     state = {"left": 0}
 
     def link() -> None:
+        if not instances:  # from the core edges the blocks returned, here
+            for g, planes in enumerate(groups):
+                for k in range(len(planes)):
+                    found = edge_links(
+                        blocks,
+                        [phase1[(g, b)]["edges"][k] for b in range(len(blocks))],
+                        [np.asarray(phase1[(g, b)]["classes"][k]) for b in range(len(blocks))],
+                    )
+                    if found:
+                        arr = np.asarray(found, np.int64)
+                        links.append(np.column_stack([np.full((len(arr), 2), (g, k)), arr]))
+            finish()
+            return
         pairs: dict[int, list] = {i: [] for i in range(len(blocks))}
         for i, j, region in face_pairs(blocks):
             pairs[i].append((j, region))
         state["left"] = n_units
         for (g, i), _ in sorted(phase1.items()):
-            classes = {j: phase1[(g, j)]["classes"] for j in [i, *[p[0] for p in pairs[i]]]}
             run.submit(
                 tasks.link_unit, info, str(work), blocks, i, pairs[i], groups[g], k1[(g, i)],
-                instances, classes if not instances else {},
                 then=lambda f, g=g: linked(g, f),
             )  # fmt: skip
 
@@ -560,8 +600,7 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
             v = np.array([base[(g, k, j)] for g, k, j in table[:, [0, 1, 4]]]) + table[:, 5] - 1
             edges = np.column_stack([u, v])
         ids = merge_ids(n, edges)
-        names = dict(foreground_classes(meta)) if not instances else {}
-        id_class: dict[int, str] = {}
+        class_of = np.zeros(int(ids.max(initial=0)) + 1, np.int64)  # final id → class
         for (g, b), k3key in sorted(k3.items()):
             planes = groups[g]
             luts, values = [], []
@@ -573,10 +612,9 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
                 cls = np.asarray(phase1[(g, b)]["classes"][k], np.int64)
                 values.append(cls)
                 if not instances:
-                    for local in range(1, count + 1):
-                        id_class[int(lut[local])] = names.get(int(cls[local]), str(cls[local]))
+                    class_of[lut[1:]] = cls[1:]
             if k3key in run.done_keys:
-                phase3[(g, b)] = run.ledger.read(k3key)
+                phase3[(g, b)] = _stats_record(run, k3key)
                 run.units_skipped += 1
                 continue
             run.submit(
@@ -584,7 +622,7 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
                 None if instances else values, k3key, str(o.out),
                 then=lambda f, u=(g, b): p3_done(u, f),
             )  # fmt: skip
-        report._id_class = id_class  # type: ignore[attr-defined]
+        report._class_of = class_of  # type: ignore[attr-defined]
         if len(phase3) == n_units:
             complete()
 
@@ -598,16 +636,17 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
             complete()
 
     def complete() -> None:
-        classes = getattr(report, "_id_class", {})
-        _array_rows(run, info, report, groups, blocks, phase3, classes)
+        class_of = None if instances else report._class_of  # type: ignore[attr-defined]
+        _array_rows(run, info, report, groups, blocks, phase3, class_of)
         report.frames = info.n_frames - report.frames_skipped
-        run.ledger.write(done_key, {"key": done_key, "classes": classes})
+        kept = {"class_of": class_of} if class_of is not None else {}
+        run.ledger.write(done_key, {"key": done_key}, kept)
         shutil.rmtree(work, ignore_errors=True)
 
     skipped_frames = 0.0
     for (g, b), key in sorted(k1.items()):
         if key in run.done_keys:
-            phase1[(g, b)] = run.ledger.read(key)
+            phase1[(g, b)] = _phase1_record(run, key, instances)
             run.units_skipped += 1
             skipped_frames += len(groups[g]) / len(blocks)
             continue
@@ -630,6 +669,24 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
         link()
 
 
+def _phase1_record(run: _Run, key: str, instances: bool) -> dict[str, Any]:
+    """A finished phase-1 unit's record (from the ledger); a semantic model's with its core
+    edges."""
+    record = run.ledger.read(key)
+    if instances:
+        return record
+    kept = run.ledger.read_columns(key)
+    edges = [{s: kept[f"{s}{k}"] for s in SIDES} for k in range(record["frames"])]
+    return {**record, "edges": edges}
+
+
+def _stats_record(run: _Run, key: str) -> dict[str, Any]:
+    """A finished phase-3 unit's record (from the ledger) with its measurements."""
+    record = run.ledger.read(key)
+    kept = run.ledger.read_columns(key)
+    return {**record, "stats": [kept[f"stats{k}"] for k in range(record["frames"])]}
+
+
 def _array_rows(
     run: _Run,
     info: ArrayInput,
@@ -637,27 +694,25 @@ def _array_rows(
     groups: list[list[tuple[int, ...]]],
     blocks: list[Block],
     phase3: dict[tuple[int, int], dict],
-    id_class: dict[int, str] | None,
+    class_of: np.ndarray | None,
 ) -> None:
-    """The object rows of every frame of an array from its blocks' measurements."""
+    """The objects of every frame of an array from its blocks' measurements, into the table.
+    ``class_of``: a semantic model's class of each final id (None: an instance model)."""
     meta = run.meta
     assert meta is not None
     pixel = run.o.pixel_size if run.o.pixel_size is not None else meta.pixel_size_um
     lead_shape = info.lead_shape
+    if class_of is not None:
+        names = dict(foreground_classes(meta))
+        top = int(class_of.max(initial=0))
+        label = np.asarray([names.get(c, str(c)) for c in range(top + 1)], object)
     for g, planes in enumerate(groups):
         for k, lead in enumerate(planes):
-            parts = [
-                np.asarray(phase3[(g, b)]["stats"][k], np.float64).reshape(-1, 9)
-                for b in range(len(blocks))
-            ]
-            rows = merge_stats(parts, info.plane_shape, pixel)
+            parts = [np.asarray(phase3[(g, b)]["stats"][k], np.float64) for b in range(len(blocks))]
+            columns = merge_stats(parts, info.plane_shape, pixel)
+            if class_of is None:
+                columns["class"] = np.full(len(columns["id"]), meta.class_names[0], object)
+            else:
+                columns["class"] = label[class_of[columns["id"]]]
             frame = int(np.ravel_multi_index(lead, lead_shape)) if lead else 0
-            head = {"input": info.store, "frame": frame, "name": info.frame_name(lead)}
-            for r in rows:
-                cls = (
-                    meta.class_names[0]
-                    if meta.instances is not None
-                    else (id_class or {}).get(r["id"], "")
-                )
-                run.rows.append({**head, **r, "class": cls})
-            report.objects += len(rows)
+            report.objects += run.table.add(info.store, frame, info.frame_name(lead), columns)

@@ -24,7 +24,7 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +37,16 @@ __all__ = [
     "TABLE_FIELDS",
     "WORK",
     "Ledger",
+    "ObjectTable",
     "atomic_write",
+    "columns_bytes",
     "file_sha256",
+    "load_columns",
     "unit_key",
-    "write_table",
 ]
 
 WORK = ".edgeseg-batch"
 #: Columns of the objects table: the input, then `edgeseg run --objects`'s columns.
-#: The objects table: the input, then the `run --objects` columns.
 TABLE_FIELDS = ("input", *OBJECT_CSV_FIELDS)
 _PARTIAL = ".partial"
 
@@ -112,8 +113,21 @@ class Ledger:
         except (OSError, json.JSONDecodeError) as exc:
             raise DataError(f"damaged restart ledger entry {self.path(key)}: {exc}") from exc
 
-    def write(self, key: str, record: Mapping[str, Any]) -> None:
+    def write(
+        self, key: str, record: Mapping[str, Any], columns: Mapping[str, np.ndarray] | None = None
+    ) -> None:
+        """Write a unit's entry; ``columns``: its objects (a ``.npz`` beside it, written
+        first, so that an entry never exists without them)."""
+        if columns is not None:
+            atomic_write(self.columns_path(key), columns_bytes(columns))
         atomic_write(self.path(key), json.dumps(record, default=_json_default).encode())
+
+    def columns_path(self, key: str) -> Path:
+        return self.dir / f"{key}.npz"
+
+    def read_columns(self, key: str) -> dict[str, np.ndarray]:
+        """The object columns written with ``key``'s entry."""
+        return load_columns(self.columns_path(key))
 
 
 def _json_default(value: Any) -> Any:
@@ -124,49 +138,116 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def rows_to_columns(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> dict[str, list]:
-    """Rows (dicts) → columns (lists), the compact form the ledger keeps."""
-    return {f: [r.get(f) for r in rows] for f in fields}
+#: Columns the ledger keeps per frame: the measurements (class as text), not input or name.
+_STRING = ("input", "name", "class")
 
 
-def columns_to_rows(columns: Mapping[str, list]) -> list[dict[str, Any]]:
-    names = list(columns)
-    n = len(columns[names[0]]) if names else 0
-    return [{k: columns[k][i] for k in names} for i in range(n)]
+def columns_bytes(columns: Mapping[str, np.ndarray]) -> bytes:
+    """A frame's object columns as ``.npz`` bytes (no pickle: text as fixed-width unicode)."""
+    buf = io.BytesIO()
+    arrays = {
+        k: np.asarray(v, dtype=str) if k in _STRING else np.asarray(v) for k, v in columns.items()
+    }
+    np.savez(buf, **arrays)
+    return buf.getvalue()
 
 
-def write_table(rows: Iterable[Mapping[str, Any]], path: Path, fmt: str) -> int:
-    """Write the objects table (:data:`TABLE_FIELDS`) as Parquet or CSV; returns its rows."""
-    rows = list(rows)
-    if fmt == "parquet":
-        from edgeseg.batch.deps import need
+def load_columns(path: Path) -> dict[str, np.ndarray]:
+    """The object columns :func:`columns_bytes` wrote to ``path``."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"damaged restart ledger entry {path}: {exc}") from exc
 
-        pa = need("pyarrow")
-        pq = need("pyarrow.parquet")
-        types = {
-            "input": pa.string(),
-            "name": pa.string(),
-            "class": pa.string(),
-            "touches_border": pa.bool_(),
-            "area_um2": pa.float64(),
-            "centroid_y": pa.float64(),
-            "centroid_x": pa.float64(),
-            "mean_intensity": pa.float64(),
-            "integrated_intensity": pa.float64(),
-        }
-        arrays = [
-            pa.array([r.get(f) for r in rows], type=types.get(f, pa.int64())) for f in TABLE_FIELDS
-        ]
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_arrays(arrays, names=list(TABLE_FIELDS)), buf)
-        atomic_write(path, buf.getvalue())
-    elif fmt == "csv":
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(TABLE_FIELDS)
-        for r in rows:
-            writer.writerow([csv_value(r.get(f)) for f in TABLE_FIELDS])
-        atomic_write(path, text.getvalue().encode())
-    else:
-        raise DataError(f"--table-format must be parquet or csv, got {fmt}")
-    return len(rows)
+
+class ObjectTable:
+    """The objects table (:data:`TABLE_FIELDS`), gathered a frame at a time as columns and
+    written once, frames in (input, frame) order and objects in id order within a frame."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[tuple[str, int], str, str | None, Mapping[str, np.ndarray]]] = []
+
+    def add(
+        self, input: str, frame: int, name: str | None, columns: Mapping[str, np.ndarray]
+    ) -> int:
+        """Add one frame's objects (``class`` and the measurement columns); returns how many."""
+        n = len(columns["id"]) if "id" in columns else 0
+        if n:
+            ids = np.asarray(columns["id"])
+            if np.any(ids[1:] < ids[:-1]):
+                order = np.argsort(ids, kind="stable")
+                columns = {k: np.asarray(v)[order] for k, v in columns.items()}
+            self._parts.append(((input, frame), input, name, columns))
+        return n
+
+    def __len__(self) -> int:
+        return sum(len(c["id"]) for *_, c in self._parts)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every column over all frames, in table order (text columns as object arrays)."""
+        parts = sorted(self._parts, key=lambda p: p[0])
+        counts = np.asarray([len(c["id"]) for *_, c in parts], np.int64)
+        out: dict[str, np.ndarray] = {}
+        for f in TABLE_FIELDS:
+            if f == "input":
+                out[f] = np.repeat(np.asarray([p[1] for p in parts], object), counts)
+            elif f == "frame":
+                out[f] = np.repeat(np.asarray([p[0][1] for p in parts], np.int64), counts)
+            elif f == "name":
+                out[f] = np.repeat(np.asarray([p[2] for p in parts], object), counts)
+            elif not parts:
+                out[f] = np.zeros(0, object if f == "class" else np.float64)
+            else:
+                col = np.concatenate([np.asarray(c[f]) for *_, c in parts])
+                out[f] = col.astype(object) if f == "class" else col
+        return out
+
+    def write(self, path: Path, fmt: str) -> int:
+        """Write the table as Parquet or CSV (atomically); returns its number of rows."""
+        cols = self.columns()
+        n = len(cols["id"])
+        if fmt == "parquet":
+            from edgeseg.batch.deps import need
+
+            pa = need("pyarrow")
+            pq = need("pyarrow.parquet")
+            arrays = []
+            for f in TABLE_FIELDS:
+                col = cols[f]
+                if f in _STRING:
+                    arrays.append(pa.array(col, type=pa.string()))
+                elif f == "touches_border":
+                    arrays.append(pa.array(col.astype(bool), type=pa.bool_()))
+                elif f in _FLOAT:
+                    arrays.append(pa.array(col.astype(np.float64), from_pandas=True))
+                else:
+                    arrays.append(pa.array(col.astype(np.int64), type=pa.int64()))
+            buf = io.BytesIO()
+            pq.write_table(pa.Table.from_arrays(arrays, names=list(TABLE_FIELDS)), buf)
+            atomic_write(path, buf.getvalue())
+        elif fmt == "csv":
+            text = io.StringIO()
+            writer = csv.writer(text, lineterminator="\n")
+            writer.writerow(TABLE_FIELDS)
+            cells = []
+            for f in TABLE_FIELDS:
+                values = cols[f].tolist()
+                if f in _FLOAT:
+                    values = [None if v != v else v for v in values]
+                cells.append(list(map(csv_value, values)))
+            writer.writerows(zip(*cells, strict=True))
+            atomic_write(path, text.getvalue().encode())
+        else:
+            raise DataError(f"--table-format must be parquet or csv, got {fmt}")
+        return n
+
+
+#: Measurement columns of floats (NaN: not measured, an empty cell).
+_FLOAT = (
+    "area_um2",
+    "centroid_y",
+    "centroid_x",
+    "mean_intensity",
+    "integrated_intensity",
+)

@@ -19,14 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.batch.chunks import Block, adjacent_links, overlap_links, partial_stats
+from edgeseg.batch.chunks import SIDES, Block, core_edges, overlap_links, partial_stats
 from edgeseg.batch.inputs import ArrayInput
-from edgeseg.batch.store import (
-    TABLE_FIELDS,
-    Ledger,
-    atomic_write,
-    rows_to_columns,
-)
+from edgeseg.batch.store import Ledger, atomic_write
 from edgeseg.core.metadata import ModelMetadata, apply_flags
 from edgeseg.core.preprocess import drop_alpha, intensity_range
 from edgeseg.core.segmenter import Segmenter
@@ -127,9 +122,9 @@ def segment_files(
 ) -> list[dict[str, Any]]:
     """Segment ``frames`` (dicts: path, page, index, name, target, key, input, part) and
     write each label map to its ``target`` (a mask file, or a stack part ``.npy``), then its
-    ledger entry with the frame's object rows. A frame that cannot be read is reported in
-    its result (``error``), never raised."""
-    from edgeseg.runtime.sinks import frame_objects
+    ledger entry with the frame's object columns (also in its result, ``columns``). A frame
+    that cannot be read is reported in its result (``error``), never raised."""
+    from edgeseg.runtime.sinks import frame_object_columns
 
     _fault_hook()
     seg, meta, _ = segmenter(spec)
@@ -147,23 +142,22 @@ def segment_files(
                     atomic_write(target, buf)
                 else:
                     atomic_write(target, encode_mask(labels, fmt))
-                rows = frame_objects(labels, meta, frame, pixel_size)
+                columns = frame_object_columns(labels, meta, frame, pixel_size)
             except (DataError, OSError, ValueError) as exc:
                 results.append({"key": f["key"], "input": f["input"], "error": str(exc)})
                 continue
-            head = {"input": f["input"], "frame": f["index"], "name": f["name"]}
-            rows = [{**head, **r} for r in rows]
             record = {
                 "key": f["key"],
                 "input": f["input"],
+                "frame": f["index"],
+                "name": f["name"],
                 "frames": 1,
                 "pixels": int(labels.size),
-                "objects": len(rows),
-                "rows": rows_to_columns(rows, TABLE_FIELDS),
+                "objects": len(columns["id"]),
                 "worker": _worker_name(),
             }
-            ledger.write(f["key"], record)
-            results.append(record)
+            ledger.write(f["key"], record, columns)
+            results.append({**record, "columns": columns})
     finally:
         for r in readers.values():
             r.close()
@@ -354,6 +348,7 @@ def segment_unit(
     counts, classes = [], []
     cores = []
     halos = {}
+    edges: list[dict[str, np.ndarray]] = []
     for k, lead in enumerate(planes):
         frame = read_region(array, info, lead, slice(ey0, ey1), slice(ex0, ex1))
         labels = _ranged(seg, frame, ranges.get(lead))
@@ -365,6 +360,8 @@ def segment_unit(
             ext = ext.copy()
             ext[core] = 0
             halos[f"p{k}"] = ext
+        else:
+            edges.append(core_edges(ids))
     _write_planes(labels_out, info, planes, (y0, y1, x0, x1), cores)
     if instances:
         import io
@@ -382,8 +379,9 @@ def segment_unit(
         "pixels": (y1 - y0) * (x1 - x0) * len(planes),
         "worker": _worker_name(),
     }
-    Ledger(Path(out)).write(key, record)
-    return record
+    kept = {f"{side}{k}": e[side] for k, e in enumerate(edges) for side in SIDES}
+    Ledger(Path(out)).write(key, record, kept or None)
+    return {**record, "edges": edges} if edges else record
 
 
 def _write_planes(
@@ -424,48 +422,24 @@ def link_unit(
     pairs: list[tuple[int, tuple[int, int, int, int]]],
     planes: list[tuple[int, ...]],
     key: str,
-    instances: bool,
-    classes: dict[int, list[list[int]]],
 ) -> list[tuple[int, int, int, int, int]]:
-    """Phase 2 of block ``i``: links (plane k, block i, id, block j, id) between its objects
-    and those of its neighbours j (``pairs``: j and the region where i's halo meets j's core;
-    for semantic models only the edges shared with j)."""
+    """Phase 2 of block ``i`` of an instance model: links (plane k, block i, id, block j, id)
+    between its objects and those of its neighbours j (``pairs``: j and the region where i's
+    halo meets j's core), by overlap. (A semantic model's links come from the core edges
+    its blocks returned: :func:`~edgeseg.batch.chunks.edge_links`, on the client.)"""
     _fault_hook()
     labels = _open(work + "/labels.zarr")
     a = blocks[i]
     found: list[tuple[int, int, int, int, int]] = []
-    halos = None
-    if instances:
-        halos = np.load(Path(work) / "halos" / f"{a.grid[0]}_{a.grid[1]}_{key}.npz")
+    halos = np.load(Path(work) / "halos" / f"{a.grid[0]}_{a.grid[1]}_{key}.npz")
+    ey0, _, ex0, _ = a.ext
     for k, lead in enumerate(planes):
-        if instances:
-            ext = halos[f"p{k}"]
-            ey0, _, ex0, _ = a.ext
-            for j, region in pairs:
-                y0, y1, x0, x1 = region
-                mine = ext[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0]
-                theirs = _read_core(labels, info, lead, region)
-                for u, v in overlap_links(mine, theirs):
-                    found.append((k, i, int(u), j, int(v)))
-            continue
-        mine_cls = np.asarray(classes[i][k], np.int64)
-        core_a = _read_core(labels, info, lead, a.core)
-        for j, _ in pairs:
-            b = blocks[j]
-            dy, dx = b.grid[0] - a.grid[0], b.grid[1] - a.grid[1]
-            if (dy, dx) not in ((0, 1), (1, 0), (1, 1), (1, -1)):
-                continue  # each shared edge once: from the block above or to the left
-            theirs_cls = np.asarray(classes[j][k], np.int64)
-            core_b = _read_core(labels, info, lead, b.core)
-            if (dy, dx) == (0, 1):
-                line_a, line_b = core_a[:, -1], core_b[:, 0]
-            elif (dy, dx) == (1, 0):
-                line_a, line_b = core_a[-1, :], core_b[0, :]
-            elif (dy, dx) == (1, 1):
-                line_a, line_b = core_a[-1:, -1], core_b[:1, 0]
-            else:
-                line_a, line_b = core_a[-1:, 0], core_b[:1, -1]
-            for u, v in adjacent_links(line_a, line_b, mine_cls, theirs_cls):
+        ext = halos[f"p{k}"]
+        for j, region in pairs:
+            y0, y1, x0, x1 = region
+            mine = ext[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0]
+            theirs = _read_core(labels, info, lead, region)
+            for u, v in overlap_links(mine, theirs):
                 found.append((k, i, int(u), j, int(v)))
     return found
 
@@ -497,8 +471,8 @@ def finish_unit(
             ids.astype(np.uint32) if values is None else values[k][local].astype(np.uint8)
         )
         raw = drop_alpha(read_region(array, info, lead, slice(y0, y1), slice(x0, x1)))
-        stats.append(partial_stats(ids, raw, (y0, x0)).tolist())
+        stats.append(partial_stats(ids, raw, (y0, x0)))
     _write_planes(final, info, planes, block.core, written)
-    record = {"key": key, "stats": stats, "frames": len(planes), "worker": _worker_name()}
-    Ledger(Path(out)).write(key, record)
-    return record
+    record = {"key": key, "frames": len(planes), "worker": _worker_name()}
+    Ledger(Path(out)).write(key, record, {f"stats{k}": st for k, st in enumerate(stats)})
+    return {**record, "stats": stats}
