@@ -20,6 +20,7 @@ from edgeseg.batch.chunks import (
 from edgeseg.batch.run import _task_groups
 from edgeseg.batch.store import TABLE_FIELDS, ObjectTable
 from edgeseg.core.instances import OBJECT_FIELDS, measure_objects, object_columns
+from edgeseg.errors import DataError
 from edgeseg.optional import cv2
 from edgeseg.runtime.sinks import column_rows
 
@@ -118,15 +119,19 @@ def _frame_columns(ids, cls="nucleus", **extra):
     return cols
 
 
-def test_object_table_orders_frames_and_writes_parquet_and_csv(tmp_path) -> None:
-    pq = pytest.importorskip("pyarrow.parquet")
-    table = ObjectTable()
+def _filled(fmt: str) -> ObjectTable:
+    table = ObjectTable(fmt)
     assert table.add("b.png", 0, "b.png", _frame_columns([1, 2])) == 2
     assert table.add("a.tif", 3, "a.tif page 3", _frame_columns([2, 1, 3])) == 3  # unsorted
     assert table.add("a.tif", 1, "a.tif page 1", _frame_columns([])) == 0
     assert table.add("a.tif", 0, "a.tif page 0", _frame_columns([5])) == 1
     assert len(table) == 6
-    assert table.write(tmp_path / "o.parquet", "parquet") == 6
+    return table
+
+
+def test_object_table_orders_frames_and_writes_parquet_and_csv(tmp_path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    assert _filled("parquet").write(tmp_path / "o.parquet") == 6
     got = pq.read_table(tmp_path / "o.parquet")
     assert got.column_names == list(TABLE_FIELDS)
     rows = got.to_pylist()
@@ -138,16 +143,24 @@ def test_object_table_orders_frames_and_writes_parquet_and_csv(tmp_path) -> None
     assert isinstance(rows[0]["touches_border"], bool)
     # The rows sorted with the table: id 1 of frame 3 came second, its values follow it.
     assert rows[1]["centroid_y"] == 1.5
-    table.write(tmp_path / "o.csv", "csv")
+    assert _filled("csv").write(tmp_path / "o.csv") == 6
     with open(tmp_path / "o.csv") as f:
         lines = list(csv.DictReader(f))
     assert [r["name"] for r in lines][:2] == ["a.tif page 0", "a.tif page 3"]
     assert lines[0]["area_um2"] == "" and lines[0]["touches_border"] == "True"
-    empty = ObjectTable()
-    assert empty.write(tmp_path / "e.csv", "csv") == 0
+    assert [(r["input"], r["frame"], r["id"], r["centroid_y"]) for r in lines] == [
+        (r["input"], str(r["frame"]), str(r["id"]), repr(r["centroid_y"])) for r in rows
+    ]
+    a, b = _filled("parquet").columns(), _filled("csv").columns()  # the same either way
+    for f in TABLE_FIELDS:
+        np.testing.assert_array_equal(a[f], b[f], err_msg=f)
+    assert ObjectTable("csv").write(tmp_path / "e.csv") == 0
     assert (tmp_path / "e.csv").read_text().strip() == ",".join(TABLE_FIELDS)
-    assert empty.write(tmp_path / "e.parquet", "parquet") == 0
-    assert pq.read_table(tmp_path / "e.parquet").num_rows == 0
+    assert ObjectTable("parquet").write(tmp_path / "e.parquet") == 0
+    empty = pq.read_table(tmp_path / "e.parquet")
+    assert empty.num_rows == 0 and empty.column_names == list(TABLE_FIELDS)
+    with pytest.raises(DataError, match="parquet or csv"):
+        ObjectTable("xlsx")
 
 
 @pytest.mark.parametrize(("n", "per", "workers"), [(300, 4, 2), (7, 4, 2), (3, 4, 2), (9, 1, 4)])
@@ -158,3 +171,31 @@ def test_task_groups_cover_every_frame_once_with_single_frames_last(n, per, work
     if per > 1:
         assert all(len(g) == 1 for g in groups[-min(n, 2 * workers) :])
     assert len(groups) <= math.ceil(n / per) + 2 * workers
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_object_table_takes_class_codes(fmt) -> None:
+    pytest.importorskip("pyarrow")
+    names = ("nucleus", "debris")
+    text, coded = ObjectTable(fmt), ObjectTable(fmt)
+    codes = np.array([1, 0, 1], np.int16)
+    text.add("a.png", 0, "a.png", _frame_columns([1, 2, 3], cls=np.asarray(names, object)[codes]))
+    coded.add("a.png", 0, "a.png", _frame_columns([1, 2, 3], cls=codes), class_names=names)
+    assert list(coded.columns()["class"]) == ["debris", "nucleus", "debris"]
+    assert list(coded.columns()["class"]) == list(text.columns()["class"])
+
+
+def test_frame_object_columns_codes_name_the_classes() -> None:
+    from edgeseg.core.metadata import ModelMetadata
+    from edgeseg.runtime.sinks import frame_object_columns, object_class_names
+
+    meta = ModelMetadata(input_size=(32, 32), num_classes=3, class_names=("bg", "cell", "edge"))
+    labels = np.zeros((32, 32), np.uint8)
+    labels[2:6, 2:6] = 1
+    labels[10:12, 10:20] = 2
+    labels[20:25, 3:5] = 1
+    text = frame_object_columns(labels, meta)
+    codes = frame_object_columns(labels, meta, codes=True)
+    assert codes["class"].dtype == np.int16
+    names = np.asarray(object_class_names(meta), object)
+    assert list(names[codes["class"]]) == list(text["class"]) == ["cell", "cell", "edge"]

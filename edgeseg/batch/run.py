@@ -33,8 +33,6 @@ import numpy as np
 
 from edgeseg.batch import tasks
 from edgeseg.batch.chunks import (
-    SIDES,
-    Block,
     edge_links,
     face_pairs,
     merge_ids,
@@ -52,6 +50,7 @@ from edgeseg.batch.store import (
     remove_partials,
     unit_key,
 )
+from edgeseg.core.instances import OBJECT_FIELDS
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.postprocess import foreground_classes
 from edgeseg.errors import DataError
@@ -182,13 +181,15 @@ def _check(o: SegmentOptions) -> None:
 class _Run:
     """The state of one run: the event loop's handlers and what they collect."""
 
-    def __init__(self, o: SegmentOptions, client: Any, ledger: Ledger, settings: dict) -> None:
+    def __init__(
+        self, o: SegmentOptions, client: Any, ledger: Ledger, settings: dict, table_format: str
+    ) -> None:
         self.o = o
         self.client = client
         self.ledger = ledger
         self.done_keys = ledger.done()
         self.settings = settings
-        self.table = ObjectTable()
+        self.table = ObjectTable(table_format)
         self.reports: dict[str, InputReport] = {}
         self.handlers: dict[Any, Callable[[Any], None]] = {}
         self.pending = None  # the as_completed iterator
@@ -263,7 +264,7 @@ def segment_archive(
         cl.run(tasks.describe, spec)  # every worker opens its model now, before the clock
         if on_start is not None:
             on_start(info, described["backend"])
-        run = _Run(o, cl, ledger, settings)
+        run = _Run(o, cl, ledger, settings, table_format)
         run.meta, run.spec = meta, spec
         for b in bad:
             run.reports[b.path] = InputReport(Path(b.path).name, "file", errors=[b.reason])
@@ -289,7 +290,7 @@ def segment_archive(
                 cl.cancel(futures)
             raise
         table = out / f"objects.{'parquet' if table_format == 'parquet' else 'csv'}"
-        run.table.write(table, table_format)
+        run.table.write(table)
         seconds = time.perf_counter() - t0  # the table is part of the job
         summary = BatchSummary(
             inputs=list(run.reports.values()),
@@ -451,7 +452,9 @@ def _take_rows(run: _Run, report: InputReport, record: dict[str, Any]) -> None:
     columns = record.get("columns")
     if columns is None:
         columns = run.ledger.read_columns(record["key"])
-    report.objects += run.table.add(record["input"], record["frame"], record["name"], columns)
+    report.objects += run.table.add(
+        record["input"], record["frame"], record["name"], columns, record.get("class_names")
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,9 +503,10 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
     if done_key in run.done_keys:
         run.units_skipped += 2 * n_units
         report.frames_skipped = info.n_frames
-        stats = {u: _stats_record(run, k) for u, k in k3.items()}
-        class_of = run.ledger.read_columns(done_key)["class_of"] if not instances else None
-        _array_rows(run, info, report, groups, blocks, stats, class_of)
+        kept = run.ledger.read_columns(done_key)
+        for frame, name in _frames(info, groups):
+            columns = {f: kept[f"{frame}.{f}"] for f in ("class", *OBJECT_FIELDS)}
+            report.objects += run.table.add(info.store, frame, name, columns)
         return
     manifest = unit_key("array", info.identity, run.settings)
     if manifest not in run.done_keys:
@@ -601,6 +605,7 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
             edges = np.column_stack([u, v])
         ids = merge_ids(n, edges)
         class_of = np.zeros(int(ids.max(initial=0)) + 1, np.int64)  # final id → class
+        parts: dict[tuple[int, int], list[np.ndarray]] = {}  # (group, plane): final-id stats
         for (g, b), k3key in sorted(k3.items()):
             planes = groups[g]
             luts, values = [], []
@@ -613,8 +618,11 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
                 values.append(cls)
                 if not instances:
                     class_of[lut[1:]] = cls[1:]
+                st = np.array(phase1[(g, b)]["stats"][k], np.float64).reshape(-1, 9)
+                st[:, 0] = lut[st[:, 0].astype(np.int64)]
+                parts.setdefault((g, k), []).append(st)
             if k3key in run.done_keys:
-                phase3[(g, b)] = _stats_record(run, k3key)
+                phase3[(g, b)] = run.ledger.read(k3key)
                 run.units_skipped += 1
                 continue
             run.submit(
@@ -622,7 +630,8 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
                 None if instances else values, k3key, str(o.out),
                 then=lambda f, u=(g, b): p3_done(u, f),
             )  # fmt: skip
-        report._class_of = class_of  # type: ignore[attr-defined]
+        # The objects, measured while the workers write the final ids.
+        frames.extend(_array_columns(run, info, groups, parts, None if instances else class_of))
         if len(phase3) == n_units:
             complete()
 
@@ -635,11 +644,14 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
         if len(phase3) == n_units:
             complete()
 
+    frames: list[tuple[int, str, dict[str, np.ndarray]]] = []
+
     def complete() -> None:
-        class_of = None if instances else report._class_of  # type: ignore[attr-defined]
-        _array_rows(run, info, report, groups, blocks, phase3, class_of)
+        kept = {}
+        for frame, name, columns in frames:
+            report.objects += run.table.add(info.store, frame, name, columns)
+            kept.update({f"{frame}.{f}": v for f, v in columns.items()})
         report.frames = info.n_frames - report.frames_skipped
-        kept = {"class_of": class_of} if class_of is not None else {}
         run.ledger.write(done_key, {"key": done_key}, kept)
         shutil.rmtree(work, ignore_errors=True)
 
@@ -670,49 +682,49 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
 
 
 def _phase1_record(run: _Run, key: str, instances: bool) -> dict[str, Any]:
-    """A finished phase-1 unit's record (from the ledger); a semantic model's with its core
-    edges."""
+    """A finished phase-1 unit's record (from the ledger) with its arrays: the class of each
+    local id, the measurements of its objects' parts and (semantic model) its core edges."""
     record = run.ledger.read(key)
-    if instances:
-        return record
-    kept = run.ledger.read_columns(key)
-    edges = [{s: kept[f"{s}{k}"] for s in SIDES} for k in range(record["frames"])]
-    return {**record, "edges": edges}
+    arrays = tasks.unpack_planes(run.ledger.read_columns(key), record["frames"])
+    return {**record, **arrays}
 
 
-def _stats_record(run: _Run, key: str) -> dict[str, Any]:
-    """A finished phase-3 unit's record (from the ledger) with its measurements."""
-    record = run.ledger.read(key)
-    kept = run.ledger.read_columns(key)
-    return {**record, "stats": [kept[f"stats{k}"] for k in range(record["frames"])]}
+def _frames(info: ArrayInput, groups: list[list[tuple[int, ...]]]) -> list[tuple[int, str]]:
+    """(frame number, frame name) of every frame of an array, group by group."""
+    out = []
+    for planes in groups:
+        for lead in planes:
+            frame = int(np.ravel_multi_index(lead, info.lead_shape)) if lead else 0
+            out.append((frame, info.frame_name(lead)))
+    return out
 
 
-def _array_rows(
+def _array_columns(
     run: _Run,
     info: ArrayInput,
-    report: InputReport,
     groups: list[list[tuple[int, ...]]],
-    blocks: list[Block],
-    phase3: dict[tuple[int, int], dict],
+    parts: dict[tuple[int, int], list[np.ndarray]],
     class_of: np.ndarray | None,
-) -> None:
-    """The objects of every frame of an array from its blocks' measurements, into the table.
-    ``class_of``: a semantic model's class of each final id (None: an instance model)."""
+) -> list[tuple[int, str, dict[str, np.ndarray]]]:
+    """(frame, name, object columns) of every frame of an array from its blocks' part
+    measurements with final ids (``parts[(group, plane)]``). ``class_of``: a semantic model's
+    class of each final id (None: an instance model)."""
     meta = run.meta
     assert meta is not None
     pixel = run.o.pixel_size if run.o.pixel_size is not None else meta.pixel_size_um
-    lead_shape = info.lead_shape
     if class_of is not None:
         names = dict(foreground_classes(meta))
         top = int(class_of.max(initial=0))
         label = np.asarray([names.get(c, str(c)) for c in range(top + 1)], object)
+    out = []
+    order = iter(_frames(info, groups))
     for g, planes in enumerate(groups):
-        for k, lead in enumerate(planes):
-            parts = [np.asarray(phase3[(g, b)]["stats"][k], np.float64) for b in range(len(blocks))]
-            columns = merge_stats(parts, info.plane_shape, pixel)
+        for k in range(len(planes)):
+            frame, name = next(order)
+            columns = merge_stats(parts.get((g, k), []), info.plane_shape, pixel)
             if class_of is None:
                 columns["class"] = np.full(len(columns["id"]), meta.class_names[0], object)
             else:
                 columns["class"] = label[class_of[columns["id"]]]
-            frame = int(np.ravel_multi_index(lead, lead_shape)) if lead else 0
-            report.objects += run.table.add(info.store, frame, info.frame_name(lead), columns)
+            out.append((frame, name, columns))
+    return out

@@ -24,7 +24,7 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +143,11 @@ _STRING = ("input", "name", "class")
 
 
 def columns_bytes(columns: Mapping[str, np.ndarray]) -> bytes:
-    """A frame's object columns as ``.npz`` bytes (no pickle: text as fixed-width unicode)."""
+    """Arrays (a frame's object columns…) as ``.npz`` bytes (no pickle: text columns, object
+    arrays of str, become fixed-width unicode)."""
     buf = io.BytesIO()
-    arrays = {
-        k: np.asarray(v, dtype=str) if k in _STRING else np.asarray(v) for k, v in columns.items()
-    }
+    arrays = {k: np.asarray(v) for k, v in columns.items()}
+    arrays = {k: v.astype(str) if v.dtype == object else v for k, v in arrays.items()}
     np.savez(buf, **arrays)
     return buf.getvalue()
 
@@ -162,85 +162,142 @@ def load_columns(path: Path) -> dict[str, np.ndarray]:
 
 
 class ObjectTable:
-    """The objects table (:data:`TABLE_FIELDS`), gathered a frame at a time as columns and
-    written once, frames in (input, frame) order and objects in id order within a frame."""
+    """The objects table (:data:`TABLE_FIELDS`), gathered a frame at a time and written once,
+    frames in (input, frame) order and objects in id order within a frame.
 
-    def __init__(self) -> None:
-        self._parts: list[tuple[tuple[str, int], str, str | None, Mapping[str, np.ndarray]]] = []
+    For Parquet each frame becomes an Arrow table as it arrives (while the workers work), so
+    that the end of a run only concatenates and writes; for CSV frames stay numpy columns.
+    """
+
+    def __init__(self, fmt: str = "parquet") -> None:
+        if fmt not in ("parquet", "csv"):
+            raise DataError(f"--table-format must be parquet or csv, got {fmt}")
+        self.fmt = fmt
+        self._parts: list[tuple[tuple[str, int], Any]] = []
+        self._rows = 0
 
     def add(
-        self, input: str, frame: int, name: str | None, columns: Mapping[str, np.ndarray]
+        self,
+        input: str,
+        frame: int,
+        name: str | None,
+        columns: Mapping[str, np.ndarray],
+        class_names: Sequence[str] | None = None,
     ) -> int:
-        """Add one frame's objects (``class`` and the measurement columns); returns how many."""
+        """Add one frame's objects (``class`` and the measurement columns); returns how many.
+        ``class_names``: ``class`` holds codes, indices into these names."""
         n = len(columns["id"]) if "id" in columns else 0
-        if n:
-            ids = np.asarray(columns["id"])
-            if np.any(ids[1:] < ids[:-1]):
-                order = np.argsort(ids, kind="stable")
-                columns = {k: np.asarray(v)[order] for k, v in columns.items()}
-            self._parts.append(((input, frame), input, name, columns))
+        if not n:
+            return 0
+        ids = np.asarray(columns["id"])
+        if np.any(ids[1:] < ids[:-1]):
+            order = np.argsort(ids, kind="stable")
+            columns = {k: np.asarray(v)[order] for k, v in columns.items()}
+        head = {"input": input, "frame": frame, "name": name}
+        if self.fmt == "parquet":
+            part: Any = _arrow_part(head, columns, n, class_names)
+        else:
+            if class_names is not None:
+                names = np.asarray(list(class_names), object)
+                columns = {**columns, "class": names[np.asarray(columns["class"], np.intp)]}
+            part = (head, columns)
+        self._parts.append(((input, frame), part))
+        self._rows += n
         return n
 
     def __len__(self) -> int:
-        return sum(len(c["id"]) for *_, c in self._parts)
+        return self._rows
 
     def columns(self) -> dict[str, np.ndarray]:
         """Every column over all frames, in table order (text columns as object arrays)."""
-        parts = sorted(self._parts, key=lambda p: p[0])
-        counts = np.asarray([len(c["id"]) for *_, c in parts], np.int64)
+        if self.fmt == "parquet":
+            table = self._arrow()
+            return {f: np.asarray(table.column(f).to_pylist(), _dtype(f)) for f in TABLE_FIELDS}
+        parts = [p for _, p in sorted(self._parts, key=lambda p: p[0])]
+        counts = np.asarray([len(c["id"]) for _, c in parts], np.int64)
         out: dict[str, np.ndarray] = {}
         for f in TABLE_FIELDS:
-            if f == "input":
-                out[f] = np.repeat(np.asarray([p[1] for p in parts], object), counts)
-            elif f == "frame":
-                out[f] = np.repeat(np.asarray([p[0][1] for p in parts], np.int64), counts)
-            elif f == "name":
-                out[f] = np.repeat(np.asarray([p[2] for p in parts], object), counts)
+            if f in ("input", "frame", "name"):
+                out[f] = np.repeat(np.asarray([h[f] for h, _ in parts], _dtype(f)), counts)
             elif not parts:
-                out[f] = np.zeros(0, object if f == "class" else np.float64)
+                out[f] = np.zeros(0, _dtype(f))
             else:
-                col = np.concatenate([np.asarray(c[f]) for *_, c in parts])
-                out[f] = col.astype(object) if f == "class" else col
+                out[f] = np.concatenate([np.asarray(c[f]) for _, c in parts]).astype(_dtype(f))
         return out
 
-    def write(self, path: Path, fmt: str) -> int:
-        """Write the table as Parquet or CSV (atomically); returns its number of rows."""
-        cols = self.columns()
-        n = len(cols["id"])
-        if fmt == "parquet":
+    def _arrow(self) -> Any:
+        from edgeseg.batch.deps import need
+
+        pa = need("pyarrow")
+        parts = [p for _, p in sorted(self._parts, key=lambda p: p[0])]
+        if not parts:
+            return pa.schema(_arrow_fields(pa)).empty_table()
+        return pa.concat_tables(parts)
+
+    def write(self, path: Path) -> int:
+        """Write the table (atomically); returns its number of rows."""
+        if self.fmt == "parquet":
             from edgeseg.batch.deps import need
 
-            pa = need("pyarrow")
             pq = need("pyarrow.parquet")
-            arrays = []
-            for f in TABLE_FIELDS:
-                col = cols[f]
-                if f in _STRING:
-                    arrays.append(pa.array(col, type=pa.string()))
-                elif f == "touches_border":
-                    arrays.append(pa.array(col.astype(bool), type=pa.bool_()))
-                elif f in _FLOAT:
-                    arrays.append(pa.array(col.astype(np.float64), from_pandas=True))
-                else:
-                    arrays.append(pa.array(col.astype(np.int64), type=pa.int64()))
             buf = io.BytesIO()
-            pq.write_table(pa.Table.from_arrays(arrays, names=list(TABLE_FIELDS)), buf)
+            pq.write_table(self._arrow(), buf)
             atomic_write(path, buf.getvalue())
-        elif fmt == "csv":
-            text = io.StringIO()
-            writer = csv.writer(text, lineterminator="\n")
-            writer.writerow(TABLE_FIELDS)
-            cells = []
-            for f in TABLE_FIELDS:
-                values = cols[f].tolist()
-                if f in _FLOAT:
-                    values = [None if v != v else v for v in values]
-                cells.append(list(map(csv_value, values)))
-            writer.writerows(zip(*cells, strict=True))
-            atomic_write(path, text.getvalue().encode())
+            return self._rows
+        cols = self.columns()
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(TABLE_FIELDS)
+        cells = []
+        for f in TABLE_FIELDS:
+            values = cols[f].tolist()
+            if f in _FLOAT:
+                values = [None if v != v else v for v in values]
+            cells.append(list(map(csv_value, values)))
+        writer.writerows(zip(*cells, strict=True))
+        atomic_write(path, text.getvalue().encode())
+        return self._rows
+
+
+def _dtype(field: str) -> Any:
+    if field in _STRING:
+        return object
+    if field in _FLOAT:
+        return np.float64
+    return bool if field == "touches_border" else np.int64
+
+
+def _arrow_fields(pa: Any) -> list[Any]:
+    types = {"touches_border": pa.bool_()}
+    types.update({f: pa.string() for f in _STRING})
+    types.update({f: pa.float64() for f in _FLOAT})
+    return [pa.field(f, types.get(f, pa.int64())) for f in TABLE_FIELDS]
+
+
+def _arrow_part(
+    head: Mapping[str, Any],
+    columns: Mapping[str, np.ndarray],
+    n: int,
+    class_names: Sequence[str] | None,
+) -> Any:
+    """One frame's rows as an Arrow table of the table's schema (NaN floats: nulls)."""
+    from edgeseg.batch.deps import need
+
+    pa = need("pyarrow")
+    arrays = []
+    for field in _arrow_fields(pa):
+        f = field.name
+        if f in head:
+            arrays.append(pa.repeat(pa.scalar(head[f], field.type), n))
+        elif f == "class" and class_names is not None:
+            codes = pa.array(np.asarray(columns[f], np.int32))
+            names = pa.array(list(class_names), pa.string())
+            arrays.append(pa.DictionaryArray.from_arrays(codes, names).cast(pa.string()))
+        elif f in _FLOAT:
+            arrays.append(pa.array(np.asarray(columns[f], np.float64), from_pandas=True))
         else:
-            raise DataError(f"--table-format must be parquet or csv, got {fmt}")
-        return n
+            arrays.append(pa.array(np.asarray(columns[f]), type=field.type))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(_arrow_fields(pa)))
 
 
 #: Measurement columns of floats (NaN: not measured, an empty cell).

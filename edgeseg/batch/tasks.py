@@ -36,9 +36,11 @@ __all__ = [
     "finish_unit",
     "frame_range",
     "link_unit",
+    "pack_planes",
     "segment_files",
     "segment_unit",
     "segmenter",
+    "unpack_planes",
 ]
 
 #: Test hook: a worker that finds this variable naming a file that does not exist yet creates
@@ -122,9 +124,10 @@ def segment_files(
 ) -> list[dict[str, Any]]:
     """Segment ``frames`` (dicts: path, page, index, name, target, key, input, part) and
     write each label map to its ``target`` (a mask file, or a stack part ``.npy``), then its
-    ledger entry with the frame's object columns (also in its result, ``columns``). A frame
+    ledger entry with the frame's object columns (also in its result, ``columns``; classes
+    as codes into ``class_names``). A frame
     that cannot be read is reported in its result (``error``), never raised."""
-    from edgeseg.runtime.sinks import frame_object_columns
+    from edgeseg.runtime.sinks import frame_object_columns, object_class_names
 
     _fault_hook()
     seg, meta, _ = segmenter(spec)
@@ -142,7 +145,7 @@ def segment_files(
                     atomic_write(target, buf)
                 else:
                     atomic_write(target, encode_mask(labels, fmt))
-                columns = frame_object_columns(labels, meta, frame, pixel_size)
+                columns = frame_object_columns(labels, meta, frame, pixel_size, codes=True)
             except (DataError, OSError, ValueError) as exc:
                 results.append({"key": f["key"], "input": f["input"], "error": str(exc)})
                 continue
@@ -154,6 +157,7 @@ def segment_files(
                 "frames": 1,
                 "pixels": int(labels.size),
                 "objects": len(columns["id"]),
+                "class_names": object_class_names(meta),
                 "worker": _worker_name(),
             }
             ledger.write(f["key"], record, columns)
@@ -345,7 +349,9 @@ def segment_unit(
     ey0, ey1, ex0, ex1 = block.ext
     y0, y1, x0, x1 = block.core
     core = block.core_in_ext
-    counts, classes = [], []
+    counts: list[int] = []
+    classes: list[np.ndarray] = []
+    stats: list[np.ndarray] = []
     cores = []
     halos = {}
     edges: list[dict[str, np.ndarray]] = []
@@ -355,7 +361,8 @@ def segment_unit(
         ids, ext, cls = _local_ids(labels, core, instances, meta)
         cores.append(ids)
         counts.append(len(cls) - 1)
-        classes.append(cls.tolist())
+        classes.append(cls)
+        stats.append(partial_stats(ids, drop_alpha(frame[core]), (y0, x0)))
         if instances:
             ext = ext.copy()
             ext[core] = 0
@@ -374,14 +381,37 @@ def segment_unit(
     record = {
         "key": key,
         "counts": counts,
-        "classes": classes,
         "frames": len(planes),
         "pixels": (y1 - y0) * (x1 - x0) * len(planes),
         "worker": _worker_name(),
     }
-    kept = {f"{side}{k}": e[side] for k, e in enumerate(edges) for side in SIDES}
-    Ledger(Path(out)).write(key, record, kept or None)
-    return {**record, "edges": edges} if edges else record
+    arrays = {"classes": classes, "stats": stats, "edges": edges}
+    Ledger(Path(out)).write(key, record, pack_planes(arrays))
+    return {**record, **arrays}
+
+
+def pack_planes(arrays: dict[str, list[Any]]) -> dict[str, np.ndarray]:
+    """Per-plane arrays of a phase-1 unit (``classes``, ``stats``: a list of arrays;
+    ``edges``: a list of dicts of :data:`SIDES`) as flat ``.npz`` columns."""
+    flat: dict[str, np.ndarray] = {}
+    for name, planes in arrays.items():
+        for k, value in enumerate(planes):
+            if isinstance(value, dict):
+                flat.update({f"{name}.{k}.{side}": value[side] for side in SIDES})
+            else:
+                flat[f"{name}.{k}"] = value
+    return flat
+
+
+def unpack_planes(flat: dict[str, np.ndarray], planes: int) -> dict[str, list[Any]]:
+    """What :func:`pack_planes` packed (``edges`` empty for an instance model)."""
+    out: dict[str, list[Any]] = {"classes": [], "stats": [], "edges": []}
+    for k in range(planes):
+        out["classes"].append(flat[f"classes.{k}"])
+        out["stats"].append(flat[f"stats.{k}"])
+        if f"edges.{k}.top" in flat:
+            out["edges"].append({side: flat[f"edges.{k}.{side}"] for side in SIDES})
+    return out
 
 
 def _write_planes(
@@ -457,22 +487,19 @@ def finish_unit(
 ) -> dict[str, Any]:
     """Phase 3 of a block: its final ids (``luts[k]``: local id → id unique over the array)
     or, for a semantic model, its classes (``values[k]``: local id → class) into the label
-    array; the parts of objects measured on the raw block; then the ledger entry."""
+    array; then the ledger entry. (The objects were measured in phase 1.)"""
     _fault_hook()
     labels = _open(work + "/labels.zarr")
-    array = _open(info.store, info.array_path)
     final = _open(target, mode="r+")
-    y0, y1, x0, x1 = block.core
-    written, stats = [], []
+    written = []
     for k, lead in enumerate(planes):
         local = _read_core(labels, info, lead, block.core)
-        ids = luts[k][local]
         written.append(
-            ids.astype(np.uint32) if values is None else values[k][local].astype(np.uint8)
+            luts[k][local].astype(np.uint32)
+            if values is None
+            else values[k][local].astype(np.uint8)
         )
-        raw = drop_alpha(read_region(array, info, lead, slice(y0, y1), slice(x0, x1)))
-        stats.append(partial_stats(ids, raw, (y0, x0)))
     _write_planes(final, info, planes, block.core, written)
     record = {"key": key, "frames": len(planes), "worker": _worker_name()}
-    Ledger(Path(out)).write(key, record, {f"stats{k}": st for k, st in enumerate(stats)})
-    return {**record, "stats": stats}
+    Ledger(Path(out)).write(key, record)
+    return record

@@ -84,6 +84,7 @@ __all__ = [
     "frame_object_columns",
     "frame_objects",
     "is_loopback",
+    "object_class_names",
     "parse_size",
     "parse_stream_address",
     "stream_token",
@@ -905,36 +906,49 @@ class CsvSink(_SinkBase):
                 os.close(fd)
 
 
+def object_class_names(meta: ModelMetadata) -> tuple[str, ...]:
+    """The names an object's ``class`` can take, in the order of their codes
+    (:func:`frame_object_columns` with ``codes=True``)."""
+    if meta.instances is not None:
+        return (meta.class_names[0],)
+    return tuple(name for _, name in foreground_classes(meta))
+
+
 def frame_object_columns(
     labels: np.ndarray,
     meta: ModelMetadata,
     frame: np.ndarray | None = None,
     pixel_size_um: float | None = None,
+    *,
+    codes: bool = False,
 ) -> dict[str, np.ndarray]:
-    """The objects of a frame as columns: ``class`` (str) and :data:`OBJECT_FIELDS`, one
-    numpy array each, in id order; what :func:`frame_objects` gives as rows. Without a frame
-    the intensities are NaN; without a pixel size ``area_um2`` is NaN (empty cells)."""
+    """The objects of a frame as columns: ``class`` (str; with ``codes``, int16 indices into
+    :func:`object_class_names`) and :data:`OBJECT_FIELDS`, one numpy array each, in id
+    order; what :func:`frame_objects` gives as rows. Without a frame the intensities are NaN;
+    without a pixel size ``area_um2`` is NaN (empty cells)."""
     labels = np.asarray(labels)
     image = None if frame is None else drop_alpha(np.asarray(frame))
-    parts: list[tuple[str, dict[str, np.ndarray]]] = []
+    parts: list[tuple[int, dict[str, np.ndarray]]] = []  # (class code, columns)
     if meta.instances is not None:
-        parts.append((meta.class_names[0], object_columns(labels, image, pixel_size_um)))
+        parts.append((0, object_columns(labels, image, pixel_size_um)))
     else:
         cv = cv2()
         classes = np.ascontiguousarray(labels)
         offset = 0
-        for c, name in foreground_classes(meta):
+        for code, (c, _) in enumerate(foreground_classes(meta)):
             mask = (classes == c).view(np.uint8)
             if not cv.countNonZero(mask):
                 continue
             n, components = cv.connectedComponents(mask, connectivity=8, ltype=cv.CV_32S)
             cols = object_columns(components, image, pixel_size_um)
             cols["id"] = cols["id"] + offset
-            parts.append((name, cols))
+            parts.append((code, cols))
             offset += n - 1
     if not parts:
-        parts.append(("", object_columns(np.zeros((1, 1), np.int32))))
-    out = {"class": np.concatenate([np.full(len(c["id"]), name, object) for name, c in parts])}
+        parts.append((0, object_columns(np.zeros((1, 1), np.int32))))
+    class_codes = np.concatenate([np.full(len(c["id"]), code, np.int16) for code, c in parts])
+    names = np.asarray(object_class_names(meta), object)
+    out = {"class": class_codes if codes else names[class_codes]}
     for f in OBJECT_FIELDS:
         out[f] = np.concatenate([c[f] for _, c in parts])
     if image is None:
