@@ -303,6 +303,38 @@ def test_semantic_mosaic_resumed_keeps_its_links_and_classes(models, client, tmp
         )
 
 
+def test_backend_openvino_runs_on_every_worker(models, wells, client, tmp_path) -> None:
+    pytest.importorskip("openvino")
+    from edgeseg.imageio import read_image
+
+    lite = _segment(models["semantic"], [wells], tmp_path / "lite", client)
+    ov = _segment(models["semantic"], [wells], tmp_path / "ov", client, backend="openvino")
+    assert "openvino" in ov.backend.lower() and "openvino" not in lite.backend.lower()
+    assert ov.workers == 2
+    names = sorted(p.name for p in (tmp_path / "lite").glob("*.png"))
+    assert names and names == sorted(p.name for p in (tmp_path / "ov").glob("*.png"))
+    for name in names:  # a float threshold model: the same labels on either runtime
+        a, b = read_image(tmp_path / "lite" / name), read_image(tmp_path / "ov" / name)
+        assert np.array_equal(a, b), name
+
+
+def test_backend_auto_is_measured_once_where_segment_runs(
+    models, wells, client, tmp_path, monkeypatch
+) -> None:
+    from edgeseg.runtime import selection
+
+    calls = []
+
+    def fake(path, *, threads=None, **kw):
+        calls.append((Path(path).name, threads))
+        return selection.Choice("litert", "measured here (test)")
+
+    monkeypatch.setattr(selection, "choose_runtime", fake)
+    summary = _segment(models["semantic"], [wells], tmp_path / "a", client, backend="auto")
+    assert calls == [("bright.tflite", 1)]
+    assert "litert" in summary.backend.lower() or "xnnpack" in summary.backend.lower()
+
+
 def test_killed_worker_tasks_are_retried(models, wells, client, tmp_path) -> None:
     from edgeseg.batch.tasks import FAULT_ENV
 
@@ -363,6 +395,8 @@ def test_corrupt_input_is_skipped_and_reported(models, wells, client, tmp_path) 
         (["{cube}", "--axes", "TYXZ"], ("4 letters for a 3-D array",)),
         (["{cube}", "--axes", "TWX"], ("use the letters",)),
         (["{text}"], ("unsupported input",)),
+        (["{cube}", "--backend", "onnxruntime"], ("--backend onnxruntime runs .onnx",)),
+        (["{cube}", "--backend", "tensorrt"], ("unknown --backend",)),
     ],
 )
 def test_bad_inputs_give_one_line_errors(models, tmp_path, args, needles) -> None:
@@ -392,3 +426,22 @@ def test_ome_zarr_axes_are_read(models, client, tmp_path) -> None:
     assert got.shape == (2, 64, 96) and got.chunks == (1, 32, 32)
     for t in range(2):
         _same_objects(_whole_frame(models["instance"], frames[t, 0]), np.asarray(got[t]))
+
+
+def test_local_cluster_runs_without_sub_second_diagnostics() -> None:
+    """The local cluster's workers take Dask's batch settings (event-loop ticks and memory
+    checks each second) and still enforce nothing less than before: they run tasks."""
+    import dask
+
+    from edgeseg.batch.cluster import batch_config, open_client
+
+    with open_client(workers=1) as (client, info):
+        assert info.workers == 1
+        got = client.run(lambda: dask.config.get("distributed.admin.tick.interval"))
+        assert list(got.values()) == ["1s"]
+        interval = client.run(lambda: dask.config.get("distributed.worker.memory.monitor-interval"))
+        assert list(interval.values()) == ["1s"]
+        assert client.submit(sum, [1, 2, 3]).result() == 6
+    assert dask.config.get("distributed.admin.tick.interval") == "20ms"  # only that cluster
+    assert batch_config(False)["distributed.worker.profile.enabled"] is False
+    assert "distributed.worker.profile.enabled" not in batch_config(True)

@@ -54,6 +54,7 @@ from edgeseg.core.instances import OBJECT_FIELDS
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.postprocess import foreground_classes
 from edgeseg.errors import DataError
+from edgeseg.runtime.backends import backend_kind
 
 __all__ = ["BatchSummary", "InputReport", "Progress", "SegmentOptions", "segment_archive"]
 
@@ -68,7 +69,10 @@ class SegmentOptions:
 
     ``halo``: pixels of context around each block of a Zarr frame (default: half the model's
     tile, at least 32); ``frames_per_task``: file frames one task segments (default: a few,
-    so that every worker has several tasks).
+    so that every worker has several tasks). ``backend``: the runtime every worker opens
+    (None: the file's own; ``auto``: measured once here, where segment runs, with
+    ``threads`` threads, as `run --backend auto` measures; see
+    :func:`~edgeseg.runtime.selection.choose_runtime`).
     """
 
     model: Path
@@ -88,6 +92,7 @@ class SegmentOptions:
     pixel_size: float | None = None
     frames_per_task: int | None = None
     retries: int = 3
+    backend: str | None = None
 
 
 @dataclass
@@ -176,6 +181,17 @@ def _check(o: SegmentOptions) -> None:
         raise DataError(f"--halo must be >= 0, got {o.halo}")
     if o.out.exists() and not o.out.is_dir():
         raise DataError(f"--out {o.out} is a file, not a folder")
+    backend_kind(o.model, o.backend, "auto")  # a runtime that cannot read MODEL: one line
+
+
+def _runtime(o: SegmentOptions) -> str | None:
+    """The runtime the workers open: ``auto`` measured once, here."""
+    kind = backend_kind(o.model, o.backend, "auto")
+    if kind != "auto":
+        return None if o.backend is None else kind
+    from edgeseg.runtime.selection import choose_runtime
+
+    return choose_runtime(o.model, threads=o.threads).runtime
 
 
 class _Run:
@@ -246,6 +262,7 @@ def segment_archive(
         overlap=o.overlap,
         min_area=o.min_area,
         resize=o.resize,
+        backend=_runtime(o),
     )
     settings = {
         "version": FORMAT_VERSION,
@@ -256,6 +273,8 @@ def segment_archive(
         "mask_format": o.mask_format,
         "halo": o.halo,
         "pixel_size": o.pixel_size,
+        # Runtimes may differ in the last quantization step: a resumed run keeps to one.
+        "runtime": spec.backend or backend_kind(o.model, None, "auto"),
     }
     with open_client(o.scheduler, workers=o.workers, host=o.host, client=client) as (cl, info):
         distributed = need("distributed")

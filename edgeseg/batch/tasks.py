@@ -59,6 +59,7 @@ class ModelSpec:
     overlap: int = 32
     min_area: int = 0
     resize: bool | None = None
+    backend: str | None = None  # a runtime (litert, onnxruntime, openvino); None: the file's
 
 
 def _fault_hook() -> None:
@@ -74,7 +75,7 @@ def segmenter(spec: ModelSpec) -> tuple[Segmenter, ModelMetadata, str]:
     if cached is None:
         from edgeseg.runtime.backends import open_backend
 
-        opened = open_backend(spec.path, threads=spec.threads)
+        opened = open_backend(spec.path, threads=spec.threads, backend=spec.backend)
         backend, chosen = opened if isinstance(opened, tuple) else (opened, opened.runtime)
         embedded = backend.metadata()
         meta = apply_flags(embedded, backend.input.shape, backend.output.shape)

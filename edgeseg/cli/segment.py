@@ -32,6 +32,13 @@ def segment(
         None, "--workers", min=1, help="Local worker processes (default: one per core)."
     ),
     threads: int = typer.Option(1, "--threads", min=1, help="CPU threads per worker."),
+    backend: str = typer.Option(
+        "auto",
+        "--backend",
+        help="Runtime every worker opens: auto (measured once on this machine with --threads "
+        "threads and cached, as `run --backend auto`; on a cluster of other machines name "
+        "one), litert, openvino or onnxruntime.",
+    ),
     scheduler: str | None = typer.Option(
         None,
         "--scheduler",
@@ -85,6 +92,7 @@ def segment(
         table_format=table_format,
         pixel_size=pixel_size,
         frames_per_task=frames_per_task,
+        backend=backend,
     )
     bar = progress_bar()
     task: dict[str, Any] = {}
