@@ -10,7 +10,8 @@ Two workloads, each segmented in a fresh output folder by `edgeseg segment` with
 
 Also `edgeseg run --headless --save-masks --objects` (the outputs `segment` writes: label
 images and the per-object table) on the same fields with the same model (its default for
-files: one interpreter per core, one thread each), against `segment` with 2 workers.
+files: one interpreter per core, one thread each), against `segment` with 2 workers; and
+labels only: `run --save-masks` against `segment --no-objects`.
 Throughput is what `segment` reports (first task submitted to the objects table written,
 cluster start-up excluded) and what `run` reports (first frame to last); the whole commands'
 wall-clock times, start-up included, are printed beside them. ``--only fields|mosaic``
@@ -82,12 +83,12 @@ def make_mosaic(path: Path, size: int, chunk: int = 1024, seed: int = 0) -> Path
     return path
 
 
-def segment(model: Path, inputs: list[Path], out: Path, workers: int) -> dict:
+def segment(model: Path, inputs: list[Path], out: Path, workers: int, *extra: str) -> dict:
     """Run `edgeseg segment` in a child process; its summary.json."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [
         sys.executable, "-m", "edgeseg.cli.main", "segment", str(model), *map(str, inputs),
-        "--out", str(out), "--workers", str(workers), "--threads", "1",
+        "--out", str(out), "--workers", str(workers), "--threads", "1", *extra,
     ]  # fmt: skip
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -95,16 +96,18 @@ def segment(model: Path, inputs: list[Path], out: Path, workers: int) -> dict:
     return {**json.loads((out / "summary.json").read_text()), "wall": wall}
 
 
-def run_edgeseg(model: Path, fields: Path, out: Path) -> dict:
+def run_edgeseg(model: Path, fields: Path, out: Path, objects: bool = True) -> dict:
     """`edgeseg run --headless --save-masks --objects` on the fields (what `segment` writes:
-    the label images and the per-object table); its summary."""
+    the label images and the per-object table), or without ``objects`` only the masks; its
+    summary."""
     shutil.rmtree(out, ignore_errors=True)
     summary = out.with_suffix(".json")
     cmd = [
         sys.executable, "-m", "edgeseg.cli.main", "run", str(model), "--source", str(fields),
-        "--headless", "--save-masks", str(out), "--objects", str(out.with_suffix(".csv")),
-        "--summary-json", str(summary),
+        "--headless", "--save-masks", str(out), "--summary-json", str(summary),
     ]  # fmt: skip
+    if objects:
+        cmd += ["--objects", str(out.with_suffix(".csv"))]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
@@ -143,6 +146,8 @@ def main() -> int:
         mps: dict[int, list[float]] = {1: [], 2: []}
         run_fps: list[float] = []
         walls: dict[str, list[float]] = {"segment": [], "run": []}
+        masks_fps: list[float] = []
+        bare_fps: list[float] = []
         for rep in range(args.reps):
             order = (1, 2) if rep % 2 == 0 else (2, 1)
             for workers in order:
@@ -158,6 +163,10 @@ def main() -> int:
                 r = run_edgeseg(model, fields, root / "run_masks")
                 run_fps.append(r["fps"])
                 walls["run"].append(r["wall"])
+                r = run_edgeseg(model, fields, root / "run_masks_only", objects=False)
+                masks_fps.append(r["fps"])
+                s = segment(model, [fields], root / "out_bare", 2, "--no-objects")
+                bare_fps.append(s["frames_per_s"])
         med = {k: statistics.median(v) if v else 0.0 for k, v in fps.items()}
         med_mp = {k: statistics.median(v) if v else 0.0 for k, v in mps.items()}
         run_med = statistics.median(run_fps) if run_fps else 0.0
@@ -183,6 +192,11 @@ def main() -> int:
         print(
             f"run     {run_med:7.2f} frames/s; segment (2 workers) / run {vs_run:.2f} "
             f"(target >= {TARGET_VS_RUN}) {verdict(vs_run, TARGET_VS_RUN)}"
+        )
+        only, bare = statistics.median(masks_fps), statistics.median(bare_fps)
+        print(
+            f"labels only: run --save-masks {only:7.2f} frames/s, segment --no-objects (2 "
+            f"workers) {bare:7.2f} frames/s; segment / run {bare / only:.2f}"
         )
         ws, wr = statistics.median(walls["segment"]), statistics.median(walls["run"])
         print(

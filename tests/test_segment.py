@@ -335,6 +335,24 @@ def test_backend_auto_is_measured_once_where_segment_runs(
     assert "litert" in summary.backend.lower() or "xnnpack" in summary.backend.lower()
 
 
+def test_no_objects_writes_the_same_labels_and_no_table(models, wells, client, tmp_path) -> None:
+    frame, _ = _mosaic()
+    src = tmp_path / "mosaic.zarr"
+    zarr.create_array(store=str(src), shape=frame.shape, chunks=(64, 64), dtype="uint16")[:] = frame
+    full = _segment(models["instance"], [wells, src], tmp_path / "full", client)
+    bare = _segment(models["instance"], [wells, src], tmp_path / "bare", client, objects=False)
+    assert not bare.errors and bare.table is None
+    assert not list((tmp_path / "bare").glob("objects.*"))
+    assert all(r.objects == 0 for r in bare.inputs) and full.inputs[0].objects > 0
+    for p in (tmp_path / "full").glob("*.png"):
+        assert (tmp_path / "bare" / p.name).read_bytes() == p.read_bytes()
+    a = zarr.open_array(store=str(tmp_path / "full" / "mosaic.zarr"), mode="r")[:]
+    b = zarr.open_array(store=str(tmp_path / "bare" / "mosaic.zarr"), mode="r")[:]
+    assert np.array_equal(a, b)
+    again = _segment(models["instance"], [wells, src], tmp_path / "bare", client, objects=False)
+    assert again.units_done == 0 and again.table is None
+
+
 def test_killed_worker_tasks_are_retried(models, wells, client, tmp_path) -> None:
     from edgeseg.batch.tasks import FAULT_ENV
 

@@ -72,7 +72,8 @@ class SegmentOptions:
     so that every worker has several tasks). ``backend``: the runtime every worker opens
     (None: the file's own; ``auto``: measured once here, where segment runs, with
     ``threads`` threads, as `run --backend auto` measures; see
-    :func:`~edgeseg.runtime.selection.choose_runtime`).
+    :func:`~edgeseg.runtime.selection.choose_runtime`). Without ``objects`` nothing is
+    measured and no objects table is written (label images and arrays only).
     """
 
     model: Path
@@ -93,6 +94,7 @@ class SegmentOptions:
     frames_per_task: int | None = None
     retries: int = 3
     backend: str | None = None
+    objects: bool = True
 
 
 @dataclass
@@ -273,6 +275,7 @@ def segment_archive(
         "mask_format": o.mask_format,
         "halo": o.halo,
         "pixel_size": o.pixel_size,
+        "objects": o.objects,
         # Runtimes may differ in the last quantization step: a resumed run keeps to one.
         "runtime": spec.backend or backend_kind(o.model, None, "auto"),
     }
@@ -309,7 +312,8 @@ def segment_archive(
                 cl.cancel(futures)
             raise
         table = out / f"objects.{'parquet' if table_format == 'parquet' else 'csv'}"
-        run.table.write(table)
+        if o.objects:
+            run.table.write(table)
         seconds = time.perf_counter() - t0  # the table is part of the job
         summary = BatchSummary(
             inputs=list(run.reports.values()),
@@ -322,7 +326,7 @@ def segment_archive(
             seconds=seconds,
             units_done=run.units_done,
             units_skipped=run.units_skipped,
-            table=str(table),
+            table=str(table) if o.objects else None,
         )
     import json
 
@@ -442,7 +446,8 @@ def _flush_file_tasks(run: _Run) -> None:
         callbacks = {f["key"]: cb for f, cb in group}
         run.submit(
             tasks.segment_files, run.spec, [f for f, _ in group], str(run.o.out),
-            run.o.mask_format, pixel, then=lambda f, cbs=callbacks: dispatch(f, cbs),
+            run.o.mask_format, pixel, run.o.objects,
+            then=lambda f, cbs=callbacks: dispatch(f, cbs),
         )  # fmt: skip
     for fn in getattr(run, "_after_plan", []):
         fn()
@@ -467,7 +472,9 @@ def _task_groups(queue: list, per: int, workers: int) -> list[list]:
 
 def _take_rows(run: _Run, report: InputReport, record: dict[str, Any]) -> None:
     """A frame's objects into the table: from its task's result, or (a frame done by an
-    earlier run) from the ledger."""
+    earlier run) from the ledger. Nothing without ``--objects``."""
+    if not run.o.objects:
+        return
     columns = record.get("columns")
     if columns is None:
         columns = run.ledger.read_columns(record["key"])
@@ -693,7 +700,7 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
                 ranges[lead] = range_futures[lead]
         run.submit(
             tasks.segment_unit, run.spec, info, str(work), blocks[b], planes, ranges, key,
-            str(o.out), then=lambda f, u=(g, b): p1_done(u, f),
+            str(o.out), o.objects, then=lambda f, u=(g, b): p1_done(u, f),
         )  # fmt: skip
     report.frames_skipped = round(skipped_frames)
     if len(phase1) == n_units:

@@ -8,7 +8,8 @@ Layout of OUT:
 - ``objects.parquet`` (or ``objects.csv``): one row per object per frame;
 - ``summary.json``: counts per input, throughput, what ran where;
 - ``.edgeseg-batch/``: the restart ledger (one small JSON a finished frame or block, named by
-  a key of input identity, unit, model sha256 and settings), the parts of stacks being
+  a key of input identity, unit, model sha256 and settings, and beside it a ``.npz`` of its
+  arrays: object measurements, a block's classes and edges), the parts of stacks being
   assembled, and the work arrays of Zarr inputs (deleted when the input is finished).
 
 Every file is written under a temporary name and renamed, and a unit's ledger entry is
@@ -138,7 +139,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-#: Columns the ledger keeps per frame: the measurements (class as text), not input or name.
+#: Text columns of the objects table.
 _STRING = ("input", "name", "class")
 
 

@@ -1,9 +1,10 @@
 """What runs on a Dask worker: frames and blocks in, label files, arrays and ledger entries out.
 
 Workers read their inputs themselves (by path, page and region) and write their outputs
-themselves; only small records (counts, object rows, links) travel back through the
-scheduler. Each worker process opens the model once (:func:`segmenter`, cached by model path,
-threads and settings) and keeps it for every later task: interpreters are never shipped.
+themselves; only records (counts, object measurements as numpy columns, block edges,
+links) travel back through the scheduler. Each worker process opens the model once
+(:func:`segmenter`, cached by model path, threads and settings) and keeps it for every later
+task: interpreters are never shipped.
 
 Every frame goes through the :class:`~edgeseg.core.segmenter.Segmenter`, as in `edgeseg
 run`. A block of a frame split into several blocks is normalized with the whole frame's
@@ -19,7 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.batch.chunks import SIDES, Block, core_edges, overlap_links, partial_stats
+from edgeseg.batch.chunks import (
+    SIDES,
+    STAT_FIELDS,
+    Block,
+    core_edges,
+    overlap_links,
+    partial_stats,
+)
 from edgeseg.batch.inputs import ArrayInput
 from edgeseg.batch.store import Ledger, atomic_write
 from edgeseg.core.metadata import ModelMetadata, apply_flags
@@ -121,13 +129,18 @@ def _reader(path: str, cache: dict[str, Any]) -> Any:
 
 
 def segment_files(
-    spec: ModelSpec, frames: list[dict[str, Any]], out: str, fmt: str, pixel_size: float | None
+    spec: ModelSpec,
+    frames: list[dict[str, Any]],
+    out: str,
+    fmt: str,
+    pixel_size: float | None,
+    objects: bool = True,
 ) -> list[dict[str, Any]]:
     """Segment ``frames`` (dicts: path, page, index, name, target, key, input, part) and
     write each label map to its ``target`` (a mask file, or a stack part ``.npy``), then its
     ledger entry with the frame's object columns (also in its result, ``columns``; classes
-    as codes into ``class_names``). A frame
-    that cannot be read is reported in its result (``error``), never raised."""
+    as codes into ``class_names``). A frame that cannot be read is reported in its result
+    (``error``), never raised. Without ``objects`` nothing is measured (no columns)."""
     from edgeseg.runtime.sinks import frame_object_columns, object_class_names
 
     _fault_hook()
@@ -146,7 +159,11 @@ def segment_files(
                     atomic_write(target, buf)
                 else:
                     atomic_write(target, encode_mask(labels, fmt))
-                columns = frame_object_columns(labels, meta, frame, pixel_size, codes=True)
+                columns = (
+                    frame_object_columns(labels, meta, frame, pixel_size, codes=True)
+                    if objects
+                    else None
+                )
             except (DataError, OSError, ValueError) as exc:
                 results.append({"key": f["key"], "input": f["input"], "error": str(exc)})
                 continue
@@ -157,12 +174,12 @@ def segment_files(
                 "name": f["name"],
                 "frames": 1,
                 "pixels": int(labels.size),
-                "objects": len(columns["id"]),
+                "objects": len(columns["id"]) if columns is not None else 0,
                 "class_names": object_class_names(meta),
                 "worker": _worker_name(),
             }
             ledger.write(f["key"], record, columns)
-            results.append({**record, "columns": columns})
+            results.append({**record, "columns": columns} if columns is not None else record)
     finally:
         for r in readers.values():
             r.close()
@@ -338,10 +355,12 @@ def segment_unit(
     ranges: dict[tuple[int, ...], tuple[float, float] | None],
     key: str,
     out: str,
+    objects: bool = True,
 ) -> dict[str, Any]:
     """Phase 1 of a block of one chunk of frames (``planes``): segment each frame's block
     with its halo, keep the core with ids 1..n per frame in the work array, save the halo
-    labels (instance models) for the links, then the ledger entry."""
+    labels (instance models) for the links, measure the parts of its objects (unless not
+    ``objects``), then the ledger entry."""
     _fault_hook()
     seg, meta, _ = segmenter(spec)
     instances = meta.instances is not None
@@ -363,7 +382,10 @@ def segment_unit(
         cores.append(ids)
         counts.append(len(cls) - 1)
         classes.append(cls)
-        stats.append(partial_stats(ids, drop_alpha(frame[core]), (y0, x0)))
+        if objects:
+            stats.append(partial_stats(ids, drop_alpha(frame[core]), (y0, x0)))
+        else:
+            stats.append(np.zeros((0, len(STAT_FIELDS))))
         if instances:
             ext = ext.copy()
             ext[core] = 0

@@ -65,6 +65,11 @@ def segment(
     pixel_size: float | None = typer.Option(
         None, "--pixel-size", help="µm per pixel for areas in µm² (default: the model's)."
     ),
+    objects: bool = typer.Option(
+        True,
+        "--objects/--no-objects",
+        help="Measure every object into the objects table (default), or write labels only.",
+    ),
     frames_per_task: int | None = typer.Option(
         None, "--frames-per-task", min=1, help="File frames one task segments (default 4)."
     ),
@@ -93,6 +98,7 @@ def segment(
         pixel_size=pixel_size,
         frames_per_task=frames_per_task,
         backend=backend,
+        objects=objects,
     )
     bar = progress_bar()
     task: dict[str, Any] = {}
@@ -119,6 +125,7 @@ def segment(
         bar.stop()
     for line in summary.lines():
         out.print(line, highlight=False)
-    out.print(f"wrote {out_dir} (objects: {summary.table})", highlight=False)
+    table = f" (objects: {summary.table})" if summary.table else ""
+    out.print(f"wrote {out_dir}{table}", highlight=False)
     if summary.errors:
         raise DataError(f"{len(summary.errors)} input(s) skipped: " + "; ".join(summary.errors))
