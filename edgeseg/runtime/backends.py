@@ -218,28 +218,13 @@ class TFLiteBackend(_QuantizedEdges):
             outputs = interp.get_output_details()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{label} cannot be loaded by {self.runtime}: {_detail(exc)}") from exc
-        in_shapes = [_signature(d) for d in inputs]
-        out_shapes = [_signature(d) for d in outputs]
-        if (
-            len(inputs) != 1
-            or len(outputs) != 1
-            or len(in_shapes[0]) != 4
-            or len(out_shapes[0]) != 4
-            or np.dtype(inputs[0]["dtype"]).name not in _IMAGE_DTYPES
-        ):
-            dtypes = ", ".join(np.dtype(d["dtype"]).name for d in inputs)
-            raise ModelError(
-                f"{label} is not an image-to-mask model: input shape {_fmt_shapes(in_shapes)}"
-                f" ({dtypes}), output shape {_fmt_shapes(out_shapes)}; edgeseg needs one "
-                "(N, H, W, C) image input and one (N, h, w, K) mask output"
-            )
-        batch, h, w, c = in_shapes[0]
-        if min(h, w, c) < 1:
-            raise ModelError(
-                f"{label} has a dynamic input size {_fmt_shape(in_shapes[0])}; edgeseg runs "
-                "fixed-size tiles: convert the model with a fixed input size, e.g. "
-                "(1, 256, 256, C)"
-            )
+        batch, h, w, c = _image_model_input(
+            label,
+            [_signature(d) for d in inputs],
+            [_signature(d) for d in outputs],
+            [np.dtype(d["dtype"]).name for d in inputs],
+            "convert the model with a fixed input size, e.g. (1, 256, 256, C)",
+        )
         try:
             if batch < 1:
                 interp.resize_tensor_input(inputs[0]["index"], [1, h, w, c])
@@ -330,6 +315,38 @@ def _tensor_info(detail: dict[str, Any], label: str) -> TensorInfo:
         scale=float(scale),
         zero_point=int(zero_point),
     )
+
+
+def _image_model_input(
+    label: Any,
+    shapes_in: list[tuple[int, ...]],
+    shapes_out: list[tuple[int, ...]],
+    dtypes_in: list[str],
+    fix: str,
+    accepted: tuple[str, ...] = _IMAGE_DTYPES,
+) -> tuple[int, int, int, int]:
+    """The (N, H, W, C) input of a model with one image input and one mask output, or a
+    one-line ModelError: another signature, an input type not in ``accepted``, or a dynamic
+    height, width or channel count (``fix`` says how to export it fixed). N may be dynamic."""
+    if (
+        len(shapes_in) != 1
+        or len(shapes_out) != 1
+        or len(shapes_in[0]) != 4
+        or len(shapes_out[0]) != 4
+        or dtypes_in[0] not in accepted
+    ):
+        raise ModelError(
+            f"{label} is not an image-to-mask model: input shape {_fmt_shapes(shapes_in)}"
+            f" ({', '.join(dtypes_in)}), output shape {_fmt_shapes(shapes_out)}; edgeseg needs "
+            "one (N, H, W, C) image input and one (N, h, w, K) mask output"
+        )
+    b, h, w, c = shapes_in[0]
+    if min(h, w, c) < 1:
+        raise ModelError(
+            f"{label} has a dynamic input size {_fmt_shape(shapes_in[0])}; edgeseg runs "
+            f"fixed-size tiles: {fix}"
+        )
+    return b, h, w, c
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:
@@ -702,25 +719,15 @@ class OnnxBackend(_ImageModel):
         self.runtime = f"onnxruntime {ort.__version__} ({self.provider})"
         self.threads = threads
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        shapes_in = [tuple(d if isinstance(d, int) else -1 for d in i.shape) for i in inputs]
         shapes_out = [tuple(d if isinstance(d, int) else -1 for d in o.shape) for o in outputs]
-        if (
-            len(inputs) != 1
-            or len(outputs) != 1
-            or len(shapes_in[0]) != 4
-            or len(shapes_out[0]) != 4
-            or inputs[0].type != "tensor(float)"
-        ):
-            raise ModelError(
-                f"{self.path} is not an image-to-mask model: input shape "
-                f"{_fmt_shapes(list(shapes_in))}, output shape {_fmt_shapes(list(shapes_out))}"
-            )
-        b, h, w, c = shapes_in[0]
-        if min(h, w, c) < 1:
-            raise ModelError(
-                f"{self.path} has a dynamic input size {_fmt_shape(shapes_in[0])}; export it "
-                "with a fixed tile size"
-            )
+        b, h, w, c = _image_model_input(
+            self.path,
+            [tuple(d if isinstance(d, int) else -1 for d in i.shape) for i in inputs],
+            shapes_out,
+            ["float32" if i.type == "tensor(float)" else i.type for i in inputs],
+            "export it with a fixed tile size",
+            accepted=("float32",),
+        )
         self.input = TensorInfo(inputs[0].name, 0, (max(b, 1), h, w, c), "float32")
         out = tuple(max(d, 1) if i == 0 else d for i, d in enumerate(shapes_out[0]))
         self.output = TensorInfo(outputs[0].name, 0, out, "float32")
@@ -836,27 +843,13 @@ class OpenVinoBackend(_QuantizedEdges):
         except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
             raise ModelError(f"{label} cannot be read by {self.runtime}: {_detail(exc)}") from exc
         inputs, outputs = list(model.inputs), list(model.outputs)
-        shapes_in = [_ov_shape(i) for i in inputs]
-        shapes_out = [_ov_shape(o) for o in outputs]
-        in_type = inputs[0].get_element_type().to_dtype().name if inputs else "?"
-        if (
-            len(inputs) != 1
-            or len(outputs) != 1
-            or len(shapes_in[0]) != 4
-            or len(shapes_out[0]) != 4
-            or in_type not in _IMAGE_DTYPES
-        ):
-            raise ModelError(
-                f"{label} is not an image-to-mask model: input shape {_fmt_shapes(shapes_in)}"
-                f" ({in_type}), output shape {_fmt_shapes(shapes_out)}; edgeseg needs one "
-                "(N, H, W, C) image input and one (N, h, w, K) mask output"
-            )
-        b, h, w, c = shapes_in[0]
-        if min(h, w, c) < 1:
-            raise ModelError(
-                f"{label} has a dynamic input size {_fmt_shape(shapes_in[0])}; edgeseg runs "
-                "fixed-size tiles: convert the model with a fixed input size"
-            )
+        b, h, w, c = _image_model_input(
+            label,
+            [_ov_shape(i) for i in inputs],
+            [_ov_shape(o) for o in outputs],
+            [i.get_element_type().to_dtype().name for i in inputs],
+            "convert the model with a fixed input size",
+        )
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if device.upper().startswith("CPU"):
             config["INFERENCE_PRECISION_HINT"] = "f32"
