@@ -58,10 +58,13 @@ from edgeseg.convert.parity import (
     ParityReport,
     instance_scores,
     label_maps,
+    layer_errors,
     overlap,
 )
 from edgeseg.convert.recipes import Recipe, load_recipe
 from edgeseg.core.backend import CallableBackend
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.tflite_file import op_histogram
 from edgeseg.errors import DataError, EdgesegError, ModelError
 from edgeseg.paths import ensure_writable_dir
 
@@ -197,10 +200,9 @@ def convert_model(
         build_calibration,
         open_calibration_source,
     )
-    from edgeseg.convert.parity import layer_errors
     from edgeseg.convert.tflite import convert
     from edgeseg.core.metadata import apply_flags, read_sidecar
-    from edgeseg.core.tflite_file import embed_metadata, op_histogram
+    from edgeseg.core.tflite_file import embed_metadata
     from edgeseg.model.loading import load_model
     from edgeseg.runtime.backends import load_backend
 
@@ -357,14 +359,10 @@ def convert_model(
         backend = load_backend(path, threads=req.threads)
         say(f"checking {path.name} on the held-out frames")
         labels = label_maps(heldout.frames, backend, meta)
-        errors: tuple = ()
         notes = list(conv.notes) + (gate_notes if int8 else [])
         if conv.float_twin is not None and tiles is not None:
             say(f"measuring the quantization error of each layer of {path.name}")
-            try:
-                errors = layer_errors(data, conv.float_twin, tiles, threads=req.threads)
-            except (TypeError, ValueError, RuntimeError) as exc:  # e.g. an old runtime
-                notes.append(f"per-layer quantization error not measured: {exc}")
+        errors = _layer_errors(data, conv, tiles, req.threads, notes)
         if conv.rewritten:
             layers = ", ".join(conv.rewritten)
             notes.append(f"UpSampling2D rewritten as one RESIZE_NEAREST_NEIGHBOR: {layers}")
@@ -374,28 +372,11 @@ def convert_model(
         if conv.kept_float:
             kept = ", ".join(conv.kept_float)
             notes.append(f"kept float (--keep-float or the recipe's float_ends): {kept}")
-        report = ArtefactReport(
-            recipe=recipe.name,
-            path=str(path),
-            size_bytes=len(data),
-            size_ratio=len(data) / fp32_size,
-            ops=op_histogram(data),
-            agreement=overlap(labels, float_labels, meta),
-            truth=overlap(labels, heldout.truths, meta) if heldout.truths else None,
-            gate=gate,
-            equalization=conv.equalization.to_dict() if conv.equalization else None,
-            seconds=conv.seconds,
-            input_type=backend.input.dtype,
-            layer_errors=errors,
-            notes=tuple(notes),
-            **_instance_fields(labels, float_labels, heldout, instance),
-            gate_on=gate_on,
-        )
-        if not report.passed:
-            rejected = path.with_name(f"{stem}_{recipe.name}.rejected.tflite")
-            path.replace(rejected)
-            report = replace(report, path=str(rejected))
-            path = rejected
+        report, path = _scored(
+            recipe, path, data, backend.input.dtype, conv, errors, notes, meta, heldout,
+            labels, float_labels, fp32_size, instance, gate, gate_on,
+            rejected=path.with_name(f"{stem}_{recipe.name}.rejected.tflite"),
+        )  # fmt: skip
         artefacts.append(report)
         paths.append(path)
         if recipe.edgetpu:
@@ -553,10 +534,9 @@ class _FrameBuilder:
         self, recipe: Recipe, plan: FramePlan, tiled_name: str, calib_info: dict | None
     ) -> tuple[ArtefactReport, Path]:
         """The whole-frame artefact of ``recipe`` at ``plan``'s size, scored and gated."""
-        from edgeseg.convert.parity import layer_errors
         from edgeseg.convert.tflite import FrameTarget, convert
         from edgeseg.core.segmenter import frame_tiles
-        from edgeseg.core.tflite_file import embed_metadata, op_histogram
+        from edgeseg.core.tflite_file import embed_metadata
         from edgeseg.model.reshape import rebuild_keras
         from edgeseg.runtime.backends import load_backend
 
@@ -609,43 +589,18 @@ class _FrameBuilder:
         self.say(f"checking {path.name} on the whole held-out frames")
         labels = label_maps(self.heldout.frames, backend, plan.meta)
         float_labels = self.float_labels(plan)
-        errors: tuple = ()
-        if conv.float_twin is not None and probe is not None:
-            try:
-                errors = layer_errors(data, conv.float_twin, probe, max_tiles=4,
-                                      threads=req.threads)  # fmt: skip
-            except (TypeError, ValueError, RuntimeError) as exc:
-                notes.append(f"per-layer quantization error not measured: {exc}")
+        errors = _layer_errors(data, conv, probe, req.threads, notes, max_tiles=4)
         notes += list(conv.notes) + (self.gate_notes if int8 else [])
         if conv.kept_float:
             notes.append(f"kept float (--keep-float or the recipe's float_ends): "
                          f"{', '.join(conv.kept_float)}")  # fmt: skip
         gate, gate_on = _gate(recipe, req, instance)
-        heldout = self.heldout
-        report = ArtefactReport(
-            recipe=recipe.name,
-            path=str(path),
-            size_bytes=len(data),
-            size_ratio=len(data) / self.fp32_size,
-            ops=op_histogram(data),
-            agreement=overlap(labels, float_labels, plan.meta),
-            truth=overlap(labels, heldout.truths, plan.meta) if heldout.truths else None,
-            gate=gate,
-            equalization=conv.equalization.to_dict() if conv.equalization else None,
-            seconds=conv.seconds,
-            input_type=backend.input.dtype,
-            layer_errors=errors,
-            notes=tuple(notes),
-            **_instance_fields(labels, float_labels, heldout, instance),
-            gate_on=gate_on,
+        return _scored(
+            recipe, path, data, backend.input.dtype, conv, errors, notes, plan.meta,
+            self.heldout, labels, float_labels, self.fp32_size, instance, gate, gate_on,
+            rejected=path.with_name(f"{self.stem}_{recipe.name}_{plan.tag}.rejected.tflite"),
             frame_size=plan.frame_size,
-        )
-        if not report.passed:
-            rejected = path.with_name(f"{self.stem}_{recipe.name}_{plan.tag}.rejected.tflite")
-            path.replace(rejected)
-            report = replace(report, path=str(rejected))
-            path = rejected
-        return report, path
+        )  # fmt: skip
 
 
 def _gate(recipe: Recipe, req: ConvertRequest, instance: bool) -> tuple[float | None, str]:
@@ -700,6 +655,71 @@ def _instance_fields(
             instance_scores(labels, heldout.instances) if heldout.instances is not None else None
         ),
     }
+
+
+def _layer_errors(
+    data: bytes,
+    conv: Any,
+    probe: np.ndarray | None,
+    threads: int | None,
+    notes: list[str],
+    **kw: Any,
+) -> tuple:
+    """Per-layer quantization errors of an artefact against its float twin (empty without a
+    twin or probe tiles); a runtime that cannot measure them leaves a note instead."""
+    if conv.float_twin is None or probe is None:
+        return ()
+    try:
+        return layer_errors(data, conv.float_twin, probe, threads=threads, **kw)
+    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. an old runtime
+        notes.append(f"per-layer quantization error not measured: {exc}")
+        return ()
+
+
+def _scored(
+    recipe: Recipe,
+    path: Path,
+    data: bytes,
+    input_type: str,
+    conv: Any,
+    errors: tuple,
+    notes: list[str],
+    meta: ModelMetadata,
+    heldout: _Heldout,
+    labels: list[np.ndarray],
+    float_labels: list[np.ndarray],
+    fp32_size: int,
+    instance: bool,
+    gate: Any,
+    gate_on: Any,
+    *,
+    rejected: Path,
+    frame_size: tuple[int, int] | None = None,
+) -> tuple[ArtefactReport, Path]:
+    """The report of an artefact checked on the held-out frames (against the float model's
+    labels and the truths); one that fails its gate is renamed to ``rejected``."""
+    report = ArtefactReport(
+        recipe=recipe.name,
+        path=str(path),
+        size_bytes=len(data),
+        size_ratio=len(data) / fp32_size,
+        ops=op_histogram(data),
+        agreement=overlap(labels, float_labels, meta),
+        truth=overlap(labels, heldout.truths, meta) if heldout.truths else None,
+        gate=gate,
+        equalization=conv.equalization.to_dict() if conv.equalization else None,
+        seconds=conv.seconds,
+        input_type=input_type,
+        layer_errors=errors,
+        notes=tuple(notes),
+        **_instance_fields(labels, float_labels, heldout, instance),
+        gate_on=gate_on,
+        frame_size=frame_size,
+    )
+    if report.passed:
+        return report, path
+    path.replace(rejected)
+    return replace(report, path=str(rejected)), rejected
 
 
 def _graph_changes(conv: Any) -> dict[str, list]:
