@@ -604,26 +604,33 @@ def labels_oracle(meta: ModelMetadata, scale: float = 1.0) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def bright_int8_model(path: Path, size: int = 32) -> Path:
-    """:func:`bright_model` quantized to int8 with int8 input and output (percentile
-    normalization embedded): a steep 1x1-conv sigmoid, so no label sits on the threshold and
-    an integer runtime that feeds and reads the tensors right gives LiteRT's labels exactly.
-    Needs TensorFlow."""
+def int8_tflite(model: Any, size: tuple[int, int], samples: int) -> bytes:
+    """A one-channel Keras ``model`` of input ``size`` converted to full-integer int8 (int8
+    input and output), calibrated on ``samples`` uniform random tiles (seeded). Needs
+    TensorFlow."""
     tf = pytest.importorskip("tensorflow")
-    from edgeseg.core.tflite_file import embed_metadata
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(_bright_keras((size, size)))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     rng = np.random.default_rng(0)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: (
-        [rng.random((1, size, size, 1), dtype=np.float32)] for _ in range(8)
+        [rng.random((1, *size, 1), dtype=np.float32)] for _ in range(samples)
     )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        data = converter.convert()
+        return converter.convert()
+
+
+def bright_int8_model(path: Path, size: int = 32) -> Path:
+    """:func:`bright_model` quantized to int8 with int8 input and output (percentile
+    normalization embedded): a steep 1x1-conv sigmoid, so no label sits on the threshold and
+    an integer runtime that feeds and reads the tensors right gives LiteRT's labels exactly.
+    Needs TensorFlow."""
+    from edgeseg.core.tflite_file import embed_metadata
+
+    data = int8_tflite(_bright_keras((size, size)), (size, size), samples=8)
     meta = ModelMetadata(input_size=(size, size), normalization="percentile")
     path.write_bytes(embed_metadata(data, meta))
     return path

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_nuclei_video
+from helpers import int8_tflite, write_nuclei_video
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app
@@ -42,17 +42,11 @@ def _tflite(keras_path: Path, meta: object, int8: bool, out: Path) -> Path:
     from edgeseg.model.loading import load_model
 
     model = load_model(keras_path).keras_model
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if int8:
-        rng = np.random.default_rng(0)
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: (
-            [rng.random((1, SIZE, SIZE, 1), dtype=np.float32)] for _ in range(16)
-        )
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
-    out.write_bytes(embed_metadata(conv.convert(), meta))
+        data = int8_tflite(model, (SIZE, SIZE), samples=16)
+    else:
+        data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    out.write_bytes(embed_metadata(data, meta))
     return out
 
 
