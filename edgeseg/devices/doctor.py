@@ -147,6 +147,11 @@ def _last_line(text: str) -> str:
     return line if len(line) <= 200 else line[:199] + "…"
 
 
+def _child_failure(code: int | None, stderr: str) -> str:
+    """Why a probe child failed: it timed out, or its last line of stderr, or its exit code."""
+    return "timed out" if code is None else (_last_line(stderr) or f"exit code {code}")
+
+
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
@@ -273,7 +278,7 @@ def check_runtimes() -> Iterator[Check]:
                 "" if applied else "this runtime build may lack XNNPACK: install ai-edge-litert",
             )
         else:
-            why = "timed out" if code is None else (_last_line(stderr) or f"exit code {code}")
+            why = _child_failure(code, stderr)
             yield Check(
                 "delegates",
                 "CPU / XNNPACK",
@@ -322,7 +327,7 @@ def _check_openvino() -> Iterator[Check]:
     except (ValueError, IndexError):
         found = None
     if not isinstance(found, dict):
-        why = "timed out" if code is None else (_last_line(stderr) or f"exit code {code}")
+        why = _child_failure(code, stderr)
         yield Check(
             "runtimes",
             "OpenVINO",
