@@ -218,6 +218,9 @@ class _Run:
         self.megapixels = 0.0
         self.meta: ModelMetadata | None = None
         self.spec: tasks.ModelSpec | None = None
+        # File frames to submit (frame, callback) and what to do once they are submitted.
+        self.file_queue: list[tuple[dict[str, Any], Callable[[list[dict]], None]]] = []
+        self.after_plan: list[Callable[[], None]] = []
 
     def submit(self, fn: Callable, *args: Any, then: Callable[[Any], None], **kw: Any) -> Any:
         future = self.client.submit(fn, *args, retries=self.o.retries, pure=False, **kw)
@@ -423,18 +426,16 @@ def _plan_file(run: _Run, item: FileInput, table_format: str) -> None:
     if not todo:
         if item.stack and not stack_done:
             # Every frame done but the stack not assembled: the parts are there.
-            run._after_plan = [*getattr(run, "_after_plan", []), assemble]  # type: ignore[attr-defined]
+            run.after_plan.append(assemble)
         elif item.stack:
             run.units_skipped += 1
         return
-    queue = getattr(run, "_file_queue", [])
-    queue += [(f, finished) for f in todo]
-    run._file_queue = queue  # type: ignore[attr-defined]
+    run.file_queue += [(f, finished) for f in todo]
 
 
 def _flush_file_tasks(run: _Run) -> None:
     """Submit the planned file frames, a few consecutive ones a task."""
-    queue = getattr(run, "_file_queue", [])
+    queue = run.file_queue
     per = _frames_per_task(run)
     pixel = run.o.pixel_size if run.o.pixel_size is not None else run.meta.pixel_size_um
 
@@ -449,7 +450,7 @@ def _flush_file_tasks(run: _Run) -> None:
             run.o.mask_format, pixel, run.o.objects,
             then=lambda f, cbs=callbacks: dispatch(f, cbs),
         )  # fmt: skip
-    for fn in getattr(run, "_after_plan", []):
+    for fn in run.after_plan:
         fn()
 
 
