@@ -33,6 +33,7 @@ import numpy as np
 
 from edgeseg.batch import tasks
 from edgeseg.batch.chunks import (
+    STAT_FIELDS,
     edge_links,
     face_pairs,
     merge_ids,
@@ -551,7 +552,7 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
         run.ledger.write(manifest, {"key": manifest, "array": info.name})
     remove_partials(work / "halos")
     phase1: dict[tuple[int, int], dict] = {}
-    phase3: dict[tuple[int, int], dict] = {}
+    phase3: set[tuple[int, int]] = set()  # blocks whose final ids are written
     failed = {"yes": False}
     ranges_needed = meta.normalization != "scale" and len(blocks) > 1
     range_futures: dict[tuple[int, ...], Any] = {}
@@ -645,11 +646,12 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
                 values.append(cls)
                 if not instances:
                     class_of[lut[1:]] = cls[1:]
-                st = np.array(phase1[(g, b)]["stats"][k], np.float64).reshape(-1, 9)
+                st = np.array(phase1[(g, b)]["stats"][k], np.float64)
+                st = st.reshape(-1, len(STAT_FIELDS))
                 st[:, 0] = lut[st[:, 0].astype(np.int64)]
                 parts.setdefault((g, k), []).append(st)
             if k3key in run.done_keys:
-                phase3[(g, b)] = run.ledger.read(k3key)
+                phase3.add((g, b))
                 run.units_skipped += 1
                 continue
             run.submit(
@@ -666,7 +668,7 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
         if fail(future):
             run.unit_done(0, 0)
             return
-        phase3[unit] = future.result()
+        phase3.add(unit)
         run.unit_done(0, 0)
         if len(phase3) == n_units:
             complete()
@@ -685,7 +687,7 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
     skipped_frames = 0.0
     for (g, b), key in sorted(k1.items()):
         if key in run.done_keys:
-            phase1[(g, b)] = _phase1_record(run, key, instances)
+            phase1[(g, b)] = _phase1_record(run, key)
             run.units_skipped += 1
             skipped_frames += len(groups[g]) / len(blocks)
             continue
@@ -708,7 +710,7 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
         link()
 
 
-def _phase1_record(run: _Run, key: str, instances: bool) -> dict[str, Any]:
+def _phase1_record(run: _Run, key: str) -> dict[str, Any]:
     """A finished phase-1 unit's record (from the ledger) with its arrays: the class of each
     local id, the measurements of its objects' parts and (semantic model) its core edges."""
     record = run.ledger.read(key)
