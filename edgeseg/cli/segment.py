@@ -79,8 +79,6 @@ def segment(
     a summary in --out. Started again, a run skips what is done."""
     from edgeseg.batch.run import SegmentOptions, segment_archive
 
-    if mask_format not in ("png", "tif"):
-        raise DataError(f"--mask-format must be png or tif, got {mask_format}")
     options = SegmentOptions(
         model=model,
         inputs=tuple(inputs),
