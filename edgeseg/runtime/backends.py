@@ -117,6 +117,26 @@ class _ImageModel:
         """(H, W) of the model input."""
         return (self.input.shape[1], self.input.shape[2])
 
+    _metadata: ModelMetadata | None = None
+    _metadata_read = False
+
+    def metadata(self) -> ModelMetadata | None:
+        """The edgeseg metadata the file carries, or None; read once."""
+        if not self._metadata_read:
+            self._metadata = self._read_metadata()
+            self._metadata_read = True
+        return self._metadata
+
+    def _read_metadata(self) -> ModelMetadata | None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({str(self.path)!r}, runtime={self.runtime!r}, "
+            f"input={self.input.dtype}{_fmt_shape(self.input.shape)}, "
+            f"output={self.output.dtype}{_fmt_shape(self.output.shape)})"
+        )
+
 
 class _QuantizedEdges(_ImageModel):
     """A model fed and read at its own dtypes (LiteRT, OpenVINO): float tiles are quantized
@@ -207,8 +227,6 @@ class TFLiteBackend(_QuantizedEdges):
             raise ModelError(f"{label} cannot be loaded by {self.runtime}: {_detail(exc)}") from exc
         self.interpreter = interpreter
         self.input, self.output = self._allocate(label)
-        self._metadata: ModelMetadata | None = None
-        self._metadata_read = False
 
     def _allocate(self, label: str) -> tuple[TensorInfo, TensorInfo]:
         """Check the model is image-to-mask, fix a dynamic batch to 1, allocate tensors."""
@@ -263,21 +281,11 @@ class TFLiteBackend(_QuantizedEdges):
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.path}: inference failed: {_detail(exc)}") from exc
 
-    def metadata(self) -> ModelMetadata | None:
-        """The edgeseg metadata embedded in the file, or None when it has none."""
-        if not self._metadata_read:
-            from edgeseg.core.tflite_file import read_metadata
+    def _read_metadata(self) -> ModelMetadata | None:
+        """The edgeseg metadata embedded in the file."""
+        from edgeseg.core.tflite_file import read_metadata
 
-            self._metadata = read_metadata(self.path)
-            self._metadata_read = True
-        return self._metadata
-
-    def __repr__(self) -> str:
-        return (
-            f"TFLiteBackend({str(self.path)!r}, runtime={self.runtime!r}, "
-            f"input={self.input.dtype}{_fmt_shape(self.input.shape)}, "
-            f"output={self.output.dtype}{_fmt_shape(self.output.shape)})"
-        )
+        return read_metadata(self.path)
 
 
 def load_backend(model_path: str | Path, *, threads: int | None = None) -> TFLiteBackend:
@@ -731,8 +739,6 @@ class OnnxBackend(_ImageModel):
         self.input = TensorInfo(inputs[0].name, 0, (max(b, 1), h, w, c), "float32")
         out = tuple(max(d, 1) if i == 0 else d for i, d in enumerate(shapes_out[0]))
         self.output = TensorInfo(outputs[0].name, 0, out, "float32")
-        self._metadata: ModelMetadata | None = None
-        self._metadata_read = False
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
         """One raw inference of float32 (B, H, W, C); returns (B, h, w, K)."""
@@ -762,19 +768,17 @@ class OnnxBackend(_ImageModel):
 
     predict_raw = predict
 
-    def metadata(self) -> ModelMetadata | None:
-        """edgeseg metadata from the model's ``metadata_props`` (key ``edgeseg``), or None."""
-        if not self._metadata_read:
-            import json
+    def _read_metadata(self) -> ModelMetadata | None:
+        """edgeseg metadata from the model's ``metadata_props`` (key ``edgeseg``)."""
+        import json
 
-            text = self.session.get_modelmeta().custom_metadata_map.get("edgeseg")
-            if text:
-                try:
-                    self._metadata = ModelMetadata.from_dict(json.loads(text)["metadata"])
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise ModelError(f"{self.path}: unreadable edgeseg metadata: {exc}") from exc
-            self._metadata_read = True
-        return self._metadata
+        text = self.session.get_modelmeta().custom_metadata_map.get("edgeseg")
+        if not text:
+            return None
+        try:
+            return ModelMetadata.from_dict(json.loads(text)["metadata"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{self.path}: unreadable edgeseg metadata: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -890,8 +894,6 @@ class OpenVinoBackend(_QuantizedEdges):
                 f"{label}: {self.runtime} presents an {in_type} input without quantization "
                 "parameters, so tiles cannot be mapped to it"
             )
-        self._metadata: ModelMetadata | None = None
-        self._metadata_read = False
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
         """One raw inference: ``x`` in the input's dtype and exact shape (B, H, W, C).
@@ -912,25 +914,14 @@ class OpenVinoBackend(_QuantizedEdges):
         except Exception as exc:
             raise ModelError(f"{self.path}: inference failed: {_detail(exc)}") from exc
 
-    def metadata(self) -> ModelMetadata | None:
+    def _read_metadata(self) -> ModelMetadata | None:
         """The edgeseg metadata of the file (embedded in a .tflite, ``metadata_props`` of an
-        .onnx), or None."""
-        if not self._metadata_read:
-            if self.path.suffix.lower() == ".tflite":
-                from edgeseg.core.tflite_file import read_metadata
+        .onnx)."""
+        if self.path.suffix.lower() == ".tflite":
+            from edgeseg.core.tflite_file import read_metadata
 
-                self._metadata = read_metadata(self.path)
-            else:
-                self._metadata = onnx_metadata(self.path)
-            self._metadata_read = True
-        return self._metadata
-
-    def __repr__(self) -> str:
-        return (
-            f"OpenVinoBackend({str(self.path)!r}, runtime={self.runtime!r}, "
-            f"input={self.input.dtype}{_fmt_shape(self.input.shape)}, "
-            f"output={self.output.dtype}{_fmt_shape(self.output.shape)})"
-        )
+            return read_metadata(self.path)
+        return onnx_metadata(self.path)
 
 
 def _ov_shape(port: Any) -> tuple[int, ...]:
