@@ -2,6 +2,7 @@
 
 - :func:`parse_hw`: ``"768x1024"`` (height first, as everywhere in edgeseg; ``×`` and ``X``
   too) or, where a square is meant, ``"256"`` → ``(H, W)``; :func:`format_hw` is its inverse.
+- :func:`format_shape`: a tensor shape for messages, ``(1, None, None, 3)``.
 - :func:`parse_bytes`: ``"1048576"``, ``"500M"``, ``"2G"``, ``"4.21MiB"`` or ``"20%"`` (of the
   free space) → bytes.
 
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 
 from edgeseg.errors import DataError
 
-__all__ = ["format_hw", "parse_bytes", "parse_hw"]
+__all__ = ["format_hw", "format_shape", "format_shapes", "parse_bytes", "parse_hw"]
 
 _HW = re.compile(r"\s*(\d+)\s*(?:[x×]\s*(\d+)\s*)?", re.IGNORECASE)
 
@@ -71,6 +72,19 @@ def parse_hw(
 def format_hw(size: Sequence[int]) -> str:
     """``(768, 1024)`` → ``"768x1024"`` (H x W)."""
     return f"{int(size[0])}x{int(size[1])}"
+
+
+def format_shape(shape: Sequence[int | None]) -> str:
+    """A tensor shape for messages: ``(1, 256, 256, 1)``, dynamic dimensions (None or
+    negative) as ``None``."""
+    return "(" + ", ".join("None" if d is None or d < 0 else str(d) for d in shape) + ")"
+
+
+def format_shapes(shapes: Sequence[Sequence[int | None]]) -> str:
+    """One shape as :func:`format_shape`, several as ``[(…), (…)]``."""
+    if len(shapes) == 1:
+        return format_shape(shapes[0])
+    return "[" + ", ".join(format_shape(s) for s in shapes) + "]"
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
