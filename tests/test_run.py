@@ -337,9 +337,10 @@ def wells(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _library_instances(model: Path, frames: list[np.ndarray]) -> list[np.ndarray]:
     """What eval computes: the model opened as eval opens it, each frame through Segmenter."""
     from edgeseg.core.segmenter import Segmenter
-    from edgeseg.model.resolve import open_model
+    from edgeseg.runtime.backends import open_model
 
-    backend, meta = open_model(model)
+    opened = open_model(model)
+    backend, meta = opened.backend, opened.meta
     assert meta.instances is not None
     segmenter = Segmenter(backend, meta)
     return [segmenter.labels(frame) for frame in frames]

@@ -42,7 +42,7 @@ from edgeseg.batch.chunks import (
 )
 from edgeseg.batch.cluster import ClusterInfo, open_client
 from edgeseg.batch.deps import has, need
-from edgeseg.batch.inputs import ArrayInput, FileInput, discover
+from edgeseg.batch.inputs import ArrayInput, FileInput, discover, first_frame_size
 from edgeseg.batch.store import (
     WORK,
     Ledger,
@@ -55,7 +55,7 @@ from edgeseg.core.instances import OBJECT_FIELDS
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.postprocess import foreground_classes
 from edgeseg.errors import DataError
-from edgeseg.runtime.backends import backend_kind
+from edgeseg.runtime.backends import resolve_runtime
 
 __all__ = ["BatchSummary", "InputReport", "Progress", "SegmentOptions", "segment_archive"]
 
@@ -184,17 +184,18 @@ def _check(o: SegmentOptions) -> None:
         raise DataError(f"--halo must be >= 0, got {o.halo}")
     if o.out.exists() and not o.out.is_dir():
         raise DataError(f"--out {o.out} is a file, not a folder")
-    backend_kind(o.model, o.backend, "auto")  # a runtime that cannot read MODEL: one line
+    resolve_runtime(o.model, o.backend, "auto")  # a runtime that cannot read MODEL: one line
 
 
-def _runtime(o: SegmentOptions) -> str | None:
-    """The runtime the workers open: ``auto`` measured once, here."""
-    kind = backend_kind(o.model, o.backend, "auto")
+def _runtime(o: SegmentOptions, found: list[Any]) -> str | None:
+    """The runtime the workers open: ``auto`` measured once, here, on frames the size of the
+    first input's (``found``: what :func:`~edgeseg.batch.inputs.discover` found)."""
+    kind = resolve_runtime(o.model, o.backend, "auto")
     if kind != "auto":
         return None if o.backend is None else kind
     from edgeseg.runtime.selection import choose_runtime
 
-    return choose_runtime(o.model, threads=o.threads).runtime
+    return choose_runtime(o.model, threads=o.threads, frame_size=first_frame_size(found)).runtime
 
 
 class _Run:
@@ -268,7 +269,7 @@ def segment_archive(
         overlap=o.overlap,
         min_area=o.min_area,
         resize=o.resize,
-        backend=_runtime(o),
+        backend=_runtime(o, found),
     )
     settings = {
         "version": FORMAT_VERSION,
@@ -281,7 +282,7 @@ def segment_archive(
         "pixel_size": o.pixel_size,
         "objects": o.objects,
         # Runtimes may differ in the last quantization step: a resumed run keeps to one.
-        "runtime": spec.backend or backend_kind(o.model, None, "auto"),
+        "runtime": spec.backend or resolve_runtime(o.model, None, "auto"),
     }
     with open_client(o.scheduler, workers=o.workers, host=o.host, client=client) as (cl, info):
         distributed = need("distributed")

@@ -30,7 +30,7 @@ from edgeseg.batch.chunks import (
 )
 from edgeseg.batch.inputs import ArrayInput
 from edgeseg.batch.store import Ledger, atomic_write
-from edgeseg.core.metadata import ModelMetadata, apply_flags
+from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.preprocess import drop_alpha, intensity_range
 from edgeseg.core.segmenter import Segmenter
 from edgeseg.errors import DataError
@@ -81,17 +81,14 @@ def segmenter(spec: ModelSpec) -> tuple[Segmenter, ModelMetadata, str]:
     """This worker's Segmenter for ``spec`` (opened once), its metadata and backend."""
     cached = _CACHE.get(spec)
     if cached is None:
-        from edgeseg.runtime.backends import open_backend
+        from edgeseg.runtime.backends import open_model
 
-        opened = open_backend(spec.path, threads=spec.threads, backend=spec.backend)
-        backend, chosen = opened if isinstance(opened, tuple) else (opened, opened.runtime)
-        embedded = backend.metadata()
-        meta = apply_flags(embedded, backend.input.shape, backend.output.shape)
-        tile = (embedded is not None) if spec.resize is None else not spec.resize
+        model = open_model(spec.path, threads=spec.threads, backend=spec.backend)
+        tile = model.embedded if spec.resize is None else not spec.resize
         seg = Segmenter(
-            backend, meta, resize=not tile, overlap=spec.overlap, min_area=spec.min_area
+            model.backend, model.meta, resize=not tile, overlap=spec.overlap, min_area=spec.min_area
         )
-        cached = (seg, meta, str(chosen))
+        cached = (seg, model.meta, model.opened.describe())
         _CACHE[spec] = cached
     return cached
 

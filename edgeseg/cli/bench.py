@@ -162,7 +162,7 @@ def bench(
 def _runtimes(path: Path, backend: str, delegate: str, threads: int) -> list[str]:
     """The runtimes to measure ``path`` on, the file's own first; one-line errors for a
     --backend that cannot take the file or the delegate."""
-    from edgeseg.runtime.backends import backend_kind
+    from edgeseg.runtime.backends import resolve_runtime as backend_kind
     from edgeseg.runtime.selection import candidates, choose_runtime
 
     if backend != "all":
