@@ -43,12 +43,12 @@ from edgeseg.core.segmenter import DEFAULT_OVERLAP, Segmenter, plan_frame
 from edgeseg.errors import DataError
 from edgeseg.runtime.artefacts import Artefact, Choice
 from edgeseg.runtime.backends import Opened, OpenedModel
+from edgeseg.runtime.backends.registry import model_suffixes
 from edgeseg.runtime.pipeline import RenderOptions, RunSummary, run_pipeline
 from edgeseg.runtime.sinks import Sink
 from edgeseg.runtime.streams import Stream
 
 __all__ = [
-    "DEVICE_SUFFIXES",
     "DevicePolicy",
     "RunOptions",
     "Session",
@@ -58,8 +58,6 @@ __all__ = [
     "open_any_model",
 ]
 
-#: Model files that are device artefacts (run by a runtime); anything else is a Keras model.
-DEVICE_SUFFIXES = (".tflite", ".onnx")
 
 MASK_FORMATS = ("png", "tif")
 
@@ -231,9 +229,10 @@ def build_session(
 
     o = options
     policy = device_policy(o.device, delegate=o.delegate, threads=o.threads)
-    if not o.model.is_dir() and o.model.suffix.lower() not in DEVICE_SUFFIXES:
+    suffixes = model_suffixes()
+    if not o.model.is_dir() and o.model.suffix.lower() not in suffixes:
         raise DataError(
-            f"{o.model} is not a .tflite or .onnx model; convert it first: "
+            f"{o.model} is not a {' or '.join(suffixes)} model; convert it first: "
             f"edgeseg convert {o.model} --int8 …"
         )
     if o.mask_format not in MASK_FORMATS:
@@ -422,7 +421,7 @@ def open_any_model(
     without edgeseg metadata.
     """
     path = Path(model_path)
-    if path.suffix.lower() in DEVICE_SUFFIXES:
+    if path.suffix.lower() in model_suffixes():
         from edgeseg.runtime.selection import open_selected
 
         model = open_selected(
@@ -460,7 +459,7 @@ def any_model_metadata(
     own runtime, as :func:`open_any_model` opens it, to read its tensors), or a Keras
     model's sidecar (loading the model only when it has none)."""
     path = Path(model_path)
-    if path.suffix.lower() in DEVICE_SUFFIXES:
+    if path.suffix.lower() in model_suffixes():
         from edgeseg.runtime.backends import open_model
 
         return open_model(path, delegate=_device_delegate(path), **flags).meta

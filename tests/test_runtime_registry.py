@@ -96,7 +96,10 @@ def test_the_registry_finds_the_new_runtime(fake_runtime: Path) -> None:
     model = Path("m.tflite")
     assert [r.name for r in registry.readers(model)][:1] == ["litert"]  # the native one first
     assert "fake" in [r.name for r in registry.readers(model)]
-    assert registry.registry_problems() == ()
+    assert registry.registry_problems() == () and list(registry.plugins()) == ["fake"]
+    result = runner.invoke(app, ["doctor"])
+    line = next(ln for ln in result.output.splitlines() if "--backend fake" in ln)
+    assert "fake-edgeseg-runtime 0.1" in line and ".tflite" in line
 
 
 def test_run_eval_and_auto_go_through_it(fake_runtime: Path, tmp_path: Path) -> None:
@@ -149,6 +152,7 @@ def test_a_broken_entry_point_is_listed_not_fatal(
     assert "fake" not in registry.runtimes()
     problems = registry.registry_problems()
     assert len(problems) == 1 and "fake" in problems[0] and "NOTHING" in problems[0]
+    assert "NOTHING" in runner.invoke(app, ["doctor"]).output  # doctor says what is wrong
     model = bright_model(tmp_path / "bright.tflite", size=32)
     result = runner.invoke(app, ["run", str(model), "--backend", "fake", "--headless",
                                  "--source", "synthetic://?frames=1"])  # fmt: skip

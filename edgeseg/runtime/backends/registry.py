@@ -51,6 +51,7 @@ __all__ = [
     "format_name",
     "get_runtime",
     "installed_runtimes",
+    "model_suffixes",
     "native_runtime",
     "plugins",
     "readers",
@@ -244,6 +245,12 @@ def readers(path: str | Path, *, installed_only: bool = True) -> list[Runtime]:
     found = [r for r in runtimes().values() if r.reads_file(path)]
     found.sort(key=lambda r: not r.is_native(path))
     return [r for r in found if r.installed()] if installed_only else found
+
+
+def model_suffixes() -> tuple[str, ...]:
+    """Every suffix a registered runtime reads (".tflite", ".onnx", …), in registry order:
+    the files that are device artefacts."""
+    return tuple(dict.fromkeys(s for r in runtimes().values() for s in r.reads))
 
 
 def installed_runtimes() -> dict[str, str]:
