@@ -404,7 +404,7 @@ def test_mask_and_csv_stop_on_a_failing_disk(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "write", full)
-    monkeypatch.setattr(sinks, "open", _open_full, raising=False)
+    monkeypatch.setattr(sinks.masks, "open", _open_full, raising=False)
     for i in range(3, 6):
         masks.write(i, index_frame(i), LABELS, {})
         stats.write(i, index_frame(i), LABELS, {"frame": i})
