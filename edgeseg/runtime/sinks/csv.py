@@ -17,9 +17,10 @@ import numpy as np
 
 from edgeseg.core.objects import csv_value
 from edgeseg.errors import DataError
-from edgeseg.paths import fsync_dir
+from edgeseg.paths import publish
 from edgeseg.runtime.sinks.base import CSV_FIELDS, SinkBase, os_reason, stop_message
-from edgeseg.runtime.storage import Ring, parse_size
+from edgeseg.runtime.storage import Ring
+from edgeseg.sizes import parse_bytes
 
 __all__ = ["CsvSink"]
 
@@ -80,7 +81,7 @@ class CsvSink(SinkBase):
             )
             assert self.ring.max_bytes is not None
             per_file = (
-                max(1, self.ring.max_bytes // 10) if file_bytes is None else parse_size(file_bytes)
+                max(1, self.ring.max_bytes // 10) if file_bytes is None else parse_bytes(file_bytes)
             )
             if per_file > self.ring.max_bytes:
                 raise DataError(
@@ -127,14 +128,12 @@ class CsvSink(SinkBase):
         assert self.ring is not None and self.file_bytes is not None
         target = self.path.with_name(f"{self.path.stem}.{self._next}{self.path.suffix}")
         self._next += 1
-        os.replace(self.path, target)
-        fsync_dir(self.path.parent)
+        publish(self.path, target)
         self.ring.add(target)
         self.ring.enforce(reserve=self.file_bytes)
 
     def _rotate(self) -> None:
-        os.fsync(self._fd)
-        os.close(self._fd)
+        os.close(self._fd)  # publish fsyncs it before the rename
         self._fd = -1
         self._rotate_aside()
         self._open()

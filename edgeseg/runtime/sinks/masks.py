@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,14 +13,16 @@ from edgeseg.core.labels import check_labels
 from edgeseg.errors import DataError
 from edgeseg.imageio import encode_mask, stored_labels
 from edgeseg.optional import require
+from edgeseg.paths import atomic_path
 from edgeseg.runtime.sinks.base import SinkBase, os_reason, remove_partials, stop_message
 from edgeseg.runtime.storage import Ring
 
 __all__ = ["MaskSink"]
 
-# The temporary name of a mask being written.
 
-_PARTIAL_MASK = re.compile(r"\.\d{6,}\.partial\.(?:png|tif)")
+# Temporary names of masks being written: atomic_path's (".NAME.1a2b3c4d.partial.png"), and
+# the ".000123.partial.png" of earlier versions, which a killed run of theirs may have left.
+_PARTIAL_MASK = re.compile(r"\.(?:\d{6,}|.+\.[0-9a-f]{8})\.partial\.(?:png|tif)")
 
 
 class MaskSink(SinkBase):
@@ -125,17 +125,16 @@ class MaskSink(SinkBase):
                 )
             self._stems.setdefault(stem, index)
             self._ours.names.add(path.name)
-        tmp = self.folder / f".{index:06d}.partial.{self.fmt}"
         try:
-            with open(tmp, "wb") as f:
+            # Not durable: a mask is written every frame, and an fsync of the file and its
+            # folder took 0.5-2.5 ms a mask (against 0.2 ms without) on an ext4 disk, on the
+            # rendering thread; a power cut may cost the last few masks, as it always did.
+            with atomic_path(path, durable=False) as tmp, open(tmp, "wb") as f:
                 f.write(data)
-            os.replace(tmp, path)
             if self.ring is not None:
                 self.ring.add(path)
                 self.ring.enforce()
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             self.stopped = stop_message("saving masks", exc)
             self.warnings.append(f"{self.stopped}; {self.frames} masks saved, inference goes on")
             return

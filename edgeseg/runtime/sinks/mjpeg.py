@@ -30,7 +30,7 @@ import numpy as np
 
 from edgeseg.errors import DataError
 from edgeseg.optional import cv2
-from edgeseg.paths import fsync_dir
+from edgeseg.paths import atomic_path
 from edgeseg.runtime.sinks.base import SinkBase, os_reason
 
 __all__ = ["MjpegServer", "is_loopback", "parse_stream_address", "stream_token", "token_dir"]
@@ -151,21 +151,13 @@ def stream_token(folder: str | Path | None = None) -> str:
                 path.chmod(0o600)  # readable by others: only its owner should see it
         return text
     token = secrets.token_urlsafe(32)
-    tmp = folder / f".{_TOKEN_FILE}.{os.getpid()}.tmp"
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, (token + "\n").encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)  # never a half-written token, even after a power cut
-        fsync_dir(folder)
+        # Published durably: never a half-written token, even after a power cut.
+        with atomic_path(path, mode=0o600) as tmp:
+            os.chmod(tmp, 0o600)  # whatever the umask: its owner reads and writes it
+            tmp.write_bytes((token + "\n").encode("ascii"))
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise DataError(
             f"cannot keep a stream token in {path}: {os_reason(exc)}; pass a token instead"
         ) from exc

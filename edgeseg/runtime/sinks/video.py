@@ -20,7 +20,7 @@ import numpy as np
 
 from edgeseg.errors import DataError
 from edgeseg.optional import cv2
-from edgeseg.paths import fsync_dir, fsync_file
+from edgeseg.paths import publish
 from edgeseg.runtime.sinks.base import (
     SinkBase,
     os_reason,
@@ -62,7 +62,7 @@ class VideoSink(SinkBase):
     reads back as many frames as were written), fsynced, renamed and the folder fsynced, so
     after a kill or power cut at any moment only the segment being written is lost; leftover
     partial files of a killed run are deleted at start (with a warning). With ``max_bytes``
-    (bytes, ``"2G"``, ``"20%"`` of the free space: :func:`~edgeseg.runtime.storage.parse_size`)
+    (bytes, ``"2G"``, ``"20%"`` of the free space: :func:`~edgeseg.sizes.parse_bytes`)
     the oldest segments of our naming, earlier runs' included, are deleted after each new one
     so the folder's segments stay within it; no other file is ever touched. Readers should
     take ``edgeseg-*.mp4``.
@@ -261,8 +261,9 @@ class VideoSink(SinkBase):
         writer.release()
 
     def _close_segment(self) -> None:
-        """Finish the open segment: release, check, fsync, rename, fsync the folder, then
-        keep the ring within its bound. Raises OSError (the partial file is deleted)."""
+        """Finish the open segment: release, check, publish (fsync, rename, fsync the
+        folder), then keep the ring within its bound. Raises OSError (the partial file is
+        deleted)."""
         partial, final, frames = self._partial, self._final, self._segment_frames
         assert partial is not None and final is not None and self.ring is not None
         self._release()
@@ -274,13 +275,11 @@ class VideoSink(SinkBase):
                 raise write_failed(
                     partial, f"the segment reads back {readable} of its {frames} frames"
                 )
-            fsync_file(partial)
-            os.replace(partial, final)
+            publish(partial, final)
         except OSError:
             with contextlib.suppress(OSError):
                 partial.unlink()
             raise
-        fsync_dir(self.path)
         self._segment_bytes = final.stat().st_size
         self.segments += 1
         self.last_segment = final
