@@ -4,7 +4,8 @@ MJPEG HTTP stream. One module per sink; everything a caller needs is importable 
 =================  ==========================================================================
 module             job
 =================  ==========================================================================
-``base``           the :class:`Sink` protocol, :class:`SinkBase`, the disk-failure policy
+``base``           the :class:`Sink` protocol, :class:`SinkBase`, :class:`FrameRecord`, the
+                   disk-failure policy
 ``video``          :class:`VideoSink`: one video file, or segments in a folder
 ``masks``          :class:`MaskSink`: one lossless label-map file a frame
 ``csv``            :class:`CsvSink`: one row a frame, rotated within a size bound
@@ -19,11 +20,14 @@ Every sink has ``write(index, rendered, labels, record)`` and ``close()``:
 - ``rendered``: uint8 array (H, W, 3), RGB, the overlay as shown;
 - ``labels``: (H, W) label map (0 background): uint8 classes, or the int32 object ids of an
   instance model;
-- ``record``: plain per-frame data (timings in ms, counts; ``name``, the frame's file, for
-  file sources), what :class:`CsvSink` writes.
+- ``record``: the frame's :class:`FrameRecord` (timings in ms, counts; ``name``, the frame's
+  file, for file sources), what :class:`CsvSink` writes; a sink also takes the plain fields
+  of a row (a mapping), for callers with columns of their own.
 
-A sink that needs the raw frame as read (:class:`ObjectSink`: intensities) has a true
-``wants_frame`` attribute (:class:`FrameSink`); the pipeline then also passes ``frame=``.
+What the pipeline may ask of a sink is declared by :class:`Sink`, and :class:`SinkBase` gives
+every optional part a default. A sink that needs the raw frame as read (:class:`ObjectSink`:
+intensities) has a true ``wants_frame`` (:class:`FrameSink`); the pipeline then also passes
+``frame=``.
 
 ``close()`` is idempotent and sinks are context managers. Bad input (a frame of the wrong
 type, a closed sink) raises :class:`~edgeseg.errors.DataError`. A write that fails on disk (full,
@@ -32,9 +36,9 @@ the folder removed: any OSError) never raises into the pipeline: that sink stops
 (…)"``), and inference and the other sinks go on; what was written before stays valid (closed
 video segments, every mask file, the CSV up to its last whole row).
 
-A sink may also have ``status(message)``: the pipeline tells it the source's state (None while
-frames flow, else e.g. ``"camera lost, retrying since 14:02:11"``); :class:`MjpegServer` shows
-it. Video segments, mask files and rotated CSVs can be kept within a size
+The pipeline tells every sink the source's state with ``status(message)`` (None while frames
+flow, else e.g. ``"camera lost, retrying since 14:02:11"``); :class:`MjpegServer` shows it,
+the others ignore it. Video segments, mask files and rotated CSVs can be kept within a size
 (:mod:`edgeseg.runtime.storage`).
 
 A new sink is one new module here, re-exported below.
@@ -43,7 +47,14 @@ A new sink is one new module here, re-exported below.
 from __future__ import annotations
 
 from edgeseg.core.objects import OBJECT_CSV_FIELDS, frame_objects
-from edgeseg.runtime.sinks.base import CSV_FIELDS, FrameSink, Sink, SinkBase
+from edgeseg.runtime.sinks.base import (
+    CSV_FIELDS,
+    FrameRecord,
+    FrameSink,
+    Record,
+    Sink,
+    SinkBase,
+)
 from edgeseg.runtime.sinks.csv import CsvSink
 from edgeseg.runtime.sinks.masks import MaskSink
 from edgeseg.runtime.sinks.mjpeg import (
@@ -61,10 +72,12 @@ __all__ = [
     "CSV_FIELDS",
     "OBJECT_CSV_FIELDS",
     "CsvSink",
+    "FrameRecord",
     "FrameSink",
     "MaskSink",
     "MjpegServer",
     "ObjectSink",
+    "Record",
     "Sink",
     "SinkBase",
     "VideoSink",

@@ -18,7 +18,14 @@ import numpy as np
 from edgeseg.core.objects import csv_value
 from edgeseg.errors import DataError
 from edgeseg.paths import publish
-from edgeseg.runtime.sinks.base import CSV_FIELDS, SinkBase, os_reason, stop_message
+from edgeseg.runtime.sinks.base import (
+    CSV_FIELDS,
+    Record,
+    SinkBase,
+    os_reason,
+    record_fields,
+    stop_message,
+)
 from edgeseg.runtime.storage import Ring
 from edgeseg.sizes import parse_bytes
 
@@ -138,10 +145,8 @@ class CsvSink(SinkBase):
         self._rotate_aside()
         self._open()
 
-    def write(
-        self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
-    ) -> None:
-        self.write_rows([record])
+    def write(self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Record) -> None:
+        self.write_rows([record_fields(record)])
 
     def write_rows(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Several rows at once (one frame's objects): written together in one system call, so

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 
@@ -14,7 +13,14 @@ from edgeseg.errors import DataError
 from edgeseg.imageio import encode_mask, stored_labels
 from edgeseg.optional import require
 from edgeseg.paths import atomic_path
-from edgeseg.runtime.sinks.base import SinkBase, os_reason, remove_partials, stop_message
+from edgeseg.runtime.sinks.base import (
+    Record,
+    SinkBase,
+    os_reason,
+    record_fields,
+    remove_partials,
+    stop_message,
+)
 from edgeseg.runtime.storage import Ring
 
 __all__ = ["MaskSink"]
@@ -104,9 +110,7 @@ class MaskSink(SinkBase):
             )
         return stored_labels(labels, self.fmt)
 
-    def write(
-        self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
-    ) -> None:
+    def write(self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Record) -> None:
         self._check_open()
         labels = check_labels(labels, kind="any")
         if index < 0:
@@ -114,7 +118,7 @@ class MaskSink(SinkBase):
         if self.stopped is not None:
             return
         data = encode_mask(self._stored(labels, index), self.fmt)
-        name = record.get("name")
+        name = record_fields(record).get("name")
         path = self.path_for(index, name if isinstance(name, str) else None)
         stem = _mask_stem(name if isinstance(name, str) else None)
         if stem is not None:

@@ -31,7 +31,7 @@ import numpy as np
 from edgeseg.errors import DataError
 from edgeseg.optional import cv2
 from edgeseg.paths import atomic_path
-from edgeseg.runtime.sinks.base import SinkBase, os_reason
+from edgeseg.runtime.sinks.base import Record, SinkBase, os_reason, record_fields
 
 __all__ = ["MjpegServer", "is_loopback", "parse_stream_address", "stream_token", "token_dir"]
 
@@ -384,11 +384,9 @@ class MjpegServer(SinkBase):
         with self._cond:
             return len(self._clients)
 
-    def write(
-        self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
-    ) -> None:
+    def write(self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Record) -> None:
         frame = self._rendered(rendered)
-        stats = _json_value(dict(record))
+        stats = _json_value(dict(record_fields(record)))
         if self._clients:  # someone is watching: encode once, here, for all of them
             jpeg, raw = self._encode(frame), None
         else:  # nobody is: keep a copy, encoded only if asked for

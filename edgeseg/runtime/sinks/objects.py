@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -15,7 +13,7 @@ from edgeseg.core.labels import check_labels
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.objects import OBJECT_CSV_FIELDS, frame_objects
 from edgeseg.errors import DataError
-from edgeseg.runtime.sinks.base import SinkBase
+from edgeseg.runtime.sinks.base import Record, SinkBase, record_fields
 from edgeseg.runtime.sinks.csv import CsvSink
 
 __all__ = ["ObjectSink"]
@@ -77,7 +75,7 @@ class ObjectSink(SinkBase):
         index: int,
         rendered: np.ndarray,
         labels: np.ndarray,
-        record: Mapping[str, Any],
+        record: Record,
         *,
         frame: np.ndarray | None = None,
     ) -> None:
@@ -86,7 +84,8 @@ class ObjectSink(SinkBase):
             return
         labels = check_labels(labels, kind="any")
         rows = frame_objects(labels, self.meta, frame, self.pixel_size_um)
-        head = {"frame": record.get("frame", index), "name": record.get("name")}
+        fields = record_fields(record)
+        head = {"frame": fields.get("frame", index), "name": fields.get("name")}
         self.csv.write_rows([{**head, **row} for row in rows])
 
     def close(self) -> None:

@@ -12,7 +12,6 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from edgeseg.errors import DataError
 from edgeseg.optional import cv2
 from edgeseg.paths import publish
 from edgeseg.runtime.sinks.base import (
+    Record,
     SinkBase,
     os_reason,
     remove_partials,
@@ -186,9 +186,7 @@ class VideoSink(SinkBase):
         if not ok:
             raise self._cannot_open()
 
-    def write(
-        self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
-    ) -> None:
+    def write(self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Record) -> None:
         frame = self._rendered(rendered)
         if self.stopped is not None:
             return

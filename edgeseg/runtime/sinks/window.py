@@ -6,15 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
 from edgeseg.errors import DataError, MissingDependencyError
 from edgeseg.hardware import opencv_has_gui
 from edgeseg.optional import cv2
-from edgeseg.runtime.sinks.base import SinkBase
+from edgeseg.runtime.sinks.base import Record, SinkBase
 
 __all__ = ["WindowSink"]
 
@@ -51,9 +49,7 @@ class WindowSink(SinkBase):
         except cv.error as exc:
             raise DataError(f"cannot open a window: {str(exc).strip().splitlines()[-1]}") from exc
 
-    def write(
-        self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Mapping[str, Any]
-    ) -> None:
+    def write(self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Record) -> None:
         frame = self._rendered(rendered)
         cv = cv2()
         cv.imshow(self.title, cv.cvtColor(frame, cv.COLOR_RGB2BGR))
