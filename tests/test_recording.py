@@ -82,18 +82,18 @@ def assert_foreign_intact(folder: Path) -> None:
         (4096, 4096),
     ],
 )
-def test_parse_size(text: str | int, expected: int) -> None:
+def test_parse_bytes(text: str | int, expected: int) -> None:
     assert parse_bytes(text, free_bytes=1000) == expected
 
 
 @pytest.mark.parametrize("text", ["", "G", "2X", "-5", "0", "0M", "1e9", "five", "2 G B", "0.1"])
-def test_parse_size_errors(text: str) -> None:
+def test_parse_bytes_errors(text: str) -> None:
     with pytest.raises(DataError, match="size") as info:
         parse_bytes(text, free_bytes=1000)
     assert "\n" not in str(info.value)
 
 
-def test_parse_size_share_errors() -> None:
+def test_parse_bytes_share_errors() -> None:
     with pytest.raises(DataError, match="needs a folder"):
         parse_bytes("20%")
     with pytest.raises(DataError, match="0-100%"):
