@@ -131,7 +131,7 @@ class CsvSink(SinkBase):
         self._bytes += len(data)
 
     def _rotate_aside(self) -> None:
-        """Rename ``path`` to the next ``name.N.csv`` and keep the rotated files bounded."""
+        """Publish ``path`` as the next ``name.N.csv`` and keep the rotated files bounded."""
         assert self.ring is not None and self.file_bytes is not None
         target = self.path.with_name(f"{self.path.stem}.{self._next}{self.path.suffix}")
         self._next += 1
