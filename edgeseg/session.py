@@ -121,7 +121,7 @@ class RunOptions:
     record: Path | None = None
     record_fps: float | None = None  # the recording's frame rate (default: --fps, the stream's)
     record_segment: float = 10.0  # seconds per segment when ``record`` is a folder
-    record_max_bytes: str | int | None = None  # "2G", "20%"… (runtime.storage.parse_size)
+    record_max_bytes: str | int | None = None  # "2G", "20%"… (sizes.parse_bytes)
     save_masks: Path | None = None
     masks_max_bytes: str | int | None = None
     mask_format: str = "png"

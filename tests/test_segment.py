@@ -191,7 +191,7 @@ def test_zarr_time_series_semantic_and_instance_ids_over_the_array(
     got = np.asarray(zarr.open_array(store=str(out / "movie.zarr"), mode="r")[:])
     assert got.dtype == np.uint8
     from edgeseg.batch.tasks import ModelSpec, segmenter
-    from edgeseg.runtime.sinks import frame_objects
+    from edgeseg.core.objects import frame_objects
 
     _, meta, _ = segmenter(ModelSpec(str(models["semantic"].resolve())))
     import csv

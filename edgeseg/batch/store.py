@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.core.objects import OBJECT_CSV_FIELDS, csv_value
 from edgeseg.errors import DataError
-from edgeseg.runtime.sinks import OBJECT_CSV_FIELDS, csv_value
 
 __all__ = [
     "TABLE_FIELDS",

@@ -34,7 +34,7 @@ from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.preprocess import drop_alpha, intensity_range
 from edgeseg.core.segmenter import Segmenter
 from edgeseg.errors import DataError
-from edgeseg.runtime.sinks import encode_mask, stored_labels
+from edgeseg.imageio import encode_mask, stored_labels
 
 __all__ = [
     "FAULT_ENV",
@@ -138,7 +138,7 @@ def segment_files(
     ledger entry with the frame's object columns (also in its result, ``columns``; classes
     as codes into ``class_names``). A frame that cannot be read is reported in its result
     (``error``), never raised. Without ``objects`` nothing is measured (no columns)."""
-    from edgeseg.runtime.sinks import frame_object_columns, object_class_names
+    from edgeseg.core.objects import frame_object_columns, object_class_names
 
     _fault_hook()
     seg, meta, _ = segmenter(spec)

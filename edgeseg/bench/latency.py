@@ -421,17 +421,28 @@ def _memory_mb() -> dict[str, Any]:
 
 
 class _TimingSink:
-    """A pipeline sink that keeps the per-frame timing records and nothing else."""
+    """A pipeline sink that keeps the per-frame timing records and nothing else.
+
+    It states the capabilities of :class:`~edgeseg.runtime.sinks.Sink` itself rather than
+    building on ``SinkBase``: this module is the measuring child, whose memory the report
+    gives, and it imports the runtime only where it measures."""
+
+    wants_frame = False
+    quit_requested = False
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
         self.frame_shape: tuple[int, ...] | None = None
         self.warnings: list[str] = []
 
-    def write(self, index: int, rendered: np.ndarray, labels: np.ndarray, record: dict) -> None:
+    def status(self, message: str | None) -> None:
+        pass  # the source's state does not count in the timings
+
+    def write(self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Any) -> None:
+        """``record``: the pipeline's FrameRecord, kept as its row."""
         if self.frame_shape is None:
             self.frame_shape = tuple(int(d) for d in labels.shape)
-        self.records.append(dict(record))
+        self.records.append(record.to_dict())
 
     def close(self) -> None:
         pass
