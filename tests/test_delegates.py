@@ -11,8 +11,7 @@ import pytest
 from edgeseg import hardware
 from edgeseg.errors import DataError, MissingDependencyError, ModelError
 from edgeseg.hardware import EdgeTPU
-from edgeseg.runtime.backends import litert
-from edgeseg.runtime.backends import cpu_sibling, open_backend
+from edgeseg.runtime.backends import cpu_sibling, litert, open_backend
 
 pytest.importorskip("ai_edge_litert")
 tf = pytest.importorskip("tensorflow")
