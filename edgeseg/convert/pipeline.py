@@ -252,7 +252,7 @@ class _Inputs:
     heldout: _Heldout
     plans: tuple[FramePlan, ...]  # whole-frame sizes to build (refused ones left out)
     refusals: tuple[str, ...]  # the report's frame notes for the refused sizes
-    tiles: np.ndarray | None  # calibration tiles, (N, H, W, C) model inputs; None: no set
+    tiles: np.ndarray | None  # calibration tiles: float32 (N, H, W, C) inputs; None: no set
     frame_calib: dict[str, Any]  # frame tag → calibration set of whole frames (int8)
     calib_info: dict[str, Any] | None  # the report's calibration entry
 
