@@ -39,8 +39,9 @@ from typing import Any
 
 from edgeseg.core.backend import Backend
 from edgeseg.core.metadata import ModelMetadata
-from edgeseg.core.segmenter import DEFAULT_OVERLAP, Segmenter, plan_frame
+from edgeseg.core.segmenter import Segmenter, plan_frame
 from edgeseg.errors import DataError
+from edgeseg.run_options import RunOptions
 from edgeseg.runtime.artefacts import Artefact, Choice
 from edgeseg.runtime.backends import Opened, OpenedModel
 from edgeseg.runtime.backends.registry import model_suffixes
@@ -91,55 +92,6 @@ def device_policy(
         camera=profile.camera if profile else None,
         profile=profile,
     )
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Everything `edgeseg run` takes; the field names are its option names.
-
-    ``flags`` are the metadata overrides (input_size, normalization, input_max, threshold,
-    channel_order) for models without edgeseg metadata.
-    """
-
-    model: Path
-    camera: int | None = None
-    source: str | None = None
-    delegate: str | None = None
-    backend: str = "auto"  # auto or a registered runtime (runtime.backends.backend_names())
-    explain: bool = False  # say what --backend auto picked and the figures behind it
-    device: str | None = None
-    fallback: bool = False
-    edgetpu_device: str | None = None
-    threads: int | None = None
-    workers: int | None = None
-    resize: bool | None = None
-    overlap: int = DEFAULT_OVERLAP
-    min_area: int = 0
-    alpha: float = 0.45
-    contours: bool = True
-    hud: bool = True
-    record: Path | None = None
-    record_fps: float | None = None  # the recording's frame rate (default: --fps, the stream's)
-    record_segment: float = 10.0  # seconds per segment when ``record`` is a folder
-    record_max_bytes: str | int | None = None  # "2G", "20%"… (sizes.parse_bytes)
-    save_masks: Path | None = None
-    masks_max_bytes: str | int | None = None
-    mask_format: str = "png"
-    csv: Path | None = None
-    csv_max_bytes: str | int | None = None
-    objects: Path | None = None  # one CSV row per object per frame
-    objects_max_bytes: str | int | None = None
-    pixel_size: float | None = None  # µm per pixel (default: the metadata's pixel_size_um)
-    stream: str | None = None
-    stream_token: str | None = None
-    retry: bool = True  # reopen a live source that stops delivering, with back-off
-    read_timeout: float = 5.0  # seconds before a live read counts as hung
-    headless: bool = False
-    max_frames: int | None = None
-    width: int | None = None
-    height: int | None = None
-    fps: float | None = None
-    flags: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
