@@ -178,6 +178,7 @@ def test_run_objects_rows_match_the_labels_and_the_raw_frames(
 
     objects, frames = tmp_path / "objects.csv", tmp_path / "frames.csv"
     args = ["run", str(model), "--source", str(folder), "--headless", "--workers", "1"]
+    args += ["--backend", "litert"]  # the library call's runtime: the file's own
     args += ["--objects", str(objects), "--csv", str(frames), "--pixel-size", "0.65"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -117,7 +117,8 @@ def test_folder_gives_what_run_save_masks_gives(models, wells, client, tmp_path)
     result = runner.invoke(
         app,
         ["run", str(model), "--source", str(wells), "--headless", "--save-masks", str(masks),
-         "--objects", str(tmp_path / "run_objects.csv")],
+         "--objects", str(tmp_path / "run_objects.csv"),
+         "--backend", "litert"],  # segment's library default: the file's own runtime
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     out = tmp_path / "seg"
