@@ -226,7 +226,7 @@ def bare_loop(model: str, runtime: str, clip: str, seconds: float) -> None:
     from edgeseg.core.tiling import extract_tiles
     from edgeseg.runtime.backends import open_backend
 
-    backend, _ = open_backend(model, backend=runtime, threads=os.cpu_count())
+    backend = open_backend(model, backend=runtime, threads=os.cpu_count()).backend
     meta = backend.metadata()
     _, frame = cv2.VideoCapture(clip).read()
     frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)

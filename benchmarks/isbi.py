@@ -34,7 +34,7 @@ def probe(path: str, threads: int, warmup: int, runs: int) -> None:
 
     from edgeseg.runtime.backends import open_backend
 
-    backend, _ = open_backend(path, delegate="cpu", threads=threads)
+    backend = open_backend(path, delegate="cpu", threads=threads).backend
     info = backend.input
     rng = np.random.default_rng(0)
     if info.dtype.startswith("float"):

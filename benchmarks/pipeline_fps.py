@@ -83,7 +83,7 @@ def model_only(model: str, frames: int, tiles: int, runtime: str) -> None:
 
     from edgeseg.runtime.backends import open_backend
 
-    backend, _ = open_backend(model, backend=runtime, threads=os.cpu_count())
+    backend = open_backend(model, backend=runtime, threads=os.cpu_count()).backend
     info = backend.input
     x = np.zeros(info.shape, dtype=info.dtype)
     for _ in range(5):

@@ -421,11 +421,11 @@ def _sample_overlays(p: dict[str, Path], s: DemoSettings) -> str:
 
     image = read_image(list_images(p["val_data"] / "images")[0])
     keras_model = load_model(p["model"])
-    int8, _ = open_backend(p["int8"], delegate="cpu")
+    int8 = open_backend(p["int8"], delegate="cpu").backend
     meta = int8.metadata()
     panels = []
     keras_backend = CallableBackend(keras_model.predict, meta, path=p["model"])
-    for backend in (keras_backend, open_backend(p["fp16"])[0], int8):
+    for backend in (keras_backend, open_backend(p["fp16"]).backend, int8):
         labels = Segmenter(backend, meta).labels(image)
         panels.append(overlay(display_frame(image, meta), labels, meta))
     row = panels[0]

@@ -13,9 +13,10 @@ predictions matched to them). Reported: AP = TP / (TP + FP + FN) at IoU 0.5 with
 summed over the images, the mean AP over IoU 0.50, 0.55, …, 0.95, precision, recall and F1 at
 0.5, and the median relative count error |predicted - true| / true over images with objects.
 
-A .tflite or .onnx model is opened as `run` opens it (:func:`open_eval_model`): with
-``--backend auto`` on the runtime `run` would pick (the same cached choice), so the scores are
-those of what the device runs.
+A .tflite or .onnx model is opened as `run` opens it (:func:`open_eval_model`, through
+:func:`edgeseg.session.open_any_model`): with ``--backend auto`` on the runtime `run` would
+pick for frames of the set's size (the same cached choice), so the scores are those of what
+the device runs.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ from edgeseg.datasets import (
     read_pair,
     target_kind,
 )
-from edgeseg.errors import DataError
 from edgeseg.imageio import read_image
 from edgeseg.optional import cv2
 
@@ -129,6 +129,7 @@ def eval_targets(data_dir: str | Path, meta: ModelMetadata | None = None) -> str
 
 def open_eval_model(
     model_path: str | Path,
+    data_dir: str | Path | None = None,
     *,
     backend: str = "auto",
     trust_model: bool = False,
@@ -137,35 +138,30 @@ def open_eval_model(
     explain: Callable[[str], None] | None = None,
     **flags: Any,
 ) -> tuple[Backend, ModelMetadata, str]:
-    """(backend, metadata, what runs it) for any model file, as `eval` scores it.
+    """(backend, metadata, what runs it) for any model file, as `eval` scores it on
+    ``data_dir``: :func:`edgeseg.session.open_any_model`, with ``--backend auto`` comparing
+    the runtimes on frames the size of the set's first image."""
+    from edgeseg.session import open_any_model
 
-    ``backend`` (auto, litert, openvino, onnxruntime) applies to .tflite and .onnx models (the
-    CPU, as `run` without a delegate); a Keras model runs in Keras and takes only ``auto``.
-    """
-    from edgeseg.core.metadata import apply_flags
+    return open_any_model(
+        model_path,
+        backend=backend,
+        frame_size=None if data_dir is None else first_image_size(data_dir),
+        trust_model=trust_model,
+        threads=threads,
+        warn=warn,
+        explain=explain,
+        **flags,
+    )
 
-    path = Path(model_path)
-    if path.suffix.lower() in (".tflite", ".onnx"):
-        from edgeseg.runtime.backends import open_backend
 
-        opened, chosen = open_backend(
-            path,
-            delegate="cpu" if path.suffix.lower() == ".onnx" else "auto",
-            threads=threads,
-            backend=backend,
-            warn=warn,
-            explain=explain,
-        )
-        meta = apply_flags(opened.metadata(), opened.input.shape, opened.output.shape, **flags)
-        return opened, meta, chosen
-    if backend != "auto":
-        raise DataError(
-            f"--backend {backend} is for .tflite and .onnx models; {path.name} runs in Keras"
-        )
-    from edgeseg.model.resolve import open_model
-
-    opened, meta = open_model(path, trust_model=trust_model, threads=threads, **flags)
-    return opened, meta, opened.runtime
+def first_image_size(data_dir: str | Path) -> tuple[int, int] | None:
+    """(H, W) of the first image of a labelled folder, or None when it has none."""
+    pairs = find_pairs(data_dir, eval_targets(data_dir))
+    if not pairs:
+        return None
+    image = read_image(pairs[0][0])
+    return int(image.shape[0]), int(image.shape[1])
 
 
 def objects_of(labels: np.ndarray, meta: ModelMetadata) -> np.ndarray:

@@ -2,10 +2,14 @@
 
 Readers return RGB order (OpenCV's BGR is converted here, at the edge) and keep the bit
 depth: uint8 or uint16 arrays of shape (H, W), (H, W, 3) or (H, W, 4).
+
+Label maps (mask files) are stored losslessly by :func:`encode_mask`, as
+:func:`stored_labels` says: what ``run --save-masks`` and ``segment`` both write.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +95,30 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     if not cv.imwrite(str(path), out):
         raise DataError(f"cannot write {path}")
     return path
+
+
+def stored_labels(labels: np.ndarray, fmt: str) -> np.ndarray:
+    """The array a mask file stores: uint8 classes as they are, object ids as uint16 (uint32
+    in a TIFF when ids pass 65535; a PNG drops those objects)."""
+    labels = np.asarray(labels)
+    if labels.dtype == np.uint8:
+        return labels
+    top = int(labels.max(initial=0))
+    if top <= 0xFFFF:
+        return labels.astype(np.uint16)
+    if fmt == "tif":
+        return labels.astype(np.uint32)
+    return np.where(labels <= 0xFFFF, labels, 0).astype(np.uint16)
+
+
+def encode_mask(labels: np.ndarray, fmt: str) -> bytes:
+    """PNG or TIFF (``fmt``) bytes of a label map, stored as :func:`stored_labels` says."""
+    stored = np.ascontiguousarray(stored_labels(labels, fmt))
+    if fmt == "tif":
+        buf = io.BytesIO()
+        require("tifffile").imwrite(buf, stored)
+        return buf.getvalue()
+    ok, png = cv2().imencode(".png", stored)
+    if not ok:
+        raise DataError("cannot encode a label map as PNG")
+    return png.tobytes()

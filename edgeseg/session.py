@@ -9,8 +9,18 @@ share one policy and `bench --e2e` measures what `run` does:
 - a finite source (file, folder, stack, a synthetic stream without a frame rate) on the CPU is
   processed by one interpreter per core (throughput); a live source or a delegate gets one
   interpreter (latency);
-- outputs are opened before the source (a port in use or an unwritable path fails before the
-  camera opens), in a fixed order: stream, CSV, objects, masks, recording, window.
+- the model is opened first (a bad model fails before anything else opens), then the outputs,
+  before the source (a port in use or an unwritable path fails before the camera opens), in a
+  fixed order: stream, CSV, objects, masks, recording, window. Picking among a model's
+  artefacts needs the source's frame size, so then the source opens first (and closes again
+  if anything else fails);
+- ``--backend auto`` compares the runtimes on frames of the source's size: until the source is
+  open the model runs on its own runtime (LiteRT, onnxruntime), then the pick is made (once
+  per model, runtime versions, threads and frame size: cached) and the winner opened.
+
+:func:`open_any_model` is the one way a command that takes any model file (``eval``, ``calib
+build``) opens it: a device artefact through :func:`edgeseg.runtime.selection.open_selected`,
+a Keras model through :mod:`edgeseg.model.resolve`.
 
 It sits above ``runtime/`` and ``devices/`` (it reads device profiles), below the CLI.
 """
@@ -28,15 +38,27 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.core.backend import Backend
-from edgeseg.core.metadata import ModelMetadata, apply_flags
-from edgeseg.core.segmenter import DEFAULT_OVERLAP, Segmenter, plan_frame
+from edgeseg.core.metadata import ModelMetadata
+from edgeseg.core.segmenter import Segmenter, plan_frame
 from edgeseg.errors import DataError
+from edgeseg.run_options import RunOptions
 from edgeseg.runtime.artefacts import Artefact, Choice
+from edgeseg.runtime.backends import Opened, OpenedModel
+from edgeseg.runtime.backends.registry import model_suffixes
 from edgeseg.runtime.pipeline import RenderOptions, RunSummary, run_pipeline
 from edgeseg.runtime.sinks import Sink
 from edgeseg.runtime.streams import Stream
 
-__all__ = ["DevicePolicy", "RunOptions", "Session", "build_session", "device_policy"]
+__all__ = [
+    "DevicePolicy",
+    "RunOptions",
+    "Session",
+    "any_model_metadata",
+    "build_session",
+    "device_policy",
+    "open_any_model",
+]
+
 
 MASK_FORMATS = ("png", "tif")
 
@@ -72,55 +94,6 @@ def device_policy(
     )
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """Everything `edgeseg run` takes; the field names are its option names.
-
-    ``flags`` are the metadata overrides (input_size, normalization, input_max, threshold,
-    channel_order) for models without edgeseg metadata.
-    """
-
-    model: Path
-    camera: int | None = None
-    source: str | None = None
-    delegate: str | None = None
-    backend: str = "auto"  # auto, litert, openvino, onnxruntime (runtime.backends.BACKENDS)
-    explain: bool = False  # say what --backend auto picked and the figures behind it
-    device: str | None = None
-    fallback: bool = False
-    edgetpu_device: str | None = None
-    threads: int | None = None
-    workers: int | None = None
-    resize: bool | None = None
-    overlap: int = DEFAULT_OVERLAP
-    min_area: int = 0
-    alpha: float = 0.45
-    contours: bool = True
-    hud: bool = True
-    record: Path | None = None
-    record_fps: float | None = None  # the recording's frame rate (default: --fps, the stream's)
-    record_segment: float = 10.0  # seconds per segment when ``record`` is a folder
-    record_max_bytes: str | int | None = None  # "2G", "20%"… (runtime.storage.parse_size)
-    save_masks: Path | None = None
-    masks_max_bytes: str | int | None = None
-    mask_format: str = "png"
-    csv: Path | None = None
-    csv_max_bytes: str | int | None = None
-    objects: Path | None = None  # one CSV row per object per frame
-    objects_max_bytes: str | int | None = None
-    pixel_size: float | None = None  # µm per pixel (default: the metadata's pixel_size_um)
-    stream: str | None = None
-    stream_token: str | None = None
-    retry: bool = True  # reopen a live source that stops delivering, with back-off
-    read_timeout: float = 5.0  # seconds before a live read counts as hung
-    headless: bool = False
-    max_frames: int | None = None
-    width: int | None = None
-    height: int | None = None
-    fps: float | None = None
-    flags: dict[str, Any] = field(default_factory=dict)
-
-
 @dataclass
 class Session:
     """A pipeline ready to run: the opened stream, one segmenter per worker, the sinks.
@@ -131,7 +104,9 @@ class Session:
         segmenters: one per worker, each with its own interpreter.
         sinks: the outputs, in the order they were opened.
         meta: the model's metadata (embedded, or inferred with the flags).
-        backend: what runs the model, e.g. "CPU (XNNPACK, 2 threads) via ai-edge-litert 2.3.0".
+        opened: what runs the model, as data (runtime, device, delegate, threads, how chosen).
+        backend: the start-up line's words for it, e.g. "CPU (XNNPACK, 2 threads) via
+            ai-edge-litert 2.3.0" (``opened.describe()``, with the worker pool).
         mode: how frames reach the model: "whole frame 768x1024", "25 tiles of 256x256 for
             1024x1024 frames", "resizing to 256x256".
         messages: what was said while building (the stream URL, a missing window).
@@ -142,6 +117,7 @@ class Session:
     segmenters: list[Segmenter]
     sinks: list[Sink]
     meta: ModelMetadata
+    opened: Opened
     backend: str
     mode: str
     render: RenderOptions
@@ -205,9 +181,10 @@ def build_session(
 
     o = options
     policy = device_policy(o.device, delegate=o.delegate, threads=o.threads)
-    if not o.model.is_dir() and o.model.suffix.lower() not in (".tflite", ".onnx"):
+    suffixes = model_suffixes()
+    if not o.model.is_dir() and o.model.suffix.lower() not in suffixes:
         raise DataError(
-            f"{o.model} is not a .tflite or .onnx model; convert it first: "
+            f"{o.model} is not a {' or '.join(suffixes)} model; convert it first: "
             f"edgeseg convert {o.model} --int8 …"
         )
     if o.mask_format not in MASK_FORMATS:
@@ -229,20 +206,20 @@ def build_session(
     choice = None
     if len(arts) > 1:
         early = open_stream(uri, width=o.width, height=o.height, fps=o.fps)
-        try:
-            choice = choose(arts, early.info.size, o.overlap)
-        except BaseException:
-            early.close()
-            raise
     try:
-        backend, chosen = _open_chosen(o, policy, arts, choice, warn)
+        if early is not None:
+            choice = choose(arts, early.info.size, o.overlap)
+        path = choice.artefact.path if choice is not None else arts[0].path
+        # --backend auto compares runtimes on the stream's frames: with no stream open yet,
+        # the file's own runtime stands in until it is (and is kept if it wins).
+        later = early is None and _auto_measures(path, o.backend, policy.delegate)
+        model = _open_chosen(o, policy, path, early, warn, backend=None if later else o.backend)
     except BaseException:
         if early is not None:
             early.close()
         raise
-    embedded = backend.metadata()
-    meta = apply_flags(embedded, backend.input.shape, backend.output.shape, **o.flags)
-    tile = (embedded is not None) if o.resize is None else not o.resize
+    meta = model.meta
+    tile = model.embedded if o.resize is None else not o.resize
     seg_options = {"resize": not tile, "overlap": o.overlap, "min_area": o.min_area}
 
     messages: list[str] = []
@@ -267,24 +244,22 @@ def build_session(
             early.close()
         raise
     try:
-        cpu = chosen.startswith("CPU")
+        if later:
+            model = _open_chosen(o, policy, path, stream, warn, backend=o.backend, reuse=model)
+        opened, backend = model.opened, model.backend
         workers = o.workers
         if workers is None:
-            workers = (os.cpu_count() or 1) if (not stream.info.live and cpu) else 1
+            workers = (os.cpu_count() or 1) if (not stream.info.live and opened.cpu) else 1
         segmenters = [Segmenter(backend, meta, **seg_options)]
+        described = opened.describe()
         if workers > 1:
-            if not cpu:
+            if not opened.cpu:
                 raise DataError("--workers above 1 runs several CPU interpreters, not a delegate")
             per = o.threads or max(1, (os.cpu_count() or 1) // workers)
             # One interpreter per worker, each with its share of the cores.
-            pool = [reopen(backend, per) for _ in range(workers)]
+            pool = [reopen(opened, per) for _ in range(workers)]
             segmenters = [Segmenter(b, meta, **seg_options) for b in pool]
-            engine = " (XNNPACK)" if "XNNPACK" in chosen else ""
-            picked = chosen[chosen.rfind(", picked by auto") :] if "picked by" in chosen else ""
-            chosen = (
-                f"CPU{engine}, {workers} interpreters x {per} thread(s) via {backend.runtime}"
-                + picked
-            )
+            described = opened.describe(workers=workers, threads_each=per)
     except BaseException:
         for sink in sinks:
             sink.close()
@@ -296,7 +271,8 @@ def build_session(
         segmenters=segmenters,
         sinks=sinks,
         meta=meta,
-        backend=chosen,
+        opened=opened,
+        backend=described,
         mode=_mode(meta, tile, stream.info.size, o.overlap, choice),
         render=RenderOptions(alpha=o.alpha, contours=o.contours, hud=o.hud),
         max_frames=o.max_frames,
@@ -304,6 +280,15 @@ def build_session(
         read_timeout=o.read_timeout,
         messages=messages,
     )
+
+
+def _auto_measures(model: Path, backend: str | None, delegate: str) -> bool:
+    """Whether ``--backend auto`` has runtimes to compare for ``model`` (then it compares
+    them on the stream's frames)."""
+    from edgeseg.runtime.backends import resolve_runtime
+    from edgeseg.runtime.selection import candidates
+
+    return resolve_runtime(model, backend, delegate) == "auto" and len(candidates(model)) > 1
 
 
 def backend_model(o: RunOptions, arts: list[Artefact], choice: Choice | None) -> Path:
@@ -340,24 +325,99 @@ def _mode(
 def _open_chosen(
     o: RunOptions,
     policy: DevicePolicy,
-    arts: list[Artefact],
-    choice: Choice | None,
+    path: Path,
+    stream: Stream | None,
     warn: Callable[[str], None],
-) -> tuple[Backend, str]:
-    """The backend of the artefact chosen for the stream (the model given, without a choice)."""
-    from edgeseg.runtime.backends import open_backend
+    *,
+    backend: str | None,
+    reuse: OpenedModel | None = None,
+) -> OpenedModel:
+    """The artefact chosen for the stream opened on the runtime ``backend`` names (auto:
+    compared on the stream's frames; None: the file's own), reusing ``reuse`` when it is
+    already open on the runtime picked."""
+    from edgeseg.runtime.selection import open_selected
 
-    path = choice.artefact.path if choice is not None else arts[0].path
-    return open_backend(
+    return open_selected(
         path,
+        backend=backend,
+        frame_size=stream.info.size if stream is not None else None,
         delegate=policy.delegate,
         threads=policy.threads,
         fallback=o.fallback,
         device=o.edgetpu_device,
         warn=warn,
-        backend=o.backend,
         explain=warn if o.explain else None,
+        reuse=reuse,
+        **o.flags,
     )
+
+
+def open_any_model(
+    model_path: str | Path,
+    *,
+    backend: str = "auto",
+    frame_size: tuple[int, int] | None = None,
+    trust_model: bool = False,
+    threads: int | None = None,
+    warn: Callable[[str], None] | None = None,
+    explain: Callable[[str], None] | None = None,
+    **flags: Any,
+) -> tuple[Backend, ModelMetadata, str]:
+    """(backend, metadata, what runs it) for any model file: .tflite, .onnx, .keras, .h5 or a
+    SavedModel folder.
+
+    A device artefact runs on the CPU as ``run`` opens it without a delegate (``backend``:
+    auto, compared on frames of ``frame_size``, or a registered runtime; an ONNX model on
+    onnxruntime's CPU provider); a Keras model runs in Keras (a float backend over its
+    ``predict``) and takes only ``auto``. ``flags`` are the metadata overrides for models
+    without edgeseg metadata.
+    """
+    path = Path(model_path)
+    if path.suffix.lower() in model_suffixes():
+        from edgeseg.runtime.selection import open_selected
+
+        model = open_selected(
+            path,
+            backend=backend,
+            frame_size=frame_size,
+            delegate=_device_delegate(path),
+            threads=threads,
+            warn=warn,
+            explain=explain,
+            **flags,
+        )
+        return model.backend, model.meta, model.opened.describe()
+    if backend != "auto":
+        raise DataError(
+            f"--backend {backend} is for .tflite and .onnx models; {path.name} runs in Keras"
+        )
+    from edgeseg.model.resolve import open_keras_model
+
+    keras, meta = open_keras_model(path, trust_model=trust_model, **flags)
+    return keras, meta, keras.runtime
+
+
+def _device_delegate(path: Path) -> str:
+    """The delegate eval and calib open an artefact with: an ONNX model on onnxruntime's CPU
+    provider (scores comparable on any host), a TFLite model as ``run`` does (an Edge TPU
+    model needs its delegate)."""
+    return "cpu" if path.suffix.lower() == ".onnx" else "auto"
+
+
+def any_model_metadata(
+    model_path: str | Path, *, trust_model: bool = False, **flags: Any
+) -> ModelMetadata:
+    """The metadata of any model file, ``flags`` applied: a device artefact's (opened on its
+    own runtime, as :func:`open_any_model` opens it, to read its tensors), or a Keras
+    model's sidecar (loading the model only when it has none)."""
+    path = Path(model_path)
+    if path.suffix.lower() in model_suffixes():
+        from edgeseg.runtime.backends import open_model
+
+        return open_model(path, delegate=_device_delegate(path), **flags).meta
+    from edgeseg.model.resolve import keras_metadata
+
+    return keras_metadata(path, trust_model=trust_model, **flags)
 
 
 def _open_sinks(

@@ -20,6 +20,8 @@ import pytest
 
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.errors import DataError
+from edgeseg.runtime.sinks import SinkBase
+from edgeseg.runtime.stream_base import StreamBase
 
 # --------------------------------------------------------------------------------------------
 # The command line: light imports and one-line errors
@@ -345,7 +347,7 @@ class FakeCamera:
             return self.counter - 1
 
 
-class FakeLiveStream:
+class FakeLiveStream(StreamBase):
     """One stream of a :class:`FakeCamera` (counts its reads and closes)."""
 
     def __init__(self, camera: FakeCamera, fault: tuple[int, str] | None) -> None:
@@ -377,7 +379,7 @@ class FakeLiveStream:
         self.closed += 1
 
 
-class ListSink:
+class ListSink(SinkBase):
     """A sink that keeps what it is given: ``frames`` (index, labels shape) and ``records``."""
 
     def __init__(self) -> None:

@@ -217,8 +217,16 @@ def test_tflite_backend_is_a_backend(tmp_path: Path) -> None:
     x = np.arange(64, dtype=np.float32).reshape(1, 8, 8, 1) / 64
     np.testing.assert_array_equal(backend.predict_raw(x), backend.predict(x))
     assert backend.path == path and backend.runtime and backend.metadata() is None
-    opened, chosen = open_backend(path, delegate="cpu", threads=1)
-    assert isinstance(opened, Backend) and chosen.startswith("CPU (XNNPACK, 1 threads)")
+    opened = open_backend(path, delegate="cpu", threads=1)
+    assert isinstance(opened.backend, Backend)
+    assert opened.describe().startswith("CPU (XNNPACK, 1 threads)")
+    assert (opened.runtime, opened.device, opened.accelerator, opened.threads) == (
+        "litert",
+        "CPU",
+        "XNNPACK",
+        1,
+    )
+    assert opened.cpu and opened.chosen_by == "file" and opened.fallback is None
 
 
 def test_onnx_backend_is_a_backend(tmp_path: Path) -> None:
@@ -234,8 +242,9 @@ def test_onnx_backend_is_a_backend(tmp_path: Path) -> None:
     np.testing.assert_allclose(backend.predict(x), 1 / (1 + np.exp(-x)), atol=1e-6)
     np.testing.assert_array_equal(backend.predict_raw(x), backend.predict(x))  # float model
     assert backend.metadata() is None and backend.runtime.startswith("onnxruntime ")
-    opened, chosen = open_backend(path)
-    assert isinstance(opened, Backend) and chosen == opened.runtime
+    opened = open_backend(path)
+    assert isinstance(opened.backend, Backend) and opened.runtime == "onnxruntime"
+    assert opened.device == "CPU" and opened.backend.runtime in opened.describe()
 
 
 # --------------------------------------------------------------------------------------------

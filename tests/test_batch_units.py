@@ -20,9 +20,9 @@ from edgeseg.batch.chunks import (
 from edgeseg.batch.run import _task_groups
 from edgeseg.batch.store import TABLE_FIELDS, ObjectTable
 from edgeseg.core.instances import OBJECT_FIELDS, measure_objects, object_columns
+from edgeseg.core.objects import column_rows
 from edgeseg.errors import DataError
 from edgeseg.optional import cv2
-from edgeseg.runtime.sinks import column_rows
 
 
 def _blobs(shape=(90, 130), n=60, seed=0) -> np.ndarray:
@@ -187,7 +187,7 @@ def test_object_table_takes_class_codes(fmt) -> None:
 
 def test_frame_object_columns_codes_name_the_classes() -> None:
     from edgeseg.core.metadata import ModelMetadata
-    from edgeseg.runtime.sinks import frame_object_columns, object_class_names
+    from edgeseg.core.objects import frame_object_columns, object_class_names
 
     meta = ModelMetadata(input_size=(32, 32), num_classes=3, class_names=("bg", "cell", "edge"))
     labels = np.zeros((32, 32), np.uint8)

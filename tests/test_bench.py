@@ -144,6 +144,65 @@ def test_several_models_each_in_its_own_process(tmp_path: Path) -> None:
     assert all("2 models" in r["method"]["isolation"] for r in reports)
 
 
+def test_bench_is_a_library_call_without_the_cli(tmp_path: Path) -> None:
+    """`bench_models` plans, measures, names the profile and writes the reports; what the
+    CLI prints is what it hears (progress on ``say``, results on ``tell``), and a fresh
+    interpreter runs it without importing edgeseg.cli."""
+    from helpers import imported_after
+
+    from edgeseg.bench.run import BenchOptions, bench_models
+
+    a = probe_model(tmp_path / "a.tflite")
+    b = probe_model(tmp_path / "b_int8.tflite", recipe="int8", precision="int8")
+    options = BenchOptions(
+        models=(a, b), backend="litert", runs=2, warmup=0, threads=1, out=tmp_path / "o"
+    )
+    said: list[str] = []
+    told: list[str] = []
+    results = bench_models(options, say=said.append, tell=told.append)
+    assert [(r.path, r.runtime) for r in results] == [(a, "litert"), (b, "litert")]
+    for r in results:
+        assert r.json_path.is_file() and r.md_path.is_file()
+        assert json.loads(r.json_path.read_text()) == json.loads(json.dumps(r.report))
+    assert said[0].startswith("device: ")
+    assert said[1:] == [
+        "[1/2] measuring a.tflite (fp32) on litert, 2 runs, 1 thread(s), in its own process",
+        "[2/2] measuring b_int8.tflite (int8) on litert, 2 runs, 1 thread(s), in its own process",
+    ]
+    assert told == [r.line() for r in results]
+    assert told[0].startswith("a fp32 on litert: p50 ") and told[0].endswith(
+        str(results[0].json_path)
+    )
+    # The CLI prints the same lines.
+    cli = bench(
+        str(a), "--runs", "2", "--warmup", "0", "--threads", "1", "--out", str(tmp_path / "c")
+    )
+    assert cli.exit_code == 0, cli.output
+    assert "a fp32 on litert: p50 " in cli.stdout
+    loaded = imported_after(
+        "from pathlib import Path\n"
+        "from edgeseg.bench.run import BenchOptions, bench_models\n"
+        f"bench_models(BenchOptions(models=(Path({str(a)!r}),), backend='litert', runs=2, "
+        f"warmup=0, threads=1, out=Path({str(tmp_path / 'p')!r})))\n"
+    )
+    assert "edgeseg.bench.run" in loaded
+    assert not [m for m in loaded if m == "edgeseg.cli" or m.startswith("edgeseg.cli.")]
+    assert len(list((tmp_path / "p").rglob("*.json"))) == 1
+
+
+def test_side_by_side_line_names_the_fastest_runtime() -> None:
+    from edgeseg.bench.run import RuntimeComparison
+
+    class Info:
+        name, label = "m", "fp32"
+
+    line = RuntimeComparison(Info(), {"litert": 2.0, "openvino": 1.0}).line()
+    assert line == (
+        "m fp32: fastest openvino (1.000 ms p50); 2.00x litert slower (separate processes, "
+        "one after another)"
+    )
+
+
 def test_second_report_of_a_day_does_not_overwrite(tmp_path: Path) -> None:
     model = probe_model(tmp_path / "m.tflite")
     for _ in range(2):

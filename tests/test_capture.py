@@ -12,12 +12,12 @@ import pytest
 
 from edgeseg.errors import DataError
 from edgeseg.runtime.capture import CaptureThread, Frame
-from edgeseg.runtime.streams import StreamInfo, open_stream
+from edgeseg.runtime.streams import StreamBase, StreamInfo, open_stream
 
 tifffile = pytest.importorskip("tifffile")
 
 
-class FakeStream:
+class FakeStream(StreamBase):
     """Frames 0, 1, 2, … (4x4 filled with the number), optionally ending or failing."""
 
     def __init__(

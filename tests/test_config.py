@@ -83,11 +83,73 @@ def test_keys_and_kinds_come_from_the_run_command() -> None:
     assert set(params) == (longs - {"config"}) | {"model"}
     assert params["model"] == Param("path", "model")
     assert params["save-masks"] == Param("path", "save_masks")
-    assert params["csv"] == Param("path", "csv_path")
+    assert params["csv"] == Param("path", "csv")
     assert params["max-frames"] == Param("int", "max_frames", min=1)
     assert params["alpha"].kind == "float" and params["headless"].kind == "bool"
     assert params["resize"] == Param("bool", "resize")  # --resize/--tile
     assert params["source"].kind == "source" and params["stream"].kind == "str"
+
+
+def test_run_options_are_declared_once_and_run_and_its_keys_come_from_them() -> None:
+    """Every RunOptions field is a parameter of `edgeseg run` of the same name, with the help,
+    default and bounds its declaration gives, and a config key; ``flags`` stands for the
+    shared metadata flags; a library-only field is neither. Nothing else is a parameter of
+    `run` but ``--config`` (the file itself)."""
+    import dataclasses
+
+    from edgeseg.run_options import (
+        ARGUMENT,
+        LIBRARY,
+        METADATA_FLAGS,
+        OPTION,
+        RunOptions,
+        option_specs,
+    )
+
+    command = run_command()
+    params = run_params(command)
+    by_name = {p.name: p for p in command.params}
+    specs = option_specs()
+    assert [f.name for f, _ in specs] == [f.name for f in dataclasses.fields(RunOptions)]
+    flag_keys = {"input-size", "normalization", "input-max", "threshold", "channel-order"}
+    keys, names = set(), {"config"}
+    for f, spec in specs:
+        if spec.kind == LIBRARY:
+            assert f.name not in by_name and f.name.replace("_", "-") not in params
+            continue
+        if spec.kind == METADATA_FLAGS:
+            names |= {key.replace("-", "_") for key in flag_keys}
+            continue
+        p = by_name[f.name]
+        names.add(f.name)
+        key = spec.decls[0].split("/")[0][2:] if spec.kind != ARGUMENT else f.name
+        assert params[key].dest == f.name, f.name
+        keys.add(key)
+        assert p.help == spec.help, f.name
+        default = None if f.default is dataclasses.MISSING else f.default
+        assert p.default == default, f.name
+        assert getattr(p, "min", None) == spec.min, f.name
+        if spec.kind == ARGUMENT:
+            assert p.opts == [f.name]
+        else:
+            assert p.opts[0] == spec.decls[0].split("/")[0], f.name
+    assert set(params) == keys | flag_keys
+    assert set(by_name) == names
+    # `run`'s parameters (and so `edgeseg config show`) keep the fields' order.
+    fields = [f.name for f, s in specs if s.kind in (OPTION, ARGUMENT)]
+    assert [n for n in by_name if n in fields] == fields
+
+
+def test_every_run_option_reaches_run_options(places: Places, captured: list) -> None:
+    """A value given on the command line arrives in the RunOptions field of its name."""
+    o = _options(
+        ["/m/x.tflite", "--csv", "t.csv", "--record-max-bytes", "2G", "--summary-json", "s.json",
+         "--no-retry", "--tile", "--threads", "3", "--input-size", "64x32"],
+        captured,
+    )  # fmt: skip
+    assert (o.model, o.csv, o.record_max_bytes) == (Path("/m/x.tflite"), Path("t.csv"), "2G")
+    assert (o.summary_json, o.retry, o.resize, o.threads) == (Path("s.json"), False, False, 3)
+    assert o.flags["input_size"] == (64, 32) and o.record_fps is None
 
 
 def test_an_option_added_later_is_configurable_with_no_change() -> None:

@@ -11,8 +11,7 @@ import pytest
 from edgeseg import hardware
 from edgeseg.errors import DataError, MissingDependencyError, ModelError
 from edgeseg.hardware import EdgeTPU
-from edgeseg.runtime import backends
-from edgeseg.runtime.backends import cpu_sibling, open_backend
+from edgeseg.runtime.backends import cpu_sibling, litert, open_backend
 
 pytest.importorskip("ai_edge_litert")
 tf = pytest.importorskip("tensorflow")
@@ -41,8 +40,9 @@ def int8_pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_cpu_and_auto(int8_pair: Path) -> None:
-    backend, chosen = open_backend(int8_pair / "m.tflite", delegate="auto", threads=1)
-    assert "CPU" in chosen and "ai-edge-litert" in chosen
+    opened = open_backend(int8_pair / "m.tflite", delegate="auto", threads=1)
+    backend, chosen = opened.backend, opened.describe()
+    assert "CPU" in chosen and "ai-edge-litert" in chosen and opened.cpu
     assert backend.predict(np.zeros((1, 16, 16, 1), np.float32)).shape == (1, 16, 16, 1)
 
 
@@ -57,10 +57,12 @@ def test_edgetpu_library_missing_is_named(int8_pair: Path, capsys: pytest.Captur
 
 def test_fallback_runs_the_cpu_sibling(int8_pair: Path) -> None:
     warnings: list[str] = []
-    backend, chosen = open_backend(
+    opened = open_backend(
         int8_pair / "m_edgetpu.tflite", delegate="edgetpu", fallback=True, warn=warnings.append
     )
+    backend, chosen = opened.backend, opened.describe()
     assert backend.path.name == "m.tflite" and "fallback" in chosen
+    assert opened.model.name == "m.tflite" and opened.cpu and "libedgetpu" in opened.fallback
     assert len(warnings) == 1 and "falling back to m.tflite" in warnings[0]
 
 
@@ -77,7 +79,7 @@ def test_no_device_and_version_mismatch_are_told_apart(
     def failing(library: str, options: dict) -> None:
         raise ValueError("Failed to load delegate from libedgetpu.so.1")
 
-    monkeypatch.setattr(backends, "_load_delegate_function", lambda: failing)
+    monkeypatch.setattr(litert, "_load_delegate_function", lambda: failing)
     monkeypatch.setattr(hardware, "edgetpus", lambda: [])
     with pytest.raises(DataError, match="no Edge TPU attached"):
         open_backend(int8_pair / "m_edgetpu.tflite")
@@ -95,7 +97,7 @@ def test_device_option_reaches_the_delegate(
         seen.update(library=library, options=options)
         raise ValueError("Failed to load delegate")
 
-    monkeypatch.setattr(backends, "_load_delegate_function", lambda: recording)
+    monkeypatch.setattr(litert, "_load_delegate_function", lambda: recording)
     monkeypatch.setattr(hardware, "edgetpus", lambda: [])
     with pytest.raises(DataError):
         open_backend(int8_pair / "m_edgetpu.tflite", device="usb:1")

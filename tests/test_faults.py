@@ -22,7 +22,7 @@ from edgeseg.errors import DataError
 from edgeseg.hardware import v4l_by_id
 from edgeseg.runtime.capture import CaptureThread, Frame
 from edgeseg.runtime.pipeline import run_pipeline
-from edgeseg.runtime.streams import StreamInfo, open_stream
+from edgeseg.runtime.streams import StreamBase, StreamInfo, open_stream
 
 FAST = {"backoff": 0.01, "max_backoff": 0.05}  # retry at once: the tests wait on events
 
@@ -162,9 +162,10 @@ def test_a_reopen_that_hangs_is_given_up_after_open_timeout_and_tried_again() ->
 
 
 def test_a_file_source_still_ends_at_its_end_and_fails_on_a_read_error() -> None:
-    class FileFake:
+    class FileFake(StreamBase):
         def __init__(self, fail: bool) -> None:
             self.info = StreamInfo("file://x.tif", "x.tif", live=False, fps=10.0, size=(4, 4))
+            self.warnings: list[str] = []
             self.fail, self.reads = fail, 0
 
         def read(self) -> np.ndarray | None:

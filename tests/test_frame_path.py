@@ -94,10 +94,11 @@ def _library_labels(model: Path, clip: Path) -> list[np.ndarray]:
     """What eval and the parity check compute: the model opened as eval opens it, every frame
     through `convert.parity.label_maps`."""
     from edgeseg.convert.parity import label_maps
-    from edgeseg.model.resolve import open_model
+    from edgeseg.runtime.backends import open_model
     from edgeseg.runtime.sources import open_file_source
 
-    backend, meta = open_model(model)
+    opened = open_model(model)
+    backend, meta = opened.backend, opened.meta
     src = open_file_source(clip)
     frames = [src.read(i) for i in range(len(src))]
     return label_maps(frames, backend, meta)
@@ -150,10 +151,11 @@ def test_int8_frames_take_the_lookup_table_path(artefacts: dict, clips: dict) ->
     model take the float path: luma mixes channels)."""
     from edgeseg.core.preprocess import prepare, prepare_quantized
     from edgeseg.core.quant import quantize
-    from edgeseg.model.resolve import open_model
+    from edgeseg.runtime.backends import open_model
     from edgeseg.runtime.sources import open_file_source
 
-    backend, meta = open_model(artefacts["int8"])
+    opened = open_model(artefacts["int8"])
+    backend, meta = opened.backend, opened.meta
     assert backend.input.quantized
     for name in ("8-bit stack", "16-bit stack"):  # gray integer frames
         frame = open_file_source(clips[name]).read(0)

@@ -174,16 +174,18 @@ def test_run_objects_rows_match_the_labels_and_the_raw_frames(
 ) -> None:
     from edgeseg.core.segmenter import Segmenter
     from edgeseg.imageio import read_image
-    from edgeseg.model.resolve import open_model
+    from edgeseg.runtime.backends import open_model
 
     objects, frames = tmp_path / "objects.csv", tmp_path / "frames.csv"
     args = ["run", str(model), "--source", str(folder), "--headless", "--workers", "1"]
+    args += ["--backend", "litert"]  # the library call's runtime: the file's own
     args += ["--objects", str(objects), "--csv", str(frames), "--pixel-size", "0.65"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert str(objects) in result.stdout
     rows, per_frame = _rows(objects), _rows(frames)
-    backend, meta = open_model(model)
+    opened = open_model(model)
+    backend, meta = opened.backend, opened.meta
     segmenter = Segmenter(backend, meta)
     total = 0
     for frame_row in per_frame:

@@ -84,8 +84,8 @@ def test_choose_providers_order_and_options(tmp_path: Path) -> None:
 
 def test_open_backend_dispatches_onnx_and_rejects_absent_providers(tmp_path: Path) -> None:
     _, _, onnx_path = _export({"input_size": (32, 32)}, tmp_path)
-    backend, chosen = open_backend(onnx_path)
-    assert isinstance(backend, OnnxBackend) and "CPUExecutionProvider" in chosen
+    opened = open_backend(onnx_path)
+    assert isinstance(opened.backend, OnnxBackend) and "CPUExecutionProvider" in opened.describe()
     with pytest.raises(MissingDependencyError, match="CUDAExecutionProvider"):
         open_backend(onnx_path, delegate="cuda")
     with pytest.raises(DataError, match="for TFLite models"):

@@ -52,9 +52,11 @@ def test_int8_label_maps_identical_to_litert(int8_model: Path) -> None:
     from edgeseg.runtime.backends import OpenVinoBackend, TFLiteBackend, open_backend
 
     lite = TFLiteBackend(int8_model, threads=2)
-    ov, chosen = open_backend(int8_model, backend="openvino", threads=2)
+    opened = open_backend(int8_model, backend="openvino", threads=2)
+    ov = opened.backend
     assert isinstance(ov, OpenVinoBackend) and isinstance(ov, Backend)
-    assert chosen.startswith("CPU") and ov.runtime.startswith("openvino ")
+    assert opened.describe().startswith("CPU") and ov.runtime.startswith("openvino ")
+    assert (opened.runtime, opened.chosen_by, opened.threads) == ("openvino", "asked", 2)
     # The integer input and output as the file declares them: fed and read like LiteRT's.
     for a, b in ((lite.input, ov.input), (lite.output, ov.output)):
         assert (a.shape, a.dtype, a.scale, a.zero_point) == (
@@ -78,7 +80,7 @@ def test_int8_label_maps_identical_to_litert(int8_model: Path) -> None:
 def test_float_unet_agrees_with_litert(unet_models: dict[str, Path]) -> None:
     _ov()
     from edgeseg.runtime.backends import OpenVinoBackend, TFLiteBackend
-    from edgeseg.runtime.selection import FLOAT_DICE, agreement
+    from edgeseg.runtime.selection import MIN_DICE, agreement
 
     lite = TFLiteBackend(unet_models["float"], threads=2)
     ov = OpenVinoBackend(unet_models["float"], threads=2)
@@ -89,14 +91,13 @@ def test_float_unet_agrees_with_litert(unet_models: dict[str, Path]) -> None:
     meta = ModelMetadata(input_size=(32, 32), normalization="percentile")
     for frame in _frames((64, 80)):
         dice, _ = agreement(Segmenter(ov, meta).labels(frame), Segmenter(lite, meta).labels(frame))
-        assert dice >= FLOAT_DICE
+        assert dice >= MIN_DICE
 
 
-def test_int8_unet_keeps_integer_io_and_stays_within_two_steps(
-    unet_models: dict[str, Path],
-) -> None:
-    """On an untrained U-Net OpenVINO's int8 arithmetic rounds differently from LiteRT's in a
-    few outputs (one or two quantization steps): what `--backend auto` checks for."""
+def test_int8_unet_keeps_integer_io(unet_models: dict[str, Path]) -> None:
+    """OpenVINO feeds and reads an int8 U-Net's integer tensors as the file declares them.
+    (How far its int8 arithmetic may round from LiteRT's depends on the CPU: the label maps a
+    user sees are what the next test holds it to.)"""
     _ov()
     from edgeseg.core.quant import quantize
     from edgeseg.runtime.backends import OpenVinoBackend, TFLiteBackend
@@ -105,18 +106,86 @@ def test_int8_unet_keeps_integer_io_and_stays_within_two_steps(
     ov = OpenVinoBackend(unet_models["int8"])
     x = quantize(np.random.default_rng(1).random((1, 32, 32, 1), dtype=np.float32), ov.input)
     raw_lite, raw_ov = lite.invoke(x), ov.invoke(x)
-    assert raw_ov.dtype == np.int8 and raw_ov.shape == raw_lite.shape
-    assert np.abs(raw_ov.astype(int) - raw_lite.astype(int)).max() <= 2
+    assert raw_ov.dtype == raw_lite.dtype == np.int8 and raw_ov.shape == raw_lite.shape
+
+
+_OV_LABELS = """
+import sys
+import numpy as np
+from edgeseg.core.segmenter import Segmenter
+from edgeseg.runtime.backends import OpenVinoBackend
+from edgeseg.samples import SyntheticStream
+ov = OpenVinoBackend(sys.argv[1], threads=1)
+stream = SyntheticStream(size=(96, 128), seed=4)
+segmenter = Segmenter(ov, ov.metadata())
+np.save(sys.argv[2], np.stack([segmenter.labels(stream.read()[0]) for _ in range(3)]))
+"""
+
+
+@pytest.fixture(scope="module")
+def context_unet_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A full-int8 U-Net (depth 2, skips concatenated) with confident, context-dependent
+    outputs: what a trained model gives, without training."""
+    from helpers import int8_tflite, intensity_unet
+
+    from edgeseg.core.tflite_file import embed_metadata
+
+    data = int8_tflite(intensity_unet(32), (32, 32), samples=16)
+    meta = ModelMetadata(input_size=(32, 32), normalization="percentile")
+    path = tmp_path_factory.mktemp("ov-context") / "context_unet_int8.tflite"
+    path.write_bytes(embed_metadata(data, meta))
+    return path
+
+
+@pytest.mark.parametrize("isa", [None, "AVX2", "AVX512_CORE"])
+def test_int8_unet_label_maps_agree_with_litert_on_every_cpu(
+    context_unet_int8: Path, isa: str | None, tmp_path: Path
+) -> None:
+    """OpenVINO's int8 results differ from LiteRT's by a few quantization steps on CPUs without
+    AMX or VNNI (bit-identical on AMX): the label maps must still agree as `--backend auto`
+    demands (every class's Dice >= MIN_DICE). Each CPU family is emulated here by capping
+    oneDNN's instruction set in a child process (``ONEDNN_MAX_CPU_ISA``; on a CPU below the
+    cap it runs what it has), so every machine checks the AVX2-only arithmetic."""
+    _ov()
+    import os
+    import subprocess
+
+    from edgeseg.runtime.backends import TFLiteBackend
+    from edgeseg.runtime.selection import MIN_DICE, agreement
+    from edgeseg.samples import SyntheticStream
+
+    lite = TFLiteBackend(context_unet_int8, threads=1)
+    stream = SyntheticStream(size=(96, 128), seed=4)
+    segmenter = Segmenter(lite, lite.metadata())
+    expected = [segmenter.labels(stream.read()[0]) for _ in range(3)]
+    env = dict(os.environ)
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    if isa is not None:
+        env["ONEDNN_MAX_CPU_ISA"] = isa
+    out = tmp_path / "ov_labels.npy"
+    done = subprocess.run(
+        [sys.executable, "-c", _OV_LABELS, str(context_unet_int8), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = np.load(out)
+    for labels, ref in zip(got, expected, strict=True):
+        dice, _ = agreement(labels, ref)
+        assert dice >= MIN_DICE, (isa, dice)
+    assert sum(int((ref > 0).sum()) for ref in expected) > 0  # blank maps would prove nothing
 
 
 def test_reopen_gives_the_same_kind_with_other_threads(int8_model: Path) -> None:
     _ov()
     from edgeseg.runtime.backends import OpenVinoBackend, TFLiteBackend, open_backend, reopen
 
-    ov, _ = open_backend(int8_model, backend="openvino", threads=2)
+    ov = open_backend(int8_model, backend="openvino", threads=2)
     again = reopen(ov, 1)
     assert isinstance(again, OpenVinoBackend) and again.threads == 1
-    lite, _ = open_backend(int8_model, backend="litert")
+    lite = open_backend(int8_model, backend="litert")
     assert isinstance(reopen(lite, 1), TFLiteBackend)
 
 

@@ -23,7 +23,8 @@ from edgeseg.errors import DataError
 from edgeseg.imageio import read_image
 from edgeseg.runtime import sinks
 from edgeseg.runtime.sinks import CsvSink, MaskSink, VideoSink
-from edgeseg.runtime.storage import Ring, parse_size
+from edgeseg.runtime.storage import Ring
+from edgeseg.sizes import parse_bytes
 
 cv2 = pytest.importorskip("cv2")
 
@@ -81,26 +82,26 @@ def assert_foreign_intact(folder: Path) -> None:
         (4096, 4096),
     ],
 )
-def test_parse_size(text: str | int, expected: int) -> None:
-    assert parse_size(text, free_bytes=1000) == expected
+def test_parse_bytes(text: str | int, expected: int) -> None:
+    assert parse_bytes(text, free_bytes=1000) == expected
 
 
 @pytest.mark.parametrize("text", ["", "G", "2X", "-5", "0", "0M", "1e9", "five", "2 G B", "0.1"])
-def test_parse_size_errors(text: str) -> None:
+def test_parse_bytes_errors(text: str) -> None:
     with pytest.raises(DataError, match="size") as info:
-        parse_size(text, free_bytes=1000)
+        parse_bytes(text, free_bytes=1000)
     assert "\n" not in str(info.value)
 
 
-def test_parse_size_share_errors() -> None:
+def test_parse_bytes_share_errors() -> None:
     with pytest.raises(DataError, match="needs a folder"):
-        parse_size("20%")
+        parse_bytes("20%")
     with pytest.raises(DataError, match="0-100%"):
-        parse_size("150%", free_bytes=1000)
+        parse_bytes("150%", free_bytes=1000)
     with pytest.raises(DataError, match="0-100%"):
-        parse_size("0%", free_bytes=1000)
+        parse_bytes("0%", free_bytes=1000)
     with pytest.raises(DataError, match="disk is full"):
-        parse_size("1%", free_bytes=10)
+        parse_bytes("1%", free_bytes=10)
 
 
 def test_ring_share_counts_our_files_as_free(tmp_path: Path) -> None:
@@ -404,7 +405,7 @@ def test_mask_and_csv_stop_on_a_failing_disk(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "write", full)
-    monkeypatch.setattr(sinks, "open", _open_full, raising=False)
+    monkeypatch.setattr(sinks.masks, "open", _open_full, raising=False)
     for i in range(3, 6):
         masks.write(i, index_frame(i), LABELS, {})
         stats.write(i, index_frame(i), LABELS, {"frame": i})

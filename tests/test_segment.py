@@ -117,7 +117,8 @@ def test_folder_gives_what_run_save_masks_gives(models, wells, client, tmp_path)
     result = runner.invoke(
         app,
         ["run", str(model), "--source", str(wells), "--headless", "--save-masks", str(masks),
-         "--objects", str(tmp_path / "run_objects.csv")],
+         "--objects", str(tmp_path / "run_objects.csv"),
+         "--backend", "litert"],  # segment's library default: the file's own runtime
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     out = tmp_path / "seg"
@@ -191,7 +192,7 @@ def test_zarr_time_series_semantic_and_instance_ids_over_the_array(
     got = np.asarray(zarr.open_array(store=str(out / "movie.zarr"), mode="r")[:])
     assert got.dtype == np.uint8
     from edgeseg.batch.tasks import ModelSpec, segmenter
-    from edgeseg.runtime.sinks import frame_objects
+    from edgeseg.core.objects import frame_objects
 
     _, meta, _ = segmenter(ModelSpec(str(models["semantic"].resolve())))
     import csv

@@ -302,8 +302,8 @@ def fake_cv2(keys: list[int]) -> SimpleNamespace:
 
 
 def test_window_without_display_is_a_clean_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sinks, "cv2", lambda: fake_cv2([]))
-    monkeypatch.setattr(sinks.sys, "platform", "linux")
+    monkeypatch.setattr(sinks.window, "cv2", lambda: fake_cv2([]))
+    monkeypatch.setattr(sinks.window.sys, "platform", "linux")
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(DataError, match="no display") as info:
@@ -314,7 +314,7 @@ def test_window_without_display_is_a_clean_error(monkeypatch: pytest.MonkeyPatch
 def test_window_quits_on_q_or_escape(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in (ord("q"), 27):
         fake = fake_cv2([-1, key])
-        monkeypatch.setattr(sinks, "cv2", lambda fake=fake: fake)
+        monkeypatch.setattr(sinks.window, "cv2", lambda fake=fake: fake)
         monkeypatch.setenv("DISPLAY", ":0")
         with WindowSink("test") as window:
             window.write(0, rendered(), labels_for(), RECORD)

@@ -240,6 +240,36 @@ def discover(
     return found, bad
 
 
+def first_frame_size(found: Sequence[Any]) -> tuple[int, int] | None:
+    """(H, W) the model first sees among ``found`` (from :func:`discover`): the first frame
+    of the first file (read from its header where TIFF has one), or the plane of a Zarr
+    array's first block (its Y/X chunk); None for no input or an unreadable first file."""
+    for item in found:
+        if isinstance(item, ArrayInput):
+            h, w = item.plane_chunks
+            ph, pw = item.plane_shape
+            return min(h, ph), min(w, pw)
+        if isinstance(item, FileInput) and item.frames:
+            try:
+                return _file_frame_size(item.path, item.frames[0].page)
+            except (OSError, ValueError, DataError):
+                return None
+    return None
+
+
+def _file_frame_size(path: str, page: int) -> tuple[int, int]:
+    if Path(path).suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            shape = tif.pages[page].shape
+        return int(shape[0]), int(shape[1])
+    from edgeseg.imageio import read_image
+
+    image = read_image(path)
+    return int(image.shape[0]), int(image.shape[1])
+
+
 def is_zarr(path: Path) -> bool:
     """A folder that is a Zarr array or group (v2 or v3)."""
     return path.suffix.lower() == ".zarr" or any(

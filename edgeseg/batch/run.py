@@ -42,7 +42,7 @@ from edgeseg.batch.chunks import (
 )
 from edgeseg.batch.cluster import ClusterInfo, open_client
 from edgeseg.batch.deps import has, need
-from edgeseg.batch.inputs import ArrayInput, FileInput, discover
+from edgeseg.batch.inputs import ArrayInput, FileInput, discover, first_frame_size
 from edgeseg.batch.store import (
     WORK,
     Ledger,
@@ -55,7 +55,7 @@ from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.postprocess import foreground_classes
 from edgeseg.errors import DataError
 from edgeseg.paths import file_sha256
-from edgeseg.runtime.backends import backend_kind
+from edgeseg.runtime.backends import resolve_runtime
 
 __all__ = ["BatchSummary", "InputReport", "Progress", "SegmentOptions", "segment_archive"]
 
@@ -184,17 +184,18 @@ def _check(o: SegmentOptions) -> None:
         raise DataError(f"--halo must be >= 0, got {o.halo}")
     if o.out.exists() and not o.out.is_dir():
         raise DataError(f"--out {o.out} is a file, not a folder")
-    backend_kind(o.model, o.backend, "auto")  # a runtime that cannot read MODEL: one line
+    resolve_runtime(o.model, o.backend, "auto")  # a runtime that cannot read MODEL: one line
 
 
-def _runtime(o: SegmentOptions) -> str | None:
-    """The runtime the workers open: ``auto`` measured once, here."""
-    kind = backend_kind(o.model, o.backend, "auto")
+def _runtime(o: SegmentOptions, found: list[Any]) -> str | None:
+    """The runtime the workers open: ``auto`` measured once, here, on frames the size of the
+    first input's (``found``: what :func:`~edgeseg.batch.inputs.discover` found)."""
+    kind = resolve_runtime(o.model, o.backend, "auto")
     if kind != "auto":
         return None if o.backend is None else kind
     from edgeseg.runtime.selection import choose_runtime
 
-    return choose_runtime(o.model, threads=o.threads).runtime
+    return choose_runtime(o.model, threads=o.threads, frame_size=first_frame_size(found)).runtime
 
 
 class _Run:
@@ -268,7 +269,7 @@ def segment_archive(
         overlap=o.overlap,
         min_area=o.min_area,
         resize=o.resize,
-        backend=_runtime(o),
+        backend=_runtime(o, found),
     )
     settings = {
         "version": FORMAT_VERSION,
@@ -281,7 +282,7 @@ def segment_archive(
         "pixel_size": o.pixel_size,
         "objects": o.objects,
         # Runtimes may differ in the last quantization step: a resumed run keeps to one.
-        "runtime": spec.backend or backend_kind(o.model, None, "auto"),
+        "runtime": spec.backend or resolve_runtime(o.model, None, "auto"),
     }
     with open_client(o.scheduler, workers=o.workers, host=o.host, client=client) as (cl, info):
         distributed = need("distributed")
@@ -503,87 +504,182 @@ def _lead_groups(info: ArrayInput) -> list[list[tuple[int, ...]]]:
 
 
 def _plan_array(run: _Run, info: ArrayInput) -> None:
-    o, meta = run.o, run.meta
-    assert meta is not None
+    """Plan a Zarr array's units and start them: its geometry (:func:`_array_plan`); an array
+    finished by an earlier run is only counted (:func:`_take_finished_array`); else its
+    outputs are created (:func:`_create_array_outputs`) and its phase-1 tasks submitted
+    (:class:`_ArrayJob`, which then runs phases 2 and 3 as the results come in)."""
+    assert run.meta is not None
     zarr = need("zarr")
     report = InputReport(info.name, f"zarr {info.axes} {info.shape}")
     run.reports[info.store + "/" + info.array_path] = report
+    plan = _array_plan(run, info)
+    report.output = str(plan.target)
+    run.units_total += 2 * plan.n_units
+    if plan.done_key in run.done_keys:
+        _take_finished_array(run, plan, report)
+        return
+    _create_array_outputs(run, plan, zarr)
+    _ArrayJob(run, plan, report).segment()
+
+
+@dataclass(frozen=True)
+class _ArrayPlan:
+    """How one Zarr array is cut into units, where its outputs go, and the units' keys."""
+
+    info: ArrayInput
+    target: Path  # the label array, OUT/<stem>.zarr
+    work: Path  # scratch: the labels before final ids, the halos' labels
+    instances: bool  # an instance model (links by overlap tasks), else semantic
+    blocks: list[Any]  # chunks.Block of a frame, each with its halo
+    groups: list[list[tuple[int, ...]]]  # the frames (lead indices) of each lead chunk
+    k1: dict[tuple[int, int], str]  # (group, block) → phase-1 unit key
+    k3: dict[tuple[int, int], str]  # (group, block) → phase-3 unit key
+    done_key: str  # the whole array, finished
+    manifest: str  # its outputs, created
+    ranges_needed: bool  # blocks normalize by their frame's range (one task per frame)
+
+    @property
+    def n_units(self) -> int:
+        return len(self.k1)
+
+
+def _array_plan(run: _Run, info: ArrayInput) -> _ArrayPlan:
+    """Blocks of each frame with their halo (``--halo``, default half the model's tile, at
+    least 32), groups of frames along the lead axes, and the ledger keys of every unit."""
+    o, meta = run.o, run.meta
+    assert meta is not None
     halo = o.halo if o.halo is not None else max(32, max(meta.input_size) // 2)
     blocks = plan_blocks(info.plane_shape, info.plane_chunks, halo)
     groups = _lead_groups(info)
-    target = o.out / f"{info.stem}.zarr"
-    report.output = str(target)
-    work = o.out / WORK / "work" / unit_key(info.identity, run.settings)[:16]
-    instances = meta.instances is not None
-    k1 = {
-        (g, b): unit_key("p1", info.identity, g, b, run.settings)
-        for g in range(len(groups))
-        for b in range(len(blocks))
-    }
-    k3 = {
-        (g, b): unit_key("p3", info.identity, g, b, run.settings)
-        for g in range(len(groups))
-        for b in range(len(blocks))
-    }
-    n_units = len(k1)
-    run.units_total += 2 * n_units
-    done_key = unit_key("array-done", info.identity, run.settings)
-    if done_key in run.done_keys:
-        run.units_skipped += 2 * n_units
-        report.frames_skipped = info.n_frames
-        kept = run.ledger.read_columns(done_key)
-        for frame, name in _frames(info, groups):
-            columns = {f: kept[f"{frame}.{f}"] for f in ("class", *OBJECT_FIELDS)}
-            report.objects += run.table.add(info.store, frame, name, columns)
-        return
-    manifest = unit_key("array", info.identity, run.settings)
-    if manifest not in run.done_keys:
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "halos").mkdir(exist_ok=True)
+    units = [(g, b) for g in range(len(groups)) for b in range(len(blocks))]
+    return _ArrayPlan(
+        info=info,
+        target=o.out / f"{info.stem}.zarr",
+        work=o.out / WORK / "work" / unit_key(info.identity, run.settings)[:16],
+        instances=meta.instances is not None,
+        blocks=blocks,
+        groups=groups,
+        k1={(g, b): unit_key("p1", info.identity, g, b, run.settings) for g, b in units},
+        k3={(g, b): unit_key("p3", info.identity, g, b, run.settings) for g, b in units},
+        done_key=unit_key("array-done", info.identity, run.settings),
+        manifest=unit_key("array", info.identity, run.settings),
+        ranges_needed=meta.normalization != "scale" and len(blocks) > 1,
+    )
+
+
+def _take_finished_array(run: _Run, plan: _ArrayPlan, report: InputReport) -> None:
+    """An array finished by an earlier run: its units count as skipped, its objects come
+    from the ledger."""
+    info = plan.info
+    run.units_skipped += 2 * plan.n_units
+    report.frames_skipped = info.n_frames
+    kept = run.ledger.read_columns(plan.done_key)
+    for frame, name in _frames(info, plan.groups):
+        columns = {f: kept[f"{frame}.{f}"] for f in ("class", *OBJECT_FIELDS)}
+        report.objects += run.table.add(info.store, frame, name, columns)
+
+
+def _create_array_outputs(run: _Run, plan: _ArrayPlan, zarr: Any) -> None:
+    """The label array and the scratch labels, created once (a manifest entry in the ledger
+    says so); what a killed run left half written in the halos is removed."""
+    info = plan.info
+    if plan.manifest not in run.done_keys:
+        plan.work.mkdir(parents=True, exist_ok=True)
+        (plan.work / "halos").mkdir(exist_ok=True)
         kw = {"shape": info.label_shape, "chunks": info.label_chunks, "fill_value": 0}
-        zarr.create_array(store=str(work / "labels.zarr"), dtype="uint32", overwrite=True, **kw)
         zarr.create_array(
-            store=str(target),
-            dtype="uint32" if instances else "uint8",
+            store=str(plan.work / "labels.zarr"), dtype="uint32", overwrite=True, **kw
+        )
+        zarr.create_array(
+            store=str(plan.target),
+            dtype="uint32" if plan.instances else "uint8",
             overwrite=True,
             attributes={"axes": info.label_axes, "source": info.name, "edgeseg": "labels"},
             **kw,
         )
-        run.ledger.write(manifest, {"key": manifest, "array": info.name})
-    remove_partials(work / "halos")
-    phase1: dict[tuple[int, int], dict] = {}
-    phase3: set[tuple[int, int]] = set()  # blocks whose final ids are written
-    failed = {"yes": False}
-    ranges_needed = meta.normalization != "scale" and len(blocks) > 1
-    range_futures: dict[tuple[int, ...], Any] = {}
+        run.ledger.write(plan.manifest, {"key": plan.manifest, "array": info.name})
+    remove_partials(plan.work / "halos")
 
-    def fail(future: Any) -> bool:
+
+class _ArrayJob:
+    """One array's three phases on the event loop (see the module docstring): phase 1
+    (:meth:`segment`), the links (:meth:`link`), the final ids (:meth:`finish`), and the
+    objects and ledger entry at the end (:meth:`complete`). Its handlers run on the client,
+    one at a time, as the tasks' results come in."""
+
+    def __init__(self, run: _Run, plan: _ArrayPlan, report: InputReport) -> None:
+        self.run, self.plan, self.report = run, plan, report
+        self.phase1: dict[tuple[int, int], dict] = {}
+        self.phase3: set[tuple[int, int]] = set()  # blocks whose final ids are written
+        self.failed = False
+        self.links: list[np.ndarray] = []  # rows (group, plane, block, id, block, id)
+        self.links_left = 0  # instance model: link tasks not back yet
+        self.frames: list[tuple[int, str, dict[str, np.ndarray]]] = []  # object columns
+
+    def fail(self, future: Any) -> bool:
+        """Whether ``future`` failed; the array's first failure goes into the report."""
         exc = future.exception()
         if exc is None:
             return False
-        if not failed["yes"]:
-            failed["yes"] = True
-            report.errors.append(
+        if not self.failed:
+            self.failed = True
+            self.report.errors.append(
                 f"{type(exc).__name__}: {exc}" if not isinstance(exc, DataError) else str(exc)
             )
         return True
 
-    def p1_done(unit: tuple[int, int], future: Any) -> None:
-        if fail(future):
-            run.unit_done(0, 0)
+    # Phase 1: segment each block with its halo.
+
+    def segment(self) -> None:
+        """Submit every phase-1 unit not done by an earlier run (those are read back from
+        the ledger); link at once when all were done."""
+        run, plan, o = self.run, self.plan, self.run.o
+        info, blocks = plan.info, plan.blocks
+        range_futures: dict[tuple[int, ...], Any] = {}
+        skipped_frames = 0.0
+        for (g, b), key in sorted(plan.k1.items()):
+            if key in run.done_keys:
+                self.phase1[(g, b)] = _phase1_record(run, key)
+                run.units_skipped += 1
+                skipped_frames += len(plan.groups[g]) / len(blocks)
+                continue
+            planes = plan.groups[g]
+            ranges: dict[tuple[int, ...], Any] = {}
+            if plan.ranges_needed:
+                for lead in planes:
+                    if lead not in range_futures:
+                        range_futures[lead] = run.client.submit(
+                            tasks.frame_range, run.spec, info, lead, info.plane_chunks,
+                            pure=False, retries=o.retries,
+                        )  # fmt: skip
+                    ranges[lead] = range_futures[lead]
+            run.submit(
+                tasks.segment_unit, run.spec, info, str(plan.work), blocks[b], planes, ranges,
+                key, str(o.out), o.objects, then=lambda f, u=(g, b): self.segmented(u, f),
+            )  # fmt: skip
+        self.report.frames_skipped = round(skipped_frames)
+        if len(self.phase1) == self.plan.n_units:
+            self.link()
+
+    def segmented(self, unit: tuple[int, int], future: Any) -> None:
+        if self.fail(future):
+            self.run.unit_done(0, 0)
             return
         rec = future.result()
-        phase1[unit] = rec
-        run.unit_done(rec["frames"] / len(blocks), rec["pixels"])
-        if len(phase1) == n_units:
-            link()
+        self.phase1[unit] = rec
+        self.run.unit_done(rec["frames"] / len(self.plan.blocks), rec["pixels"])
+        if len(self.phase1) == self.plan.n_units:
+            self.link()
 
-    links: list[np.ndarray] = []
-    state = {"left": 0}
+    # Phase 2: link the objects of neighbouring blocks.
 
-    def link() -> None:
-        if not instances:  # from the core edges the blocks returned, here
-            for g, planes in enumerate(groups):
+    def link(self) -> None:
+        """A semantic model's links from the core edges the blocks returned, here; an
+        instance model's by overlap in the halos, a task per block."""
+        plan, phase1 = self.plan, self.phase1
+        blocks = plan.blocks
+        if not plan.instances:
+            for g, planes in enumerate(plan.groups):
                 for k in range(len(planes)):
                     found = edge_links(
                         blocks,
@@ -592,50 +688,42 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
                     )
                     if found:
                         arr = np.asarray(found, np.int64)
-                        links.append(np.column_stack([np.full((len(arr), 2), (g, k)), arr]))
-            finish()
+                        self.links.append(np.column_stack([np.full((len(arr), 2), (g, k)), arr]))
+            self.finish()
             return
         pairs: dict[int, list] = {i: [] for i in range(len(blocks))}
         for i, j, region in face_pairs(blocks):
             pairs[i].append((j, region))
-        state["left"] = n_units
+        self.links_left = plan.n_units
         for (g, i), _ in sorted(phase1.items()):
-            run.submit(
-                tasks.link_unit, info, str(work), blocks, i, pairs[i], groups[g], k1[(g, i)],
-                then=lambda f, g=g: linked(g, f),
+            self.run.submit(
+                tasks.link_unit, plan.info, str(plan.work), blocks, i, pairs[i], plan.groups[g],
+                plan.k1[(g, i)], then=lambda f, g=g: self.linked(g, f),
             )  # fmt: skip
 
-    def linked(g: int, future: Any) -> None:
-        if fail(future):
+    def linked(self, g: int, future: Any) -> None:
+        if self.fail(future):
             return
         found = future.result()
         if found:
             arr = np.asarray(found, np.int64)
-            links.append(np.column_stack([np.full(len(arr), g), arr]))
-        state["left"] -= 1
-        if state["left"] == 0:
-            finish()
+            self.links.append(np.column_stack([np.full(len(arr), g), arr]))
+        self.links_left -= 1
+        if self.links_left == 0:
+            self.finish()
 
-    def finish() -> None:
-        # Nodes: every (group, plane k, block, local id), plane-major; ids over the array.
-        base: dict[tuple[int, int, int], int] = {}
-        n = 0
-        for g, planes in enumerate(groups):
-            for k in range(len(planes)):
-                for b in range(len(blocks)):
-                    base[(g, k, b)] = n
-                    n += phase1[(g, b)]["counts"][k]
-        edges = np.zeros((0, 2), np.int64)
-        if links:
-            table = np.concatenate(links)
-            u = np.array([base[(g, k, i)] for g, k, i in table[:, :3]]) + table[:, 3] - 1
-            v = np.array([base[(g, k, j)] for g, k, j in table[:, [0, 1, 4]]]) + table[:, 5] - 1
-            edges = np.column_stack([u, v])
-        ids = merge_ids(n, edges)
+    # Phase 3: final ids over the whole array, written block by block.
+
+    def finish(self) -> None:
+        """Join the links into final ids, submit each block's write, and measure the objects
+        while the workers write."""
+        run, plan, phase1 = self.run, self.plan, self.phase1
+        instances = plan.instances
+        base, ids = _final_ids(plan, phase1, self.links)
         class_of = np.zeros(int(ids.max(initial=0)) + 1, np.int64)  # final id → class
         parts: dict[tuple[int, int], list[np.ndarray]] = {}  # (group, plane): final-id stats
-        for (g, b), k3key in sorted(k3.items()):
-            planes = groups[g]
+        for (g, b), k3key in sorted(plan.k3.items()):
+            planes = plan.groups[g]
             luts, values = [], []
             for k in range(len(planes)):
                 start = base[(g, k, b)]
@@ -651,63 +739,63 @@ def _plan_array(run: _Run, info: ArrayInput) -> None:
                 st[:, 0] = lut[st[:, 0].astype(np.int64)]
                 parts.setdefault((g, k), []).append(st)
             if k3key in run.done_keys:
-                phase3.add((g, b))
+                self.phase3.add((g, b))
                 run.units_skipped += 1
                 continue
             run.submit(
-                tasks.finish_unit, info, str(work), str(target), blocks[b], planes, luts,
-                None if instances else values, k3key, str(o.out),
-                then=lambda f, u=(g, b): p3_done(u, f),
+                tasks.finish_unit, plan.info, str(plan.work), str(plan.target), plan.blocks[b],
+                planes, luts, None if instances else values, k3key, str(run.o.out),
+                then=lambda f, u=(g, b): self.finished(u, f),
             )  # fmt: skip
         # The objects, measured while the workers write the final ids.
-        frames.extend(_array_columns(run, info, groups, parts, None if instances else class_of))
-        if len(phase3) == n_units:
-            complete()
+        self.frames.extend(
+            _array_columns(run, plan.info, plan.groups, parts, None if instances else class_of)
+        )
+        if len(self.phase3) == plan.n_units:
+            self.complete()
 
-    def p3_done(unit: tuple[int, int], future: Any) -> None:
-        if fail(future):
-            run.unit_done(0, 0)
+    def finished(self, unit: tuple[int, int], future: Any) -> None:
+        if self.fail(future):
+            self.run.unit_done(0, 0)
             return
-        phase3.add(unit)
-        run.unit_done(0, 0)
-        if len(phase3) == n_units:
-            complete()
+        self.phase3.add(unit)
+        self.run.unit_done(0, 0)
+        if len(self.phase3) == self.plan.n_units:
+            self.complete()
 
-    frames: list[tuple[int, str, dict[str, np.ndarray]]] = []
-
-    def complete() -> None:
+    def complete(self) -> None:
+        """The objects into the table, the array's ledger entry (with its columns), the
+        scratch removed."""
+        run, plan, report = self.run, self.plan, self.report
         kept = {}
-        for frame, name, columns in frames:
-            report.objects += run.table.add(info.store, frame, name, columns)
+        for frame, name, columns in self.frames:
+            report.objects += run.table.add(plan.info.store, frame, name, columns)
             kept.update({f"{frame}.{f}": v for f, v in columns.items()})
-        report.frames = info.n_frames - report.frames_skipped
-        run.ledger.write(done_key, {"key": done_key}, kept)
-        shutil.rmtree(work, ignore_errors=True)
+        report.frames = plan.info.n_frames - report.frames_skipped
+        run.ledger.write(plan.done_key, {"key": plan.done_key}, kept)
+        shutil.rmtree(plan.work, ignore_errors=True)
 
-    skipped_frames = 0.0
-    for (g, b), key in sorted(k1.items()):
-        if key in run.done_keys:
-            phase1[(g, b)] = _phase1_record(run, key)
-            run.units_skipped += 1
-            skipped_frames += len(groups[g]) / len(blocks)
-            continue
-        planes = groups[g]
-        ranges: dict[tuple[int, ...], Any] = {}
-        if ranges_needed:
-            for lead in planes:
-                if lead not in range_futures:
-                    range_futures[lead] = run.client.submit(
-                        tasks.frame_range, run.spec, info, lead, info.plane_chunks,
-                        pure=False, retries=o.retries,
-                    )  # fmt: skip
-                ranges[lead] = range_futures[lead]
-        run.submit(
-            tasks.segment_unit, run.spec, info, str(work), blocks[b], planes, ranges, key,
-            str(o.out), o.objects, then=lambda f, u=(g, b): p1_done(u, f),
-        )  # fmt: skip
-    report.frames_skipped = round(skipped_frames)
-    if len(phase1) == n_units:
-        link()
+
+def _final_ids(
+    plan: _ArrayPlan, phase1: dict[tuple[int, int], dict], links: list[np.ndarray]
+) -> tuple[dict[tuple[int, int, int], int], np.ndarray]:
+    """(first node of each (group, plane, block), final id of every node): the nodes are the
+    local ids of every block of every plane, plane-major; linked nodes share an id, and ids
+    run 1..n over the whole array (union-find, :func:`~edgeseg.batch.chunks.merge_ids`)."""
+    base: dict[tuple[int, int, int], int] = {}
+    n = 0
+    for g, planes in enumerate(plan.groups):
+        for k in range(len(planes)):
+            for b in range(len(plan.blocks)):
+                base[(g, k, b)] = n
+                n += phase1[(g, b)]["counts"][k]
+    edges = np.zeros((0, 2), np.int64)
+    if links:
+        table = np.concatenate(links)
+        u = np.array([base[(g, k, i)] for g, k, i in table[:, :3]]) + table[:, 3] - 1
+        v = np.array([base[(g, k, j)] for g, k, j in table[:, [0, 1, 4]]]) + table[:, 5] - 1
+        edges = np.column_stack([u, v])
+    return base, merge_ids(n, edges)
 
 
 def _phase1_record(run: _Run, key: str) -> dict[str, Any]:

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.core.objects import OBJECT_CSV_FIELDS, csv_value
 from edgeseg.errors import DataError
 from edgeseg.paths import atomic_write, is_partial
-from edgeseg.runtime.sinks import OBJECT_CSV_FIELDS, csv_value
 
 __all__ = [
     "TABLE_FIELDS",

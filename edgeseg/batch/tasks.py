@@ -30,12 +30,12 @@ from edgeseg.batch.chunks import (
 )
 from edgeseg.batch.inputs import ArrayInput
 from edgeseg.batch.store import Ledger
-from edgeseg.core.metadata import ModelMetadata, apply_flags
+from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.preprocess import drop_alpha, intensity_range
 from edgeseg.core.segmenter import Segmenter
 from edgeseg.errors import DataError
+from edgeseg.imageio import encode_mask, stored_labels
 from edgeseg.paths import atomic_path, atomic_write
-from edgeseg.runtime.sinks import encode_mask, stored_labels
 
 __all__ = [
     "FAULT_ENV",
@@ -82,17 +82,14 @@ def segmenter(spec: ModelSpec) -> tuple[Segmenter, ModelMetadata, str]:
     """This worker's Segmenter for ``spec`` (opened once), its metadata and backend."""
     cached = _CACHE.get(spec)
     if cached is None:
-        from edgeseg.runtime.backends import open_backend
+        from edgeseg.runtime.backends import open_model
 
-        opened = open_backend(spec.path, threads=spec.threads, backend=spec.backend)
-        backend, chosen = opened if isinstance(opened, tuple) else (opened, opened.runtime)
-        embedded = backend.metadata()
-        meta = apply_flags(embedded, backend.input.shape, backend.output.shape)
-        tile = (embedded is not None) if spec.resize is None else not spec.resize
+        model = open_model(spec.path, threads=spec.threads, backend=spec.backend)
+        tile = model.embedded if spec.resize is None else not spec.resize
         seg = Segmenter(
-            backend, meta, resize=not tile, overlap=spec.overlap, min_area=spec.min_area
+            model.backend, model.meta, resize=not tile, overlap=spec.overlap, min_area=spec.min_area
         )
-        cached = (seg, meta, str(chosen))
+        cached = (seg, model.meta, model.opened.describe())
         _CACHE[spec] = cached
     return cached
 
@@ -142,7 +139,7 @@ def segment_files(
     ledger entry with the frame's object columns (also in its result, ``columns``; classes
     as codes into ``class_names``). A frame that cannot be read is reported in its result
     (``error``), never raised. Without ``objects`` nothing is measured (no columns)."""
-    from edgeseg.runtime.sinks import frame_object_columns, object_class_names
+    from edgeseg.core.objects import frame_object_columns, object_class_names
 
     _fault_hook()
     seg, meta, _ = segmenter(spec)

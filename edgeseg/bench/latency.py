@@ -291,16 +291,20 @@ def measure(config: BenchConfig, stage: Any = None) -> dict[str, Any]:
     named).
     """
     from edgeseg.devices.fingerprint import thermal_snapshot
-    from edgeseg.runtime.backends import backend_kind, import_runtime, open_backend
+    from edgeseg.runtime.backends import import_runtime, open_backend, resolve_runtime
 
     say = stage or (lambda _name: None)
-    kind = backend_kind(Path(config.model), config.backend, config.delegate)
+    kind = resolve_runtime(Path(config.model), config.backend, config.delegate)
+    if kind == "auto":  # the planner resolves auto; a config written by hand may not
+        from edgeseg.runtime.selection import choose_runtime
+
+        kind = choose_runtime(config.model, threads=config.threads).runtime
     import_runtime(kind)  # import the runtime before the memory baseline
     rss_before = _memory_mb()["rss"]
     thermal_start = thermal_snapshot()
     say("loading the model")
     t0 = time.perf_counter()
-    backend, chosen = open_backend(
+    opened = open_backend(
         config.model,
         delegate=config.delegate,
         threads=config.threads,
@@ -308,6 +312,7 @@ def measure(config: BenchConfig, stage: Any = None) -> dict[str, Any]:
         device=config.edgetpu_device,
         backend=kind,
     )
+    backend = opened.backend
     load_ms = (time.perf_counter() - t0) * 1000
     x = _random_input(backend.input.shape, backend.input.dtype, config.seed)
     say("the first inference")
@@ -326,7 +331,7 @@ def measure(config: BenchConfig, stage: Any = None) -> dict[str, Any]:
         "runtime": {
             "name": backend.runtime,
             "backend": kind,
-            "delegate": chosen,
+            "delegate": opened.describe(),
             "requested_delegate": config.delegate,
             "threads": config.threads,
         },
@@ -416,17 +421,28 @@ def _memory_mb() -> dict[str, Any]:
 
 
 class _TimingSink:
-    """A pipeline sink that keeps the per-frame timing records and nothing else."""
+    """A pipeline sink that keeps the per-frame timing records and nothing else.
+
+    It states the capabilities of :class:`~edgeseg.runtime.sinks.Sink` itself rather than
+    building on ``SinkBase``: this module is the measuring child, whose memory the report
+    gives, and it imports the runtime only where it measures."""
+
+    wants_frame = False
+    quit_requested = False
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
         self.frame_shape: tuple[int, ...] | None = None
         self.warnings: list[str] = []
 
-    def write(self, index: int, rendered: np.ndarray, labels: np.ndarray, record: dict) -> None:
+    def status(self, message: str | None) -> None:
+        pass  # the source's state does not count in the timings
+
+    def write(self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Any) -> None:
+        """``record``: the pipeline's FrameRecord, kept as its row."""
         if self.frame_shape is None:
             self.frame_shape = tuple(int(d) for d in labels.shape)
-        self.records.append(dict(record))
+        self.records.append(record.to_dict())
 
     def close(self) -> None:
         pass
@@ -436,7 +452,7 @@ def measure_e2e(config: BenchConfig) -> dict[str, Any]:
     """The pipeline `edgeseg run` builds, on ``config.e2e`` (up to ``config.e2e_frames``
     frames), with its policy (one interpreter per core for a file source on the CPU): per-stage
     timings."""
-    from edgeseg.runtime.backends import backend_kind
+    from edgeseg.runtime.backends import resolve_runtime
     from edgeseg.runtime.pipeline import STAGES
     from edgeseg.session import RunOptions, build_session
 
@@ -445,7 +461,7 @@ def measure_e2e(config: BenchConfig) -> dict[str, Any]:
         model=Path(config.model),
         source=config.e2e,
         delegate=config.delegate,
-        backend=backend_kind(Path(config.model), config.backend, config.delegate),
+        backend=resolve_runtime(Path(config.model), config.backend, config.delegate),
         edgetpu_device=config.edgetpu_device,
         threads=config.threads,
         headless=True,

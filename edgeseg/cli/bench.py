@@ -6,10 +6,8 @@ from pathlib import Path
 
 import typer
 
+from edgeseg.bench.run import DEFAULT_OUT, BenchOptions, bench_models
 from edgeseg.cli.common import err, handle_errors, out
-from edgeseg.errors import EdgesegError
-
-DEFAULT_OUT = Path("devices") / "reports"
 
 
 @handle_errors
@@ -78,104 +76,22 @@ def bench(
     start apart, throughput, peak memory and model size; with --e2e the per-stage timings of
     the real pipeline. The report names the device by a fingerprint read from the system.
     """
-    from edgeseg.bench.latency import BenchConfig, measure_in_subprocess, model_info
-    from edgeseg.bench.report import build_report, write_report
-    from edgeseg.devices.fingerprint import fingerprint
-    from edgeseg.devices.profiles import detect_profile
-    from edgeseg.session import device_policy
-
-    policy = device_policy(device, delegate=delegate, threads=threads)
-    profile, delegate, threads = policy.profile, policy.delegate, policy.threads
-    if e2e is not None:
-        from edgeseg.runtime.streams import parse_source
-
-        parse_source(None, e2e)  # a malformed URI fails before anything is measured
-    # Every file is validated (pure Python) before any is measured.
-    infos = [model_info(m) for m in models]
-    fp = fingerprint()
-    device_dict = fp.to_dict()
-    err.print(f"device: {fp.describe()} → {fp.slug}", highlight=False)
-    plans = [(path, info, _runtimes(path, backend, delegate, threads)) for path, info in
-             zip(models, infos, strict=True)]  # fmt: skip
-    total = sum(len(kinds) for _, _, kinds in plans)
-    step = 0
-    for path, info, kinds in plans:
-        p50: dict[str, float] = {}
-        for kind in kinds:
-            step += 1
-            err.print(
-                f"[{step}/{total}] measuring {path.name} ({info.label}) on {kind}, {runs} runs, "
-                f"{threads} thread(s), in its own process",
-                highlight=False,
-            )
-            config = BenchConfig(
-                model=str(path),
-                delegate=delegate,
-                threads=threads,
-                backend=kind,
-                edgetpu_device=edgetpu_device,
-                runs=runs,
-                warmup=warmup,
-                e2e=e2e,
-                e2e_frames=e2e_frames,
-            )
-            try:
-                measured = measure_in_subprocess(config, timeout=timeout)
-            except EdgesegError as exc:
-                if backend != "all" or kind == kinds[0]:
-                    raise  # the file's own runtime (or the one asked for) must work
-                err.print(f"warning: {kind} left out: {exc}", highlight=False)
-                continue
-            if profile is not None:
-                profile_name, profile_from = profile.name, "--device"
-            else:
-                profile_name = detect_profile(device_dict, measured["runtime"]["delegate"])
-                profile_from = "recognised from the fingerprint" if profile_name else None
-            report = build_report(
-                info.to_dict(),
-                device_dict,
-                measured,
-                profile=profile_name,
-                profile_from=profile_from,
-                models_in_run=len(models),
-            )
-            json_path, _ = write_report(report, out_dir)
-            lat = report["latency_ms"]
-            p50[kind] = float(lat["p50"])
-            out.print(
-                f"{info.name} {info.label} on {kind}: p50 {lat['p50']:.3f} ms, p90 "
-                f"{lat['p90']:.3f}, p99 {lat['p99']:.3f} (cold first "
-                f"{report['cold']['first_ms']:.1f} ms) on {measured['runtime']['delegate']} → "
-                f"{json_path}",
-                highlight=False,
-            )
-        if len(p50) > 1:
-            fastest = min(p50, key=p50.__getitem__)
-            ratios = ", ".join(f"{p50[k] / p50[fastest]:.2f}x {k}" for k in p50 if k != fastest)
-            out.print(
-                f"{info.name} {info.label}: fastest {fastest} ({p50[fastest]:.3f} ms p50); "
-                f"{ratios} slower (separate processes, one after another)",
-                highlight=False,
-            )
-
-
-def _runtimes(path: Path, backend: str, delegate: str, threads: int) -> list[str]:
-    """The runtimes to measure ``path`` on, the file's own first; one-line errors for a
-    --backend that cannot take the file or the delegate."""
-    from edgeseg.runtime.backends import backend_kind
-    from edgeseg.runtime.selection import candidates, choose_runtime
-
-    if backend != "all":
-        kind = backend_kind(path, backend, delegate)
-        if kind == "auto":
-            kind = choose_runtime(path, threads=threads, warn=_warn).runtime
-        return [kind]
-    native = backend_kind(path, None, delegate)
-    if backend_kind(path, "auto", delegate) != "auto":
-        return [native]  # a delegate: LiteRT's (or onnxruntime's provider) alone
-    others = [k for k in candidates(path) if k != native]
-    return [native, *others]
-
-
-def _warn(message: str) -> None:
-    err.print(message, highlight=False)
+    options = BenchOptions(
+        models=tuple(models),
+        backend=backend,
+        delegate=delegate,
+        threads=threads,
+        device=device,
+        edgetpu_device=edgetpu_device,
+        runs=runs,
+        warmup=warmup,
+        e2e=e2e,
+        e2e_frames=e2e_frames,
+        out=out_dir,
+        timeout=timeout,
+    )
+    bench_models(
+        options,
+        say=lambda line: err.print(line, highlight=False),
+        tell=lambda line: out.print(line, highlight=False),
+    )

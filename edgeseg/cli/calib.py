@@ -78,7 +78,7 @@ def build(
         named_set_for,
         open_calibration_source,
     )
-    from edgeseg.model.resolve import model_metadata
+    from edgeseg.session import any_model_metadata
 
     # Cheap checks first: a bad --out or source should not wait for the model to load.
     check_output_path(out_path)
@@ -93,7 +93,7 @@ def build(
     src = open_calibration_source(source)
     with quiet_console("calib-build"), contextlib.closing(src):
         _say(f"read {src.description}")
-        meta = model_metadata(
+        meta = any_model_metadata(
             model,
             trust_model=trust_model,
             **metadata_flags(

@@ -1,7 +1,8 @@
 """Commands whose options also come from `edgeseg.toml` files (today: `edgeseg run`).
 
 The keys and their types are derived from the click command's own parameters
-(:func:`run_params`), and :class:`RunCommand` merges the files' values (see
+(:func:`run_params`; `cli/run.py` builds them from :class:`~edgeseg.run_options.RunOptions`,
+where each option is declared once), and :class:`RunCommand` merges the files' values (see
 `edgeseg/config.py`) into the parsed parameters before the command body runs, so an option
 added to `run` is configurable with no other change. An option given on the command line wins
 over every file.

@@ -70,6 +70,7 @@ def eval_(
     with quiet_console("eval"):  # no output folder: the log goes in the cache folder
         runner, meta, chosen = open_eval_model(
             model,
+            data,
             backend=backend,
             trust_model=trust_model,
             warn=said.append,

@@ -65,7 +65,7 @@ from edgeseg.core.backend import CallableBackend
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.tflite_file import op_histogram
 from edgeseg.errors import DataError, EdgesegError, ModelError
-from edgeseg.paths import ensure_writable_dir
+from edgeseg.paths import atomic_write, ensure_writable_dir, file_sha256, publish
 from edgeseg.sizes import format_hw as frame_tag
 
 MAX_HELDOUT_FRAMES = 50
@@ -109,11 +109,11 @@ class ConvertResult:
 
 def model_sha256(path: Path) -> str:
     """sha256 of a model file, or of every file of a SavedModel folder (paths included)."""
+    if not path.is_dir():
+        return file_sha256(path)
     h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for p in files:
-        if path.is_dir():
-            h.update(str(p.relative_to(path)).encode())
+    for p in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(p.relative_to(path)).encode())
         with open(p, "rb") as f:
             for chunk in iter(lambda f=f: f.read(1 << 20), b""):
                 h.update(chunk)
@@ -194,18 +194,126 @@ def resolve_recipes(
 def convert_model(
     req: ConvertRequest, say: Callable[[str], None] = lambda _msg: None
 ) -> ConvertResult:
-    """Run the whole conversion; see the module docstring. ``say`` receives progress lines."""
-    from edgeseg.convert.calibration import (
-        CalibrationSet,
-        build_calibration,
-        open_calibration_source,
-    )
-    from edgeseg.convert.tflite import convert
-    from edgeseg.core.metadata import apply_flags, read_sidecar
-    from edgeseg.core.tflite_file import embed_metadata
-    from edgeseg.model.loading import load_model
-    from edgeseg.runtime.backends import load_backend
+    """Run the whole conversion; see the module docstring. ``say`` receives progress lines.
 
+    The steps, each a function of this module: :func:`_check_request` (nothing opened yet),
+    :func:`_load_inputs` (model, metadata, whole-frame plans, calibration, held-out frames),
+    :func:`_float_reference` (the float model's labels, the fp32 conversion), then per recipe
+    :func:`_tiled_artefact` (with :func:`_edgetpu_step` for an Edge TPU recipe) and
+    :func:`_whole_frame_artefacts`, :func:`_onnx_artefacts`, and last :func:`_parity_report`,
+    :func:`_write_reports` and :func:`_verdict`.
+    """
+    checked = _check_request(req)
+    inputs = _load_inputs(req, checked, say)
+    ref = _float_reference(req, inputs, say)
+    frames = _FrameBuilder(req, inputs, ref, say)
+    outputs = _Outputs(frame_notes=list(inputs.refusals))
+    for recipe in req.recipes:
+        tiled = _tiled_artefact(req, inputs, ref, recipe, say)
+        if recipe.edgetpu:
+            info, compiled, failure = _edgetpu_step(
+                tiled.path, tiled.data, tiled.report.passed, tiled.meta, tiled.extra, req, say
+            )
+            outputs.add(replace(tiled.report, edgetpu=info), tiled.path, compiled)
+            outputs.compiler_error = outputs.compiler_error or failure
+        else:
+            outputs.add(tiled.report, tiled.path)
+        _whole_frame_artefacts(recipe, tiled, inputs.plans, frames, outputs, say)
+    if req.onnx:
+        _onnx_artefacts(req, inputs, ref, frames, outputs, say)
+    outputs.frame_notes += frames.notes()
+    parity = _parity_report(req, inputs, ref, outputs)
+    report_json, report_md = _write_reports(parity, req.out, inputs.stem)
+    _verdict(parity.artefacts, outputs.compiler_error, report_md)
+    return ConvertResult(parity, tuple(outputs.paths), report_json, report_md)
+
+
+# --------------------------------------------------------------------------------------------
+# What flows between the steps
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """What :func:`_check_request` found in a request (nothing opened or loaded yet)."""
+
+    frame_sizes: tuple[Any, ...]  # (H, W) whole-frame sizes and/or AUTO, parsed
+    needs_calib: bool  # some recipe is int8
+    calib_is_set: bool  # --calib is a prebuilt set (.npz of tiles, no frames)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The model and the frames every recipe works on (:func:`_load_inputs`)."""
+
+    loaded: Any  # the loaded Keras model (model.loading)
+    meta: ModelMetadata
+    sha: str  # model_sha256 of the model file or folder
+    stem: str  # every output's name starts with it
+    heldout: _Heldout
+    plans: tuple[FramePlan, ...]  # whole-frame sizes to build (refused ones left out)
+    refusals: tuple[str, ...]  # the report's frame notes for the refused sizes
+    tiles: np.ndarray | None  # calibration tiles: float32 (N, H, W, C) inputs; None: no set
+    frame_calib: dict[str, Any]  # frame tag → calibration set of whole frames (int8)
+    calib_info: dict[str, Any] | None  # the report's calibration entry
+
+    @property
+    def instance(self) -> bool:
+        return self.meta.instance_spec is not None
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """What every artefact is scored against (:func:`_float_reference`)."""
+
+    float_labels: list[np.ndarray]  # the float model's label maps of the held-out frames
+    float_truth: Overlap | None  # the float model against the truth, when there is one
+    float_instances_truth: InstanceScores | None
+    gate_notes: tuple[str, ...]  # notes of every int8 artefact (a gate that does not apply)
+    fp32_recipe: Recipe
+    fp32: Any  # the fp32 conversion: the size every ratio divides by, reused as fp32 recipe
+
+    @property
+    def fp32_size(self) -> int:
+        return len(self.fp32.tflite)
+
+
+@dataclass
+class _Outputs:
+    """What the recipe steps produced so far, in the report's order."""
+
+    artefacts: list[ArtefactReport] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+    frame_notes: list[str] = field(default_factory=list)
+    compiler_error: CompilerError | None = None
+
+    def add(self, report: ArtefactReport, *paths: Path | None) -> None:
+        self.artefacts.append(report)
+        self.paths += [p for p in paths if p is not None]
+
+    def keep_tiled(self, why: str, say: Callable[[str], None]) -> None:
+        """A whole-frame artefact not built: the report's frame notes say why."""
+        self.frame_notes.append(why)
+        say(why)
+
+
+@dataclass(frozen=True)
+class _Tiled:
+    """One recipe's tiled artefact, written and scored (:func:`_tiled_artefact`)."""
+
+    report: ArtefactReport
+    path: Path  # where it is now: ``*.rejected.tflite`` when it failed its gate
+    data: bytes  # the .tflite with its metadata embedded
+    meta: ModelMetadata  # as embedded (an Edge TPU artefact names its CPU sibling)
+    extra: dict[str, Any]  # the provenance embedded beside the metadata
+
+
+# --------------------------------------------------------------------------------------------
+# The steps
+
+
+def _check_request(req: ConvertRequest) -> _Checked:
+    """Refuse a request that cannot succeed before anything slow runs (one-line errors);
+    create the output folder."""
     if not req.recipes and not req.onnx:
         raise DataError(CHOOSE)
     if req.model.suffix.lower() == ".tflite":
@@ -239,217 +347,315 @@ def convert_model(
             + ("--calib is a set of tiles" if calib_is_set else "no --calib was given")
             + ": give the frame size as --frame-size HxW (height first)"
         )
-    # Open the calibration source before the (slow) model load, so a bad path fails at once.
-    opens = req.calib is not None and not calib_is_set
-    src = open_calibration_source(req.calib) if opens else None
-    say(f"loading {req.model}")
-    loaded = load_model(req.model, trust_model=req.trust_model)
-    meta = apply_flags(
-        read_sidecar(req.model), loaded.input_shape, loaded.output_shape, **req.flags
-    )
-    sha = model_sha256(req.model)
+    return _Checked(tuple(frame_sizes), needs_calib, calib_is_set)
 
-    heldout: _Heldout | None = None
-    if req.val is not None:
-        heldout = _heldout_from_val(req.val, meta, req.max_heldout_frames)
-    sizes = [x for x in frame_sizes if x != AUTO]
-    if AUTO in frame_sizes and src is not None:
+
+def _load_inputs(req: ConvertRequest, checked: _Checked, say: Callable[[str], None]) -> _Inputs:
+    """Load the model and its metadata, plan the whole-frame sizes, build (or load) the
+    calibration sets and gather the held-out frames."""
+    from edgeseg.convert.calibration import open_calibration_source
+    from edgeseg.core.metadata import apply_flags, read_sidecar
+    from edgeseg.model.loading import load_model
+
+    # Open the calibration source before the (slow) model load, so a bad path fails at once.
+    opens = req.calib is not None and not checked.calib_is_set
+    src = open_calibration_source(req.calib) if opens else None
+    try:
+        say(f"loading {req.model}")
+        loaded = load_model(req.model, trust_model=req.trust_model)
+        meta = apply_flags(
+            read_sidecar(req.model), loaded.input_shape, loaded.output_shape, **req.flags
+        )
+        sha = model_sha256(req.model)
+        heldout = None
+        if req.val is not None:
+            heldout = _heldout_from_val(req.val, meta, req.max_heldout_frames)
+        plans, refusals = _frame_plans(req, checked, loaded, meta, src, say)
+        calib_set, heldout, frame_calib = _calibrate(req, checked, meta, src, heldout, plans, say)
+    finally:
+        if src is not None:
+            getattr(src, "close", lambda: None)()
+    calib_info = None
+    if calib_set is not None:
+        calib_info = {
+            "source": calib_set.manifest.get("source"),
+            "n": len(calib_set),
+            "sha256": calib_set.sha256,
+        }
+    return _Inputs(
+        loaded=loaded,
+        meta=meta,
+        sha=sha,
+        stem=req.model.stem if req.model.is_file() else req.model.name,
+        heldout=heldout,
+        plans=tuple(plans),
+        refusals=tuple(refusals),
+        tiles=calib_set.tiles if calib_set is not None else None,
+        frame_calib=frame_calib,
+        calib_info=calib_info,
+    )
+
+
+def _frame_plans(
+    req: ConvertRequest,
+    checked: _Checked,
+    loaded: Any,
+    meta: ModelMetadata,
+    src: Any,
+    say: Callable[[str], None],
+) -> tuple[list[FramePlan], list[str]]:
+    """(whole-frame plans to build, notes on the refused ones): the sizes given, with
+    ``auto`` those of the calibration frames ``src``."""
+    sizes = [x for x in checked.frame_sizes if x != AUTO]
+    if AUTO in checked.frame_sizes and src is not None:
         found = auto_frame_sizes(src)
         say(f"--frame-size auto: {', '.join(map(frame_tag, found))} (the calibration frames)")
         sizes += [x for x in found if x not in sizes]
     plans = plan_frames(loaded, meta, sizes, trust_model=req.trust_model)
-    frame_notes: list[str] = []
+    refusals: list[str] = []
     for plan in plans:
         if plan.refused:
-            frame_notes.append(f"{plan.tag}: {plan.refused}; kept the tiled artefacts only")
+            refusals.append(f"{plan.tag}: {plan.refused}; kept the tiled artefacts only")
             say(f"--frame-size {plan.tag}: {plan.refused}; kept the tiled artefacts only")
-    plans = [p for p in plans if not p.refused]
+    return [p for p in plans if not p.refused], refusals
+
+
+def _calibrate(
+    req: ConvertRequest,
+    checked: _Checked,
+    meta: ModelMetadata,
+    src: Any,
+    heldout: _Heldout | None,
+    plans: list[FramePlan],
+    say: Callable[[str], None],
+) -> tuple[Any, _Heldout, dict[str, Any]]:
+    """(calibration set of tiles or None, held-out frames, frame tag → calibration set of
+    whole frames).
+
+    The tile set is the prebuilt ``--calib`` set, else built from ``src`` when an int8 recipe
+    needs it or the parity check needs frames: without ``--val`` some of ``src``'s frames
+    are held out of calibration for the parity check. Int8 whole-frame artefacts are
+    calibrated on whole frames of ``src``, the same frames held out.
+    """
+    from edgeseg.convert.calibration import CalibrationSet, build_calibration
+
     frame_calib: dict[str, Any] = {}
     calib_set = None
-    calib_info = None
-    if req.calib is not None and calib_is_set:
+    if req.calib is not None and checked.calib_is_set:
         calib_set = CalibrationSet.load(req.calib)
         calib_set.check_fits(meta)
         say(f"calibration set {req.calib}: {len(calib_set)} tiles")
     elif src is not None:
-        try:
-            holdout = 0.0 if heldout is not None else req.holdout
-            if needs_calib or heldout is None:
-                say(f"building a calibration set from {src.description}")
-                calib_set, held_idx = build_calibration(
-                    src, meta, req.n, holdout=holdout, seed=req.seed
+        holdout = 0.0 if heldout is not None else req.holdout
+        if checked.needs_calib or heldout is None:
+            say(f"building a calibration set from {src.description}")
+            calib_set, held_idx = build_calibration(
+                src, meta, req.n, holdout=holdout, seed=req.seed
+            )
+            if heldout is None:
+                if not held_idx:
+                    raise DataError(
+                        f"{req.calib} has too few frames to hold some out for the parity "
+                        "check; add --val DIR"
+                    )
+                held_idx = held_idx[: req.max_heldout_frames]
+                heldout = _Heldout(
+                    [src.read(i) for i in held_idx],
+                    None,
+                    f"{len(held_idx)} frames of {src.description} held out of calibration",
                 )
-                if heldout is None:
-                    if not held_idx:
-                        raise DataError(
-                            f"{req.calib} has too few frames to hold some out for the parity "
-                            "check; add --val DIR"
-                        )
-                    held_idx = held_idx[: req.max_heldout_frames]
-                    heldout = _Heldout(
-                        [src.read(i) for i in held_idx],
-                        None,
-                        f"{len(held_idx)} frames of {src.description} held out of calibration",
-                    )
-            if needs_calib:
-                for plan in plans:  # whole frames, the same frames held out
-                    count = calibration_frames(req.n, meta.input_size, plan.input_size)
-                    say(f"calibrating {plan.tag} artefacts on up to {count} whole frames")
-                    frame_calib[plan.tag], _ = build_calibration(
-                        src, plan.meta, count, holdout=holdout, seed=req.seed
-                    )
-        finally:
-            getattr(src, "close", lambda: None)()
-    if calib_set is not None:
-        m = calib_set.manifest
-        calib_info = {
-            "source": m.get("source"),
-            "n": len(calib_set),
-            "sha256": calib_set.sha256,
-        }
-    assert heldout is not None  # guaranteed by the checks above
-    tiles = calib_set.tiles if calib_set is not None else None
+        if checked.needs_calib:
+            for plan in plans:  # whole frames, the same frames held out
+                count = calibration_frames(req.n, meta.input_size, plan.input_size)
+                say(f"calibrating {plan.tag} artefacts on up to {count} whole frames")
+                frame_calib[plan.tag], _ = build_calibration(
+                    src, plan.meta, count, holdout=holdout, seed=req.seed
+                )
+    assert heldout is not None  # guaranteed by _check_request
+    return calib_set, heldout, frame_calib
 
+
+def _float_reference(
+    req: ConvertRequest, inputs: _Inputs, say: Callable[[str], None]
+) -> _Reference:
+    """The float model on the held-out frames, and the fp32 conversion."""
+    from edgeseg.convert.tflite import convert
+
+    heldout, meta = inputs.heldout, inputs.meta
     say(f"segmenting {len(heldout.frames)} held-out frames with the float model")
-    float_model = CallableBackend(loaded.predict, meta, path=req.model)
+    float_model = CallableBackend(inputs.loaded.predict, meta, path=req.model)
     float_labels = label_maps(heldout.frames, float_model, meta)
     float_truth = overlap(float_labels, heldout.truths, meta) if heldout.truths else None
-    instance = meta.instance_spec is not None
     float_instances_truth = None
-    if instance and heldout.instances is not None:
+    if inputs.instance and heldout.instances is not None:
         float_instances_truth = instance_scores(float_labels, heldout.instances)
-    gate_notes = _gate_notes(req, instance)
-
     fp32_recipe = next((r for r in req.recipes if r.name == "fp32"), None) or load_recipe("fp32")
     say("converting the fp32 reference")
-    fp32 = convert(loaded, meta, fp32_recipe)
-    fp32_size = len(fp32.tflite)
+    fp32 = convert(inputs.loaded, meta, fp32_recipe)
+    return _Reference(
+        float_labels=float_labels,
+        float_truth=float_truth,
+        float_instances_truth=float_instances_truth,
+        gate_notes=tuple(_gate_notes(req, inputs.instance)),
+        fp32_recipe=fp32_recipe,
+        fp32=fp32,
+    )
 
-    stem = req.model.stem if req.model.is_file() else req.model.name
-    frames = _FrameBuilder(
-        req, loaded, meta, stem, sha, heldout, float_labels, tiles, frame_calib,
-        fp32_size, gate_notes, say,
+
+def _tiled_artefact(
+    req: ConvertRequest,
+    inputs: _Inputs,
+    ref: _Reference,
+    recipe: Recipe,
+    say: Callable[[str], None],
+) -> _Tiled:
+    """``recipe``'s tiled artefact ``<stem>_<recipe>.tflite``: converted, written with its
+    metadata embedded, scored on the held-out frames and gated (renamed
+    ``*.rejected.tflite`` when it fails)."""
+    from edgeseg.convert.tflite import convert
+    from edgeseg.core.tflite_file import embed_metadata
+    from edgeseg.runtime.backends import load_backend
+
+    meta, stem = inputs.meta, inputs.stem
+    int8 = recipe.precision == "int8"
+    gate, gate_on = _gate(recipe, req, inputs.instance)
+    say(f"converting {recipe.name}")
+    if recipe.name == ref.fp32_recipe.name:
+        conv = ref.fp32
+    else:
+        keep = req.keep_float if int8 else ()
+        conv = convert(inputs.loaded, meta, recipe, inputs.tiles, keep_float=keep, float_twin=int8)
+    name = f"{stem}_{recipe.name}.tflite"
+    art_meta = meta
+    if recipe.edgetpu:
+        # The plain int8 model is the CPU fallback of its compiled Edge TPU twin.
+        art_meta = meta.with_updates(provenance={**meta.provenance, "cpu_sibling": name})
+    extra = {
+        "recipe": recipe.to_dict(),
+        **_extra_base(req, inputs.sha),
+        "calibration_sha256": inputs.calib_info["sha256"] if inputs.calib_info else None,
+    }
+    extra.update(_graph_changes(conv))
+    data = embed_metadata(conv.tflite, art_meta, extra=extra)
+    path = atomic_write(req.out / name, data)
+    backend = load_backend(path, threads=req.threads)
+    say(f"checking {path.name} on the held-out frames")
+    labels = label_maps(inputs.heldout.frames, backend, meta)
+    notes = list(conv.notes) + (list(ref.gate_notes) if int8 else [])
+    if conv.float_twin is not None and inputs.tiles is not None:
+        say(f"measuring the quantization error of each layer of {path.name}")
+    errors = _layer_errors(data, conv, inputs.tiles, req.threads, notes)
+    if conv.rewritten:
+        layers = ", ".join(conv.rewritten)
+        notes.append(f"UpSampling2D rewritten as one RESIZE_NEAREST_NEIGHBOR: {layers}")
+    if conv.depth_to_space:
+        layers = ", ".join(conv.depth_to_space)
+        notes.append(f"Conv2DTranspose as 1x1 CONV_2D + DEPTH_TO_SPACE: {layers}")
+    if conv.kept_float:
+        kept = ", ".join(conv.kept_float)
+        notes.append(f"kept float (--keep-float or the recipe's float_ends): {kept}")
+    report, path = _scored(
+        recipe, path, data, backend.input.dtype, conv, errors, notes, meta, inputs.heldout,
+        labels, ref.float_labels, ref.fp32_size, inputs.instance, gate, gate_on,
+        rejected=path.with_name(f"{stem}_{recipe.name}.rejected.tflite"),
     )  # fmt: skip
-    artefacts: list[ArtefactReport] = []
-    paths: list[Path] = []
-    compiler_error: CompilerError | None = None
-    for recipe in req.recipes:
-        int8 = recipe.precision == "int8"
-        gate, gate_on = _gate(recipe, req, instance)
-        say(f"converting {recipe.name}")
-        if recipe.name == fp32_recipe.name:
-            conv = fp32
-        else:
-            keep = req.keep_float if int8 else ()
-            conv = convert(loaded, meta, recipe, tiles, keep_float=keep, float_twin=int8)
-        name = f"{stem}_{recipe.name}.tflite"
-        art_meta = meta
-        if recipe.edgetpu:
-            # The plain int8 model is the CPU fallback of its compiled Edge TPU twin.
-            art_meta = meta.with_updates(provenance={**meta.provenance, "cpu_sibling": name})
-        extra = {
-            "recipe": recipe.to_dict(),
-            **_extra_base(req, sha),
-            "calibration_sha256": calib_info["sha256"] if calib_info else None,
-        }
-        extra.update(_graph_changes(conv))
-        data = embed_metadata(conv.tflite, art_meta, extra=extra)
-        path = req.out / name
-        path.write_bytes(data)
-        backend = load_backend(path, threads=req.threads)
-        say(f"checking {path.name} on the held-out frames")
-        labels = label_maps(heldout.frames, backend, meta)
-        notes = list(conv.notes) + (gate_notes if int8 else [])
-        if conv.float_twin is not None and tiles is not None:
-            say(f"measuring the quantization error of each layer of {path.name}")
-        errors = _layer_errors(data, conv, tiles, req.threads, notes)
-        if conv.rewritten:
-            layers = ", ".join(conv.rewritten)
-            notes.append(f"UpSampling2D rewritten as one RESIZE_NEAREST_NEIGHBOR: {layers}")
-        if conv.depth_to_space:
-            layers = ", ".join(conv.depth_to_space)
-            notes.append(f"Conv2DTranspose as 1x1 CONV_2D + DEPTH_TO_SPACE: {layers}")
-        if conv.kept_float:
-            kept = ", ".join(conv.kept_float)
-            notes.append(f"kept float (--keep-float or the recipe's float_ends): {kept}")
-        report, path = _scored(
-            recipe, path, data, backend.input.dtype, conv, errors, notes, meta, heldout,
-            labels, float_labels, fp32_size, instance, gate, gate_on,
-            rejected=path.with_name(f"{stem}_{recipe.name}.rejected.tflite"),
-        )  # fmt: skip
-        artefacts.append(report)
-        paths.append(path)
-        if recipe.edgetpu:
-            info, compiled, failure = _edgetpu_step(
-                path, data, report.passed, art_meta, extra, req, say
+    return _Tiled(report, path, data, art_meta, extra)
+
+
+def _whole_frame_artefacts(
+    recipe: Recipe,
+    tiled: _Tiled,
+    plans: tuple[FramePlan, ...],
+    frames: _FrameBuilder,
+    outputs: _Outputs,
+    say: Callable[[str], None],
+) -> None:
+    """``recipe``'s whole-frame artefact at each size of ``plans`` into ``outputs``; a size
+    it is not built at keeps the tiled artefact, and the frame notes say why."""
+    for plan in plans:
+        if recipe.edgetpu or not recipe.whole_frame:
+            outputs.keep_tiled(
+                edgetpu_refusal(recipe, plan, tiled.data)
+                if recipe.edgetpu
+                else f"{recipe.name} keeps its tiled artefact for {plan.tag}: the recipe "
+                "says whole_frame = false",
+                say,
             )
-            artefacts[-1] = replace(report, edgetpu=info)
-            if compiled is not None:
-                paths.append(compiled)
-            compiler_error = compiler_error or failure
-        for plan in plans:
-            if recipe.edgetpu or not recipe.whole_frame:
-                why = (
-                    edgetpu_refusal(recipe, plan, data)
-                    if recipe.edgetpu
-                    else f"{recipe.name} keeps its tiled artefact for {plan.tag}: the recipe "
-                    "says whole_frame = false"
-                )
-                frame_notes.append(why)
-                say(why)
-                continue
-            try:
-                built = frames.build(recipe, plan, path.name, calib_info)
-            except (DataError, ModelError) as exc:
-                why = f"{recipe.name} {plan.tag}: {exc}; kept the tiled artefact"
-                frame_notes.append(why)
-                say(why)
-                continue
-            artefacts.append(built[0])
-            paths.append(built[1])
+            continue
+        try:
+            report, path = frames.build(recipe, plan, tiled.path.name)
+        except (DataError, ModelError) as exc:
+            outputs.keep_tiled(f"{recipe.name} {plan.tag}: {exc}; kept the tiled artefact", say)
+            continue
+        outputs.add(report, path)
 
-    if req.onnx:
-        onnx_report, onnx_path = _onnx_step(
-            loaded, meta, stem, _extra_base(req, sha), heldout, float_labels, fp32_size, req, say
-        )
-        artefacts.append(onnx_report)
-        paths.append(onnx_path)
-        for plan in plans:
-            try:
-                onnx_report, onnx_path = _onnx_step(
-                    plan.loaded, plan.meta, stem, _extra_base(req, sha), heldout,
-                    frames.float_labels(plan), fp32_size, req, say,
-                    frame=plan, tiled_sibling=f"{stem}.onnx",
-                )  # fmt: skip
-            except ModelError as exc:
-                why = f"onnx {plan.tag}: {exc}; kept the tiled ONNX model"
-                frame_notes.append(why)
-                say(why)
-                continue
-            artefacts.append(onnx_report)
-            paths.append(onnx_path)
-    frame_notes += frames.notes()
 
-    parity = ParityReport(
+def _onnx_artefacts(
+    req: ConvertRequest,
+    inputs: _Inputs,
+    ref: _Reference,
+    frames: _FrameBuilder,
+    outputs: _Outputs,
+    say: Callable[[str], None],
+) -> None:
+    """The ONNX model ``<stem>.onnx`` and one per whole-frame size into ``outputs``, each
+    scored like any artefact (see :func:`_onnx_step`)."""
+    stem = inputs.stem
+    report, path = _onnx_step(
+        inputs.loaded, inputs.meta, stem, _extra_base(req, inputs.sha), inputs.heldout,
+        ref.float_labels, ref.fp32_size, req, say,
+    )  # fmt: skip
+    outputs.add(report, path)
+    for plan in inputs.plans:
+        try:
+            report, path = _onnx_step(
+                plan.loaded, plan.meta, stem, _extra_base(req, inputs.sha), inputs.heldout,
+                frames.float_labels(plan), ref.fp32_size, req, say,
+                frame=plan, tiled_sibling=f"{stem}.onnx",
+            )  # fmt: skip
+        except ModelError as exc:
+            outputs.keep_tiled(f"onnx {plan.tag}: {exc}; kept the tiled ONNX model", say)
+            continue
+        outputs.add(report, path)
+
+
+def _parity_report(
+    req: ConvertRequest, inputs: _Inputs, ref: _Reference, outputs: _Outputs
+) -> ParityReport:
+    """The report of every artefact built, whatever the verdict."""
+    heldout = inputs.heldout
+    return ParityReport(
         model=str(req.model),
-        model_sha256=sha,
-        metadata=meta.to_dict(),
+        model_sha256=inputs.sha,
+        metadata=inputs.meta.to_dict(),
         heldout={
             "source": heldout.source,
             "frames": len(heldout.frames),
             "with_truth": heldout.truths is not None,
         },
-        calibration=calib_info,
-        float_truth=float_truth,
-        fp32_size_bytes=fp32_size,
-        artefacts=tuple(artefacts),
-        float_instances_truth=float_instances_truth,
-        frame_notes=tuple(frame_notes),
+        calibration=inputs.calib_info,
+        float_truth=ref.float_truth,
+        fp32_size_bytes=ref.fp32_size,
+        artefacts=tuple(outputs.artefacts),
+        float_instances_truth=ref.float_instances_truth,
+        frame_notes=tuple(outputs.frame_notes),
     )
-    report_json = req.out / f"{stem}_parity.json"
-    report_md = req.out / f"{stem}_parity.md"
-    report_json.write_text(parity.to_json() + "\n")
-    report_md.write_text(parity.to_markdown())
+
+
+def _write_reports(parity: ParityReport, out: Path, stem: str) -> tuple[Path, Path]:
+    """``<stem>_parity.json`` and ``<stem>_parity.md`` in ``out``: (JSON, Markdown)."""
+    report_json = atomic_write(out / f"{stem}_parity.json", parity.to_json() + "\n")
+    report_md = atomic_write(out / f"{stem}_parity.md", parity.to_markdown())
+    return report_json, report_md
+
+
+def _verdict(
+    artefacts: tuple[ArtefactReport, ...],
+    compiler_error: CompilerError | None,
+    report_md: Path,
+) -> None:
+    """Raise for the first artefact under its gate (:class:`ParityGateError`), else for an
+    Edge TPU compiler that failed (:class:`CompilerError`); the report is written by then."""
     failed = [a for a in artefacts if not a.passed]
     if failed:
         worst = failed[0]
@@ -471,7 +677,6 @@ def convert_model(
         raise CompilerError(
             f"{compiler_error}; kept the other artefacts and the report {report_md}"
         )
-    return ConvertResult(parity, tuple(paths), report_json, report_md)
 
 
 class _FrameBuilder:
@@ -481,22 +686,11 @@ class _FrameBuilder:
     def __init__(
         self,
         req: ConvertRequest,
-        loaded: Any,
-        meta: Any,
-        stem: str,
-        sha: str,
-        heldout: _Heldout,
-        tiled_float_labels: list[np.ndarray],
-        tiles: np.ndarray | None,
-        frame_calib: dict[str, Any],
-        fp32_size: int,
-        gate_notes: list[str],
+        inputs: _Inputs,
+        ref: _Reference,
         say: Callable[[str], None],
     ) -> None:
-        self.req, self.loaded, self.meta, self.stem, self.sha = req, loaded, meta, stem, sha
-        self.heldout, self.tiled_float_labels = heldout, tiled_float_labels
-        self.tiles, self.frame_calib, self.fp32_size = tiles, frame_calib, fp32_size
-        self.gate_notes, self.say = gate_notes, say
+        self.req, self.inputs, self.ref, self.say = req, inputs, ref, say
         self._float: dict[str, list[np.ndarray]] = {}
         self._plans: dict[str, FramePlan] = {}
 
@@ -505,7 +699,7 @@ class _FrameBuilder:
         if plan.tag not in self._float:
             self.say(f"segmenting the held-out frames whole ({plan.tag}) with the float model")
             backend = CallableBackend(plan.loaded.predict, plan.meta, path=self.req.model)
-            self._float[plan.tag] = label_maps(self.heldout.frames, backend, plan.meta)
+            self._float[plan.tag] = label_maps(self.inputs.heldout.frames, backend, plan.meta)
             self._plans[plan.tag] = plan
         return self._float[plan.tag]
 
@@ -514,14 +708,14 @@ class _FrameBuilder:
         out = []
         for tag, plan in self._plans.items():
             (fh, fw), (ph, pw) = plan.frame_size, plan.input_size
-            agree = overlap(self._float[tag], self.tiled_float_labels, self.meta)
+            agree = overlap(self._float[tag], self.ref.float_labels, self.inputs.meta)
             out.append(
                 f"{tag}: static input {ph}x{pw} (a {fh}x{fw} frame is reflect-padded by "
                 f"{ph - fh}x{pw - fw} pixels, centred, and cropped back at run time); its rows "
                 "are scored against the float model run on whole frames, which agrees with "
                 f"the tiled float model at Dice {agree.dice:.4f}"
             )
-            shapes = sorted({f.shape[:2] for f in self.heldout.frames})
+            shapes = sorted({f.shape[:2] for f in self.inputs.heldout.frames})
             if shapes != [plan.frame_size]:
                 shown = ", ".join(f"{h}x{w}" for h, w in shapes[:4])
                 out.append(
@@ -531,7 +725,7 @@ class _FrameBuilder:
         return out
 
     def build(
-        self, recipe: Recipe, plan: FramePlan, tiled_name: str, calib_info: dict | None
+        self, recipe: Recipe, plan: FramePlan, tiled_name: str
     ) -> tuple[ArtefactReport, Path]:
         """The whole-frame artefact of ``recipe`` at ``plan``'s size, scored and gated."""
         from edgeseg.convert.tflite import FrameTarget, convert
@@ -540,10 +734,11 @@ class _FrameBuilder:
         from edgeseg.model.reshape import rebuild_keras
         from edgeseg.runtime.backends import load_backend
 
-        req, instance = self.req, self.meta.instance_spec is not None
+        req, inputs = self.req, self.inputs
+        instance, stem = inputs.instance, inputs.stem
         int8 = recipe.precision == "int8"
         keep = req.keep_float if int8 else ()
-        calib = self.frame_calib.get(plan.tag)
+        calib = inputs.frame_calib.get(plan.tag)
         self.say(f"converting {recipe.name} at {plan.tag} (input {frame_tag(plan.input_size)})")
         notes: list[str] = []
         probe = None  # inputs of the frame size for the per-layer error
@@ -555,50 +750,49 @@ class _FrameBuilder:
                            float_twin=True)  # fmt: skip
             probe, calib_sha = calib.tiles, calib.sha256
             notes.append(f"calibrated on {len(calib)} whole frames of the calibration source")
-        elif self.tiles is not None:
+        elif inputs.tiles is not None:
 
             def rebuild(model: Any) -> Any:
                 return rebuild_keras(model, plan.input_size, trust_model=req.trust_model)
 
             conv = convert(
-                self.loaded, self.meta, recipe, self.tiles, keep_float=keep, float_twin=True,
-                frame=FrameTarget(plan.meta, rebuild),
+                inputs.loaded, inputs.meta, recipe, inputs.tiles, keep_float=keep,
+                float_twin=True, frame=FrameTarget(plan.meta, rebuild),
             )  # fmt: skip
-            probe = np.concatenate([frame_tiles(t, plan.meta) for t in self.tiles[:4]])
-            calib_sha = calib_info["sha256"] if calib_info else None
+            probe = np.concatenate([frame_tiles(t, plan.meta) for t in inputs.tiles[:4]])
+            calib_sha = inputs.calib_info["sha256"] if inputs.calib_info else None
             notes.append(
                 "int8 ranges of the tile calibration set (a prebuilt .npz holds no whole "
                 "frames): every tensor has the tiled artefact's scale"
             )
         else:
             raise DataError("int8 needs calibration (--calib)")
-        name = f"{self.stem}_{recipe.name}_{plan.tag}.tflite"
+        name = f"{stem}_{recipe.name}_{plan.tag}.tflite"
         provenance = {**plan.meta.provenance, "tiled_sibling": tiled_name}
         art_meta = plan.meta.with_updates(provenance=provenance)
         extra = {
             "recipe": recipe.to_dict(),
-            **_extra_base(req, self.sha),
+            **_extra_base(req, inputs.sha),
             "calibration_sha256": calib_sha,
             "frame_size": list(plan.frame_size),
         }
         extra.update(_graph_changes(conv))
         data = embed_metadata(conv.tflite, art_meta, extra=extra)
-        path = req.out / name
-        path.write_bytes(data)
+        path = atomic_write(req.out / name, data)
         backend = load_backend(path, threads=req.threads)
         self.say(f"checking {path.name} on the whole held-out frames")
-        labels = label_maps(self.heldout.frames, backend, plan.meta)
+        labels = label_maps(inputs.heldout.frames, backend, plan.meta)
         float_labels = self.float_labels(plan)
         errors = _layer_errors(data, conv, probe, req.threads, notes, max_tiles=4)
-        notes += list(conv.notes) + (self.gate_notes if int8 else [])
+        notes += list(conv.notes) + (list(self.ref.gate_notes) if int8 else [])
         if conv.kept_float:
             notes.append(f"kept float (--keep-float or the recipe's float_ends): "
                          f"{', '.join(conv.kept_float)}")  # fmt: skip
         gate, gate_on = _gate(recipe, req, instance)
         return _scored(
             recipe, path, data, backend.input.dtype, conv, errors, notes, plan.meta,
-            self.heldout, labels, float_labels, self.fp32_size, instance, gate, gate_on,
-            rejected=path.with_name(f"{self.stem}_{recipe.name}_{plan.tag}.rejected.tflite"),
+            inputs.heldout, labels, float_labels, self.ref.fp32_size, instance, gate, gate_on,
+            rejected=path.with_name(f"{stem}_{recipe.name}_{plan.tag}.rejected.tflite"),
             frame_size=plan.frame_size,
         )  # fmt: skip
 
@@ -718,7 +912,7 @@ def _scored(
     )
     if report.passed:
         return report, path
-    path.replace(rejected)
+    publish(path, rejected)
     return replace(report, path=str(rejected)), rejected
 
 
@@ -773,8 +967,7 @@ def _onnx_step(
         meta = meta.with_updates(provenance={**meta.provenance, "tiled_sibling": tiled_sibling})
         extra["frame_size"] = list(frame.frame_size)
     export = export_onnx(loaded, meta, extra=extra)
-    path = req.out / f"{stem}{tag}.onnx"
-    path.write_bytes(export.data)
+    path = atomic_write(req.out / f"{stem}{tag}.onnx", export.data)
     backend = OnnxBackend(path, provider="cpu", threads=req.threads)
     say(f"checking {path.name} on the held-out frames ({backend.runtime})")
     labels = label_maps(heldout.frames, backend, meta)
@@ -843,7 +1036,7 @@ def _edgetpu_step(
         return info, None, exc
     compiled = result.compiled
     try:  # the compiled model carries the same metadata, naming its CPU sibling
-        compiled.write_bytes(embed_metadata(compiled.read_bytes(), meta, extra=extra))
+        atomic_write(compiled, embed_metadata(compiled.read_bytes(), meta, extra=extra))
     except ModelError as exc:
         info["metadata_error"] = str(exc)
     info["compiler"] = {

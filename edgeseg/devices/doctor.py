@@ -265,6 +265,7 @@ def check_runtimes() -> Iterator[Check]:
             "for ONNX models: pip install 'edgeseg[onnx]'",
         )
     yield from _check_openvino()
+    yield from _check_registered()
     if litert or tflite or tf:
         code, stdout, stderr = _python(_XNNPACK_PROBE, timeout=_PROBE_TIMEOUT_S)
         if code == 0:
@@ -306,6 +307,26 @@ for d in core.available_devices:
     devices[d] = {"name": str(name), "capabilities": [str(c) for c in caps]}
 print(json.dumps({"version": ov.get_version().split("-")[0], "devices": devices}))
 """
+
+
+def _check_registered() -> Iterator[Check]:
+    """Runtimes other distributions registered (the ``edgeseg.runtimes`` entry points), and
+    the entry points that could not be registered."""
+    from edgeseg.runtime.backends.registry import plugins, registry_problems
+
+    for name, runtime in plugins().items():
+        installed = runtime.installed()
+        yield Check(
+            "runtimes",
+            f"{runtime.title or name} (registered: --backend {name})",
+            OK if installed else MISSING,
+            f"{runtime.version()}; reads {', '.join(runtime.reads)}"
+            if installed
+            else "not importable",
+            "" if installed else runtime.install,
+        )
+    for problem in registry_problems():
+        yield Check("runtimes", "runtime registry", WARN, problem, "fix or uninstall that package")
 
 
 def _check_openvino() -> Iterator[Check]:

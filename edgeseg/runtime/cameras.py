@@ -40,7 +40,7 @@ from edgeseg.hardware import (
     video_devices,
 )
 from edgeseg.optional import cv2
-from edgeseg.runtime.stream_base import Stream, StreamInfo, one_line
+from edgeseg.runtime.stream_base import Stream, StreamBase, StreamInfo, one_line
 from edgeseg.runtime.uri import ParsedURI, redact
 
 __all__ = [
@@ -100,7 +100,7 @@ def open_capture(
     return cap, to_rgb(first)
 
 
-class OpenCVStream:
+class OpenCVStream(StreamBase):
     """A live cv2.VideoCapture whose first frame was read at opening (to fail there, not
     later) and is returned by the first :meth:`read`.
 
@@ -400,7 +400,7 @@ def _import_picamera2() -> Any | None:
         return None
 
 
-class Picamera2Stream:
+class Picamera2Stream(StreamBase):
     """A Raspberry Pi camera through picamera2, frames uint8 (H, W, 3) RGB; ``reopen()``
     starts it again as a new stream.
 

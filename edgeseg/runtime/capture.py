@@ -34,14 +34,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from edgeseg.errors import DataError, EdgesegError
 from edgeseg.runtime.streams import Stream
 
-__all__ = ["CaptureThread", "Frame"]
+__all__ = ["Capture", "CaptureThread", "Frame"]
 
 # How long the capture thread waits for a read still running when it stops, and for close().
 _GRACE_S = 1.0
@@ -63,6 +63,45 @@ class Frame:
     image: np.ndarray
     captured: float
     name: str | None = None
+
+
+@runtime_checkable
+class Capture(Protocol):
+    """What the pipeline may ask of a capture (:class:`CaptureThread` is edgeseg's).
+
+    - :meth:`get` the next :class:`Frame` (None at the end or after ``timeout``;
+      ``finished`` tells the two apart); :meth:`stop` ends it.
+    - Live counters: ``dropped`` (frames replaced before anyone took them), ``outages``
+      (times the source was lost), ``outage_seconds``, ``status`` (None while frames flow,
+      else "camera lost, retrying since HH:MM:SS") and every change of it in order
+      (:meth:`status_changes`), ``kind`` ("camera" or "stream", for messages) and
+      ``last_fault`` (why the source was last lost).
+    - After the end: ``error`` (why the source failed, else None), ``reached_max`` (it
+      ended at ``max_frames``) and ``warnings`` (the stream's one-line warnings).
+    """
+
+    kind: str
+    dropped: int
+    outages: int
+    status: str | None
+    last_fault: str | None
+    error: EdgesegError | None
+    reached_max: bool
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def outage_seconds(self) -> float: ...
+
+    @property
+    def warnings(self) -> list[str]: ...
+
+    def get(self, timeout: float | None = None) -> Frame | None: ...
+
+    def status_changes(self, since: int = 0) -> tuple[int, list[str | None]]: ...
+
+    def stop(self, timeout: float | None = 10.0) -> None: ...
 
 
 class CaptureThread:
@@ -92,7 +131,8 @@ class CaptureThread:
     ``reopen_error`` (why the last reopen failed). After the end: ``error`` (an
     :class:`~edgeseg.errors.EdgesegError` when the stream failed, else None), ``reached_max``
     (the capture ended at ``max_frames``) and ``finished``. ``stream`` is the stream in use (a
-    new one after a reopen; it carries the earlier streams' warnings).
+    new one after a reopen; it carries the earlier streams' warnings, which ``warnings``
+    gives). A :class:`Capture`.
 
     Use as ``with CaptureThread(stream).start() as capture: ...``, or call :meth:`stop`: it
     ends the thread and closes the stream (the thread owns the stream while it runs).
@@ -206,6 +246,11 @@ class CaptureThread:
             return self._stopping or self._at_max() or (self._ended and not self._frames)
 
     @property
+    def warnings(self) -> list[str]:
+        """The stream's one-line warnings (those of the streams before a reopen too)."""
+        return self.stream.warnings
+
+    @property
     def lost(self) -> bool:
         """True while a lost stream is being reopened (``status`` says since when)."""
         return self.status is not None
@@ -243,9 +288,7 @@ class CaptureThread:
             self._cond.notify_all()
             thread = self._thread
             stream = self.stream
-        interrupt = getattr(stream, "interrupt", None)
-        if callable(interrupt):
-            interrupt()
+        stream.interrupt()
         if thread is None:
             self._close_stream()
         elif thread is not threading.current_thread():
@@ -288,8 +331,8 @@ class CaptureThread:
                     break
                 image, captured, fault = got
                 if fault is not None:
-                    reopen = self.reopen or getattr(stream, "reopen", None)
-                    if not self.retry or not callable(reopen):
+                    reopen = self.reopen or stream.reopen
+                    if not self.retry or reopen is None:
                         self._fail(fault)
                         break
                     self._lose(fault)
@@ -303,8 +346,8 @@ class CaptureThread:
                     continue
                 if image is None:  # the end of a file, or of the frames a live stream announced
                     break
-                name = getattr(stream, "frame_name", None)  # read() has returned: no race
-                frame = Frame(n, image, captured, name if isinstance(name, str) else None)
+                # read() has returned: its frame_name is this frame's, no race
+                frame = Frame(n, image, captured, stream.frame_name)
                 n += 1
                 delay = self.backoff
                 with self._cond:
@@ -459,9 +502,7 @@ class CaptureThread:
         running (cut short by stop()) gets ``grace`` seconds to return; if it does not (a read
         that hangs), the stream is abandoned and closed best-effort from another thread."""
         if worker.busy:
-            interrupt = getattr(stream, "interrupt", None)
-            if callable(interrupt):
-                _quietly(interrupt)
+            _quietly(stream.interrupt)
             if not worker.wait_idle(grace):
                 worker.abandon()
                 threading.Thread(
@@ -584,14 +625,12 @@ class _Worker:
 # Helpers
 
 
-def _close_quietly(stream: Any) -> None:
+def _close_quietly(stream: Stream) -> None:
     """Close a stream; a failing release becomes a warning of the stream, not an error."""
     try:
         stream.close()
     except Exception as exc:  # a failing release must not hide what was captured
-        warnings = getattr(stream, "warnings", None)
-        if isinstance(warnings, list):
-            warnings.append(f"closing the stream: {type(exc).__name__}: {_one_line(exc)}")
+        stream.warnings.append(f"closing the stream: {type(exc).__name__}: {_one_line(exc)}")
 
 
 def _quietly(fn: Callable[[], Any]) -> None:
@@ -600,12 +639,9 @@ def _quietly(fn: Callable[[], Any]) -> None:
         fn()
 
 
-def _carry_warnings(old: Any, new: Any) -> None:
+def _carry_warnings(old: Stream, new: Stream) -> None:
     """Put the old stream's warnings before the new one's (those it does not repeat)."""
-    before = getattr(old, "warnings", None)
-    after = getattr(new, "warnings", None)
-    if isinstance(before, list) and isinstance(after, list):
-        after[:0] = [w for w in before if w not in after]
+    new.warnings[:0] = [w for w in old.warnings if w not in new.warnings]
 
 
 def _what(stream: Stream) -> str:

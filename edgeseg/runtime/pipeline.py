@@ -10,17 +10,23 @@
   thread, which is the main thread in ``edgeseg run``: windows must be driven from it on some
   platforms, and Python delivers SIGINT/SIGTERM there.
 
+What the pipeline asks of its parts is declared, never probed: of the capture, the
+:class:`~edgeseg.runtime.capture.Capture` protocol (frames, counters, status, the end); of a
+sink, the :class:`~edgeseg.runtime.sinks.Sink` protocol, whose optional capabilities
+:class:`~edgeseg.runtime.sinks.SinkBase` gives defaults.
+
 Each sink gets the rendered overlay, the label map (uint8 classes, or int32 object ids of an
-instance model) and the frame's record (``frame``, timings, ``objects``, ``dropped``, and
-``name``, the frame's file in a file source); a sink with a true ``wants_frame`` attribute
-(:class:`~edgeseg.runtime.sinks.FrameSink`) also gets the raw frame as read (``frame=``).
+instance model) and the frame's :class:`~edgeseg.runtime.sinks.FrameRecord` (``frame``,
+timings, ``objects``, ``dropped``, and ``name``, the frame's file in a file source); a sink
+whose ``wants_frame`` is true (:class:`~edgeseg.runtime.sinks.FrameSink`) also gets the raw
+frame as read (``frame=``).
 
 A live source that stops delivering does not end the run: the capture thread reopens it with
 back-off while the pipeline waits. Whenever the capture's ``status`` changes ("camera lost,
-retrying since HH:MM:SS", then None when frames flow again), every sink with a ``status``
-method hears it (``sink.status(message)``: nothing is rendered while no frame comes, so the
-MJPEG page, say, shows it itself); frames rendered while it is set carry it on the HUD in red,
-and the summary counts the outages.
+retrying since HH:MM:SS", then None when frames flow again), every sink hears it
+(``sink.status(message)``: nothing is rendered while no frame comes, so the MJPEG page, say,
+shows it itself); frames rendered while it is set carry it on the HUD in red, and the summary
+counts the outages.
 
 Stopping (end of source, ``max_frames``, Ctrl-C / SIGTERM, a closed window, a camera that
 vanished and cannot be reopened) always drains what was captured, closes every sink (the
@@ -43,11 +49,12 @@ import numpy as np
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.postprocess import ObjectStats
 from edgeseg.core.segmenter import Segmenter
-from edgeseg.runtime.capture import CaptureThread
-from edgeseg.runtime.sinks import CSV_FIELDS, FrameSink, Sink
+from edgeseg.runtime.capture import Capture, Frame
+from edgeseg.runtime.sinks import CSV_FIELDS, FrameRecord, FrameSink, Sink
 
 __all__ = [
     "CSV_FIELDS",
+    "FrameRecord",
     "RenderOptions",
     "RunSummary",
     "Segmenter",
@@ -152,7 +159,7 @@ class _End:
 
 
 def run_pipeline(
-    capture: CaptureThread,
+    capture: Capture,
     segmenters: Segmenter | Sequence[Segmenter],
     sinks: Sequence[Sink],
     *,
@@ -164,12 +171,13 @@ def run_pipeline(
 ) -> RunSummary:
     """Run until the source ends or ``stop`` is set; returns the summary. Closes every sink.
 
-    ``capture`` is a started :class:`~edgeseg.runtime.capture.CaptureThread`. Each segmenter
-    (each with its own interpreter) runs in its own worker thread; several of them process
-    consecutive frames of a file source in parallel, and the results are rendered in capture
-    order. A sink with a true ``quit_requested`` attribute (a window where the user pressed
-    q) stops the run. While the capture reopens a lost live source the run goes on; sinks with
-    a ``status(message: str | None)`` method hear the capture's status when it changes.
+    ``capture`` is a started :class:`~edgeseg.runtime.capture.CaptureThread` (any
+    :class:`~edgeseg.runtime.capture.Capture`). Each segmenter (each with its own
+    interpreter) runs in its own worker thread; several of them process consecutive frames of
+    a file source in parallel, and the results are rendered in capture order. A sink whose
+    ``quit_requested`` turns true (a window where the user pressed q) stops the run. While the
+    capture reopens a lost live source the run goes on; the sinks hear the capture's status
+    (``sink.status(message)``) when it changes.
     """
 
     workers_seg = [segmenters] if isinstance(segmenters, Segmenter) else list(segmenters)
@@ -192,7 +200,7 @@ def run_pipeline(
                 if stop.is_set() and item is not _End:
                     return
 
-    def pull() -> tuple[int, Any] | None:
+    def pull() -> tuple[int, Frame] | None:
         # Frames are numbered as they are taken, so results can be rendered in order.
         with pull_lock:
             frame = capture.get(timeout=0.1)
@@ -206,7 +214,7 @@ def run_pipeline(
             while not stop.is_set() and not worker_error:
                 taken = pull()
                 if taken is None:
-                    if _capture_finished(capture):
+                    if capture.finished:
                         break
                     continue
                 seq, frame = taken
@@ -218,7 +226,7 @@ def run_pipeline(
                     seg.labels,
                     seg.stats,
                     seg.timings,
-                    getattr(frame, "name", None),
+                    frame.name,
                 )
                 put((seq, item))
         except BaseException as exc:  # reported by the main loop, never lost in the thread
@@ -239,10 +247,10 @@ def run_pipeline(
     pending: dict[int, Segmented] = {}
     next_seq = 0
     ended = 0
-    shown_status: list[Any] = [0, None]  # status changes told to the sinks, the last one
+    told = [0]  # how many of the capture's status changes the sinks heard
     try:
         while ended < len(threads):
-            _announce_status(capture, sinks, shown_status, summary)
+            _announce_status(capture, sinks, told, summary)
             try:
                 got = results.get(timeout=0.1)
             except queue.Empty:
@@ -261,7 +269,7 @@ def run_pipeline(
             for item in ready:
                 _render_one(item, capture, meta, sinks, render, recent, start, latencies, stages)
                 summary.frames += 1
-                if any(getattr(s, "quit_requested", False) for s in sinks):
+                if any(s.quit_requested for s in sinks):
                     summary.stopped = "window closed"
                     stop.set()
     finally:
@@ -277,24 +285,22 @@ def run_pipeline(
                 sink.close()
             except Exception as exc:  # one failing sink must not keep the others open
                 summary.warnings.append(f"warning: closing {type(sink).__name__}: {exc}")
-            summary.warnings += [f"warning: {w}" for w in getattr(sink, "warnings", [])]
-    summary.dropped = getattr(capture, "dropped", 0)
-    summary.outages = int(getattr(capture, "outages", 0) or 0)
+            summary.warnings += [f"warning: {w}" for w in sink.warnings]
+    summary.dropped = capture.dropped
+    summary.outages = capture.outages
     if summary.outages:
-        summary.outage_seconds = float(getattr(capture, "outage_seconds", 0.0) or 0.0)
-        summary.lost_at_end = getattr(capture, "status", None) is not None
-        summary.lost_what = str(getattr(capture, "kind", "camera"))
-        summary.last_fault = getattr(capture, "last_fault", None)
-    if getattr(capture, "error", None) is not None:
+        summary.outage_seconds = capture.outage_seconds
+        summary.lost_at_end = capture.status is not None
+        summary.lost_what = capture.kind
+        summary.last_fault = capture.last_fault
+    if capture.error is not None:
         summary.error = str(capture.error)
         summary.stopped = "source failed"
     if worker_error:
         raise worker_error[0]
-    if summary.stopped == "end of source" and getattr(capture, "reached_max", False):
+    if summary.stopped == "end of source" and capture.reached_max:
         summary.stopped = "max frames"
-    warnings = getattr(getattr(capture, "stream", None), "warnings", None)
-    if warnings:
-        summary.warnings += [f"warning: {w}" for w in warnings]
+    summary.warnings += [f"warning: {w}" for w in capture.warnings]
     if latencies:
         arr = np.asarray(latencies)
         summary.latency_ms = {
@@ -309,7 +315,7 @@ def run_pipeline(
 
 def _render_one(
     item: Segmented,
-    capture: CaptureThread,
+    capture: Capture,
     meta: ModelMetadata,
     sinks: Sequence[Sink],
     render: RenderOptions,
@@ -328,34 +334,33 @@ def _render_one(
     )
     recent.append(t0)
     fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else None
-    dropped = getattr(capture, "dropped", 0)
+    dropped = capture.dropped
     if render.hud:
         lines = hud_lines(
             fps,
             item.timings,
             item.stats.count,
             dropped,
-            status=getattr(capture, "status", None),
-            outages=getattr(capture, "outages", None),
+            status=capture.status,
+            outages=capture.outages,
         )
         draw_hud(image, lines)
     render_ms = (time.perf_counter() - t0) * 1000
     latency = (time.perf_counter() - item.captured) * 1000
-    record: dict[str, Any] = {
-        "frame": item.index,
-        "timestamp_s": round(item.captured - start, 4),
-        "preprocess_ms": round(item.timings["preprocess"], 3),
-        "inference_ms": round(item.timings["inference"], 3),
-        "postprocess_ms": round(item.timings["postprocess"], 3),
-        "render_ms": round(render_ms, 3),
-        "latency_ms": round(latency, 3),
-        "objects": item.stats.count,
-        "dropped": dropped,
-    }
-    if item.name is not None:
-        record["name"] = item.name
+    record = FrameRecord(
+        frame=item.index,
+        timestamp_s=round(item.captured - start, 4),
+        preprocess_ms=round(item.timings["preprocess"], 3),
+        inference_ms=round(item.timings["inference"], 3),
+        postprocess_ms=round(item.timings["postprocess"], 3),
+        render_ms=round(render_ms, 3),
+        latency_ms=round(latency, 3),
+        objects=item.stats.count,
+        dropped=dropped,
+        name=item.name,
+    )
     for sink in sinks:
-        if getattr(sink, "wants_frame", False) is True:
+        if sink.wants_frame:
             cast(FrameSink, sink).write(item.index, image, item.labels, record, frame=item.frame)
         else:
             sink.write(item.index, image, item.labels, record)
@@ -365,40 +370,21 @@ def _render_one(
 
 
 def _announce_status(
-    capture: Any, sinks: Sequence[Sink], shown: list[Any], summary: RunSummary
+    capture: Capture, sinks: Sequence[Sink], told: list[int], summary: RunSummary
 ) -> None:
-    """Tell the sinks that have a ``status`` method every change of the capture's status
-    (``shown``: how many changes they heard, the last status). A sink failing at it gets a
-    warning, once."""
-    changes = getattr(capture, "status_changes", None)
-    if callable(changes):
-        shown[0], new = changes(shown[0])
-    else:  # a capture without a change log: its status as polled
-        status = getattr(capture, "status", None)
-        new = [status] if status != shown[1] else []
+    """Tell the sinks every change of the capture's status since the ``told[0]`` they heard
+    (also those too short to be seen by polling). A sink failing at it gets a warning, once."""
+    told[0], new = capture.status_changes(told[0])
     for status in new:
-        shown[1] = status
         _tell_status(sinks, status, summary)
 
 
 def _tell_status(sinks: Sequence[Sink], status: str | None, summary: RunSummary) -> None:
     for sink in sinks:
-        tell = getattr(sink, "status", None)
-        if not callable(tell):
-            continue
         try:
-            tell(status)
+            sink.status(status)
         except Exception as exc:  # a status line is not worth ending a run for
             message = f"warning: {type(sink).__name__}.status failed: {type(exc).__name__}: {exc}"
             message = " ".join(message.split())
             if message not in summary.warnings:
                 summary.warnings.append(message)
-
-
-def _capture_finished(capture: Any) -> bool:
-    """True once the capture thread has ended and everything it read has been taken."""
-    finished = getattr(capture, "finished", None)
-    if finished is not None:
-        return bool(finished)
-    thread = getattr(capture, "_thread", None)
-    return thread is None or not thread.is_alive()

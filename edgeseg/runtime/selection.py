@@ -12,25 +12,33 @@ oneDNN uses AMX and AVX-512 VNNI, LiteRT's XNNPACK does not), so ``auto`` measur
    (median), and the label maps of two synthetic microscopy frames through the
    :class:`~edgeseg.core.segmenter.Segmenter`;
 3. the reference is the file's own runtime (LiteRT for ``.tflite``, onnxruntime's CPU for
-   ``.onnx``); another runtime qualifies when its label maps agree with the reference's:
-   identical for an int8 model, foreground Dice >= :data:`FLOAT_DICE` for a float one;
+   ``.onnx``); another runtime qualifies when its label maps agree with the reference's: the
+   Dice of every class (of the foreground, for an instance model's object ids) reaches
+   :data:`MIN_DICE`, for int8 models as for float ones. Two runtimes' int8 arithmetic may
+   round differently (OpenVINO's and LiteRT's differ by a few quantization steps on a CPU
+   without VNNI), which moves a handful of boundary pixels: what counts is the label map
+   the user sees;
 4. the fastest qualifying runtime wins; a runtime that cannot load the model, crashes or
    disagrees is left out and the reason kept for ``--explain``;
 5. the choice is cached in ``$XDG_CACHE_HOME/edgeseg/backend-choices.json`` keyed by the
    device (machine, CPU model, cores), the model's sha256, the runtime versions, the threads
-   and the frame size, so the measuring (a few seconds) happens once per combination. When
-   that folder cannot be written, every start measures again and says so once.
+   and the frame size the caller runs (``run``: the stream's frames; ``eval`` and
+   ``segment``: the first image's size), with the measured agreement, so the measuring (a few
+   seconds) happens once per combination. When that folder cannot be written, every start
+   measures again and says so once.
 
-Delegates are LiteRT's: a ``*_edgetpu.tflite`` model or ``--delegate`` other than ``auto``
-and ``cpu`` goes to LiteRT with its delegate, without measuring (see
-:func:`edgeseg.runtime.backends.open_backend`).
+The candidates are the runtimes of the registry (:mod:`edgeseg.runtime.backends.registry`)
+that are installed and read the file. Delegates belong to the file's own runtime: a
+``*_edgetpu.tflite`` model or ``--delegate`` other than ``auto`` and ``cpu`` goes to it with
+its delegate, without measuring (:func:`edgeseg.runtime.backends.resolve_runtime`).
+
+:func:`open_selected` is how every command opens a model with ``--backend`` (auto included):
+it resolves the runtime here and opens it with :func:`edgeseg.runtime.backends.open_model`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
@@ -38,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +54,20 @@ import numpy as np
 
 from edgeseg.child import run_python
 from edgeseg.errors import DataError, EdgesegError
+from edgeseg.paths import atomic_write, file_sha256
+from edgeseg.runtime.backends import (
+    OpenedModel,
+    installed_runtimes,
+    native_runtime,
+    open_model,
+    readers,
+    resolve_runtime,
+)
+from edgeseg.sizes import format_hw
 
 __all__ = [
-    "BACKENDS",
-    "FLOAT_DICE",
     "INVOCATIONS",
-    "RUNTIMES",
+    "MIN_DICE",
     "Choice",
     "Measurement",
     "Trial",
@@ -60,34 +76,22 @@ __all__ = [
     "cache_key",
     "candidates",
     "choose_runtime",
-    "installed_runtimes",
     "measure_here",
     "measure_in_child",
+    "open_selected",
     "reference_runtime",
 ]
 
-RUNTIMES = ("litert", "openvino", "onnxruntime")
-#: What ``--backend`` takes.
-BACKENDS = ("auto", *RUNTIMES)
 #: Timed invocations per runtime (after the first, cold one and one warm-up); the median counts.
 INVOCATIONS = 7
-#: A float model's label maps agree when the foreground Dice with the reference's reaches this.
-FLOAT_DICE = 0.999
+#: Label maps agree when the Dice of every class with the reference's reaches this.
+MIN_DICE = 0.999
 #: Seconds a measuring child may take before it is killed and its runtime left out.
 CHILD_TIMEOUT = 120.0
 CACHE_NAME = "backend-choices.json"
-_CACHE_VERSION = 1
+# 2: int8 models are judged by per-class Dice like float ones (1 demanded identical labels).
+_CACHE_VERSION = 2
 _FRAMES = 2  # synthetic frames whose label maps are compared
-
-# runtime → (distributions whose version counts, modules that tell it is installed)
-_DISTRIBUTIONS = {
-    "litert": (
-        ("ai-edge-litert", "tflite-runtime", "tensorflow"),
-        ("ai_edge_litert", "tflite_runtime", "tensorflow"),
-    ),
-    "openvino": (("openvino",), ("openvino",)),
-    "onnxruntime": (("onnxruntime", "onnxruntime-gpu"), ("onnxruntime",)),
-}
 
 _warned_unwritable = False
 
@@ -105,8 +109,8 @@ class Measurement:
         label: The runtime's own description, e.g. "openvino 2026.4.1 (CPU)".
         median_ms: Median of the timed invocations; None when it failed.
         times_ms: Every timed invocation.
-        labels: uint8/uint16 (n, H, W) label maps of the synthetic frames, or None.
-        int8: Whether the model's input is integer (quantized).
+        labels: (n, H, W) label maps of the synthetic frames: uint8 classes, or int32 object
+            ids of an instance model; None when it failed.
         error: One line saying why it failed (cannot load, crashed, timed out), or None.
     """
 
@@ -115,7 +119,6 @@ class Measurement:
     median_ms: float | None = None
     times_ms: tuple[float, ...] = ()
     labels: np.ndarray | None = None
-    int8: bool = False
     error: str | None = None
 
 
@@ -123,8 +126,9 @@ class Measurement:
 class Trial:
     """One candidate as judged: its speed and how its label maps compare with the reference's.
 
-    ``dice`` is the foreground Dice against the reference (1.0 for the reference itself),
-    ``identical`` whether every label agrees; ``verdict`` says why it was or was not chosen.
+    ``dice`` is the lowest per-class Dice against the reference (1.0 for the reference
+    itself), ``identical`` whether every label agrees; ``verdict`` says why it was or was not
+    chosen.
     """
 
     runtime: str
@@ -175,7 +179,9 @@ class Choice:
             ms = "–" if t.median_ms is None else f"{t.median_ms:.3f} ms"
             agree = ""
             if t.dice is not None:
-                agree = ", labels identical" if t.identical else f", Dice {t.dice:.5f}"
+                agree = (
+                    ", labels identical" if t.identical else f", Dice {t.dice:.5f} (lowest class)"
+                )
             out.append(f"  {t.runtime:<12} {ms:>12}{agree}: {t.verdict}")
         return out
 
@@ -184,34 +190,15 @@ class Choice:
 # What is installed, and what can read a model
 
 
-def installed_runtimes() -> dict[str, str]:
-    """runtime → version of each runtime installed, found without importing it."""
-    found: dict[str, str] = {}
-    for runtime, (dists, modules) in _DISTRIBUTIONS.items():
-        if not any(importlib.util.find_spec(m) is not None for m in modules):
-            continue
-        for dist in dists:
-            try:
-                found[runtime] = f"{dist} {importlib.metadata.version(dist)}"
-                break
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        else:
-            found[runtime] = "(unknown version)"
-    return found
-
-
 def reference_runtime(model_path: str | Path) -> str:
     """The file's own runtime, whose label maps the others must match."""
-    return "onnxruntime" if Path(model_path).suffix.lower() == ".onnx" else "litert"
+    return native_runtime(model_path).name
 
 
 def candidates(model_path: str | Path, installed: dict[str, str] | None = None) -> list[str]:
     """The installed runtimes that read the file, the reference first."""
     installed = installed_runtimes() if installed is None else installed
-    onnx = Path(model_path).suffix.lower() == ".onnx"
-    wanted = ("onnxruntime", "openvino") if onnx else ("litert", "openvino")
-    return [r for r in wanted if r in installed]
+    return [r.name for r in readers(model_path, installed_only=False) if r.name in installed]
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,14 +224,6 @@ def device_key() -> str:
             break
     model = model or platform.processor() or "unknown CPU"
     return f"{platform.machine()} {model} x{os.cpu_count() or 1}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_input_size(model_path: Path) -> tuple[int, int] | None:
@@ -276,10 +255,10 @@ def cache_key(
 ) -> dict[str, Any]:
     """The parts a cached choice depends on; any change means measuring again."""
     path = Path(model_path)
-    frame = f"{frame_size[0]}x{frame_size[1]}" if frame_size else "model input"
+    frame = format_hw(frame_size) if frame_size else "model input"
     return {
         "device": device or device_key(),
-        "model_sha256": _sha256(path),
+        "model_sha256": file_sha256(path),
         "versions": dict(sorted(versions.items())),
         "threads": int(threads),
         "frame": frame,
@@ -302,13 +281,11 @@ def _read_cache(path: Path) -> dict[str, Any]:
 
 
 def _write_cache(path: Path, entries: dict[str, Any]) -> bool:
-    """Write atomically (a temporary file renamed); False when the folder is not writable."""
+    """Write atomically (:func:`edgeseg.paths.atomic_write`); False when the folder is not
+    writable."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".backend-choices-", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"version": _CACHE_VERSION, "choices": entries}, f, indent=1)
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps({"version": _CACHE_VERSION, "choices": entries}, indent=1))
         return True
     except OSError:
         return False
@@ -330,26 +307,33 @@ def _cached(path: Path, key: dict[str, Any]) -> Choice | None:
 
 
 def agreement(labels: np.ndarray, reference: np.ndarray) -> tuple[float, bool]:
-    """(foreground Dice, identical) of label maps against the reference's.
+    """(lowest per-class Dice, identical) of label maps against the reference's.
 
-    Foreground is every label above 0; two maps without foreground agree (Dice 1).
+    uint8 maps hold classes: every class above 0 present in either map is scored and the
+    lowest Dice counts (a small class is not drowned by a large one). Other integer maps hold
+    object ids (an instance model), whose numbering may differ between runtimes: their
+    foreground (any id above 0) is scored. Maps without any foreground agree (Dice 1).
     """
     a, b = np.asarray(labels), np.asarray(reference)
     if a.shape != b.shape:
         return 0.0, False
-    identical = bool(np.array_equal(a, b))
-    fa, fb = a > 0, b > 0
-    total = int(fa.sum()) + int(fb.sum())
-    dice = 1.0 if total == 0 else 2.0 * int((fa & fb).sum()) / total
-    if identical:
-        dice = 1.0
-    return dice, identical
+    if np.array_equal(a, b):
+        return 1.0, True
+    if a.dtype == np.uint8 and b.dtype == np.uint8:
+        classes = np.union1d(np.unique(a), np.unique(b))
+        masks = [(a == c, b == c) for c in classes if c > 0]
+    else:
+        masks = [(a > 0, b > 0)]
+    dices = []
+    for fa, fb in masks:
+        total = int(fa.sum()) + int(fb.sum())
+        dices.append(1.0 if total == 0 else 2.0 * int((fa & fb).sum()) / total)
+    return min(dices, default=1.0), False
 
 
 def _judge(measured: Sequence[Measurement], reference: str) -> tuple[str | None, list[Trial]]:
     """The fastest runtime whose labels agree with the reference's, and every verdict."""
     ref = next((m for m in measured if m.runtime == reference), None)
-    ref_ok = ref is not None and ref.error is None and ref.labels is not None
     trials: list[Trial] = []
     for m in measured:
         if m.error is not None or m.median_ms is None:
@@ -358,27 +342,13 @@ def _judge(measured: Sequence[Measurement], reference: str) -> tuple[str | None,
         if m.runtime == reference:
             trials.append(Trial(m.runtime, m.label, m.median_ms, 1.0, True, True, "reference"))
             continue
-        if not ref_ok or m.labels is None:
-            trials.append(
-                Trial(
-                    m.runtime,
-                    m.label,
-                    m.median_ms,
-                    None,
-                    None,
-                    False,
-                    f"left out: no {reference} label maps to compare with",
-                )
-            )
+        if ref is None or ref.error is not None or ref.labels is None or m.labels is None:
+            why = f"left out: no {reference} label maps to compare with"
+            trials.append(Trial(m.runtime, m.label, m.median_ms, None, None, False, why))
             continue
-        dice, identical = agreement(m.labels, ref.labels)  # type: ignore[union-attr]
-        int8 = m.int8 or (ref.int8 if ref else False)
-        if int8:
-            ok = identical
-            rule = "int8: labels must be identical to the reference's"
-        else:
-            ok = dice >= FLOAT_DICE
-            rule = f"float: Dice must reach {FLOAT_DICE}"
+        dice, identical = agreement(m.labels, ref.labels)
+        ok = dice >= MIN_DICE
+        rule = f"the Dice of every class must reach {MIN_DICE}"
         verdict = "agrees" if ok else f"left out: disagrees ({rule})"
         trials.append(Trial(m.runtime, m.label, m.median_ms, dice, identical, ok, verdict))
     ok = [t for t in trials if t.qualifies]
@@ -470,6 +440,55 @@ def choose_runtime(
     return choice
 
 
+def open_selected(
+    model_path: str | Path,
+    *,
+    backend: str | None = "auto",
+    frame_size: tuple[int, int] | None = None,
+    delegate: str = "auto",
+    threads: int | None = None,
+    fallback: bool = False,
+    device: str | None = None,
+    warn: Callable[[str], None] | None = None,
+    explain: Callable[[str], None] | None = None,
+    reuse: OpenedModel | None = None,
+    **flags: Any,
+) -> OpenedModel:
+    """Open a device artefact on the runtime ``backend`` names: ``auto`` (measured here, or
+    cached), a registered runtime, or None (the file's own).
+
+    ``frame_size`` (H, W) is the frame the caller will run (``auto`` compares label maps of
+    frames that size and keys its cache by it; None: the model's input). ``explain(line)``
+    hears the figures behind an ``auto`` pick. ``reuse``: the same file already open on some
+    runtime (with the same arguments), returned as it is when that runtime is picked. The
+    other arguments go to :func:`edgeseg.runtime.backends.open_model`; the record says how
+    the runtime was chosen.
+    """
+    name = resolve_runtime(model_path, backend, delegate)
+    chosen_by = None
+    if name == "auto":
+        choice = choose_runtime(model_path, threads=threads, frame_size=frame_size, warn=warn)
+        if explain:
+            for line in choice.lines():
+                explain(line)
+        name, chosen_by = choice.runtime, f"auto: {choice.source}"
+    if chosen_by is None:
+        chosen_by = {None: "file", "auto": "auto: delegate"}.get(backend, "asked")
+    if reuse is not None and reuse.opened.runtime == name:
+        return replace(reuse, opened=replace(reuse.opened, chosen_by=chosen_by))
+    model = open_model(
+        model_path,
+        backend=name,
+        delegate=delegate,
+        threads=threads,
+        fallback=fallback,
+        device=device,
+        warn=warn,
+        **flags,
+    )
+    return replace(model, opened=replace(model.opened, chosen_by=chosen_by))
+
+
 # --------------------------------------------------------------------------------------------
 # Measuring one runtime (in a child process)
 
@@ -478,12 +497,11 @@ def measure_here(
     model_path: str | Path, runtime: str, threads: int, frame_size: tuple[int, int] | None
 ) -> Measurement:
     """Measure ``runtime`` on the model in this process (what the child runs)."""
-    from edgeseg.core.metadata import apply_flags
     from edgeseg.core.segmenter import Segmenter
-    from edgeseg.runtime.backends import open_backend
     from edgeseg.samples import SyntheticStream
 
-    backend, _ = open_backend(model_path, backend=runtime, threads=threads)
+    model = open_model(model_path, backend=runtime, threads=threads)
+    backend = model.backend
     rng = np.random.default_rng(0)
     dtype = np.dtype(backend.input.dtype)
     if np.issubdtype(dtype, np.integer):
@@ -499,7 +517,7 @@ def measure_here(
         t0 = time.perf_counter()
         invoke(x)
         times.append((time.perf_counter() - t0) * 1000)
-    meta = apply_flags(backend.metadata(), backend.input.shape, backend.output.shape)
+    meta = model.meta
     size = frame_size or meta.input_size
     stream = SyntheticStream(size=tuple(size), seed=0, channels=meta.channels)
     segmenter = Segmenter(backend, meta)
@@ -510,23 +528,7 @@ def measure_here(
         median_ms=float(np.median(times)),
         times_ms=tuple(round(t, 4) for t in times),
         labels=labels,
-        int8=_is_int8(Path(model_path), backend.input.quantized),
     )
-
-
-def _is_int8(path: Path, quantized_input: bool) -> bool:
-    """An integer model: quantized input, or (float I/O) mostly int8 weights / QDQ nodes."""
-    if quantized_input:
-        return True
-    try:
-        if path.suffix.lower() == ".tflite":
-            from edgeseg.core.tflite_file import tensor_summary
-
-            weights = tensor_summary(path).weight_bytes
-            return weights.get("int8", 0) > weights.get("float32", 0)
-        return b"QuantizeLinear" in path.read_bytes()
-    except (EdgesegError, OSError):
-        return False
 
 
 def measure_in_child(
@@ -571,7 +573,6 @@ def measure_in_child(
             median_ms=float(payload["median_ms"]),
             times_ms=tuple(payload["times_ms"]),
             labels=labels,
-            int8=bool(payload["int8"]),
         )
 
 
@@ -588,7 +589,6 @@ def _child_main(argv: list[str]) -> int:
             "label": m.label,
             "median_ms": m.median_ms,
             "times_ms": list(m.times_ms),
-            "int8": m.int8,
         }
     except EdgesegError as exc:
         payload = {"error": " ".join(str(exc).split())[:300]}

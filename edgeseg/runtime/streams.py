@@ -38,7 +38,7 @@ they end at their end.
 Modules: :mod:`~edgeseg.runtime.uri` parses URIs, :mod:`~edgeseg.runtime.cameras` opens the
 live ones (cameras, pipelines, network streams), this module dispatches and opens files and
 ``synthetic://``. Everything a caller needs (``open_stream``, ``parse_source``, ``Stream``,
-``StreamInfo``) is importable from here.
+``StreamBase``, ``StreamInfo``) is importable from here.
 """
 
 from __future__ import annotations
@@ -56,13 +56,14 @@ import numpy as np
 
 from edgeseg.errors import DataError
 from edgeseg.runtime.cameras import CameraStream, open_csi, open_gstreamer, open_network
-from edgeseg.runtime.stream_base import Stream, StreamInfo, one_line
+from edgeseg.runtime.stream_base import Stream, StreamBase, StreamInfo, one_line
 from edgeseg.runtime.uri import SCHEMES, ParsedURI, parse_source, parse_uri, synthetic_uri
 
 __all__ = [
     "SCHEMES",
     "FileStream",
     "Stream",
+    "StreamBase",
     "StreamInfo",
     "SyntheticSource",
     "open_stream",
@@ -125,7 +126,7 @@ def open_stream(
 # Files
 
 
-class FileStream:
+class FileStream(StreamBase):
     """A file source (:func:`~edgeseg.runtime.sources.open_file_source`) read in order: every
     frame once, then None. Not live: a capture thread delivers every frame.
 
@@ -249,7 +250,7 @@ class FileStream:
 # synthetic://
 
 
-class SyntheticSource:
+class SyntheticSource(StreamBase):
     """The built-in microscope stream (:class:`~edgeseg.samples.SyntheticStream`) as a stream.
 
     Frames uint8/uint16 (H, W) or (H, W, 3) RGB; their ground-truth masks (uint8 (H, W), 0/255)
