@@ -25,7 +25,7 @@ from typing import Any
 
 from edgeseg import __version__
 from edgeseg.errors import DataError
-from edgeseg.paths import ensure_writable_dir
+from edgeseg.paths import atomic_write, ensure_writable_dir
 from edgeseg.quiet import is_log_file
 
 STATE = ".edgeseg-demo.json"
@@ -112,9 +112,7 @@ def _clean(out: Path) -> None:
 
 
 def _save_state(out: Path, settings: DemoSettings, done: list[str]) -> None:
-    tmp = out / (STATE + ".tmp")
-    tmp.write_text(json.dumps({"settings": settings.to_dict(), "done": done}, indent=2))
-    tmp.replace(out / STATE)
+    atomic_write(out / STATE, json.dumps({"settings": settings.to_dict(), "done": done}, indent=2))
 
 
 def run_demo(

@@ -33,6 +33,7 @@ __all__ = [
     "EdgeTPU",
     "board_family",
     "board_model",
+    "edgetpu_ids_text",
     "edgetpus",
     "first_line",
     "jetson_release",
@@ -48,6 +49,7 @@ __all__ = [
 # USB ids of the Coral USB Accelerator: before (1a6e:089a) and after (18d1:9302) its firmware
 # is loaded by the first inference.
 EDGETPU_USB_IDS = (("1a6e", "089a"), ("18d1", "9302"))
+_APEX = "apex_*"  # PCIe Edge TPUs (M.2, mini PCIe, the Dev Board) under /dev
 _MODEL_FILES = ("proc/device-tree/model", "sys/firmware/devicetree/base/model")
 _JETSON_RELEASE = "etc/nv_tegra_release"
 
@@ -123,6 +125,13 @@ class EdgeTPU:
         return {"kind": self.kind, "id": self.id, "usb_speed_mbps": self.usb_speed_mbps}
 
 
+def edgetpu_ids_text() -> str:
+    """Where :func:`edgetpus` looks, for messages: ``"USB 1a6e:089a / 18d1:9302 and
+    /dev/apex_*"``."""
+    ids = " / ".join(f"{vendor}:{product}" for vendor, product in EDGETPU_USB_IDS)
+    return f"USB {ids} and /dev/{_APEX}"
+
+
 def edgetpus(root: str | Path = "/") -> list[EdgeTPU]:
     """Edge TPUs attached: USB accelerators (with their link speed) and PCIe ``/dev/apex_*``."""
     root = Path(root)
@@ -142,7 +151,7 @@ def edgetpus(root: str | Path = "/") -> list[EdgeTPU]:
             found.append(EdgeTPU("usb", f"{dev.name} ({vendor}:{product})", mbps))
     dev_dir = root / "dev"
     if dev_dir.is_dir():
-        found += [EdgeTPU("pci", f"/dev/{p.name}") for p in sorted(dev_dir.glob("apex_*"))]
+        found += [EdgeTPU("pci", f"/dev/{p.name}") for p in sorted(dev_dir.glob(_APEX))]
     return found
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import sys
 from collections.abc import Callable, Iterator
@@ -48,6 +49,7 @@ __all__ = [
     "file_sha256",
     "fsync_dir",
     "fsync_file",
+    "is_partial",
     "load_named_toml",
     "parse_toml",
     "publish",
@@ -92,6 +94,18 @@ def publish(src: str | Path, dst: str | Path, *, durable: bool = True) -> Path:
     if durable:
         fsync_dir(dst.parent)
     return dst
+
+
+#: A temporary name of :func:`atomic_path` (``.NAME.1a2b3c4d.partial.SUFFIX``), or of the
+#: hand-written copies it replaced (``.NAME.partial``, ``.NAME.x.partial``).
+_PARTIAL_NAME = re.compile(r"\..+\.partial(?:\.[^.]+)?")
+
+
+def is_partial(path: str | Path) -> bool:
+    """True for a temporary file of :func:`atomic_path` (hidden, ``.partial`` as its last or
+    second-to-last suffix): what a killed writer leaves behind, safe to delete when no writer
+    runs."""
+    return _PARTIAL_NAME.fullmatch(Path(path).name) is not None
 
 
 @contextlib.contextmanager
@@ -153,17 +167,26 @@ def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def ensure_writable_dir(out: Path, flag: str = "--out") -> Path:
-    """Create ``out`` if needed and prove it writable, or raise a one-line DataError."""
+def ensure_writable_dir(out: Path, flag: str = "--out", *, for_file: Path | None = None) -> Path:
+    """Create ``out`` if needed and prove it writable (a file is written and deleted in it),
+    or raise a one-line DataError naming ``flag`` and ``out``.
+
+    ``for_file``: the file to be written in ``out`` (``--out build/set.npz``), named in the
+    errors instead: ``cannot write build/set.npz: …``.
+    """
+    out = Path(out)
     if out.exists() and not out.is_dir():
-        raise DataError(f"{flag} {out} is a file; give a folder")
+        if for_file is not None:
+            raise DataError(f"cannot write {for_file}: {out} is a file, not a folder")
+        raise DataError(f"{flag} {out} is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".edgeseg-write-test"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise DataError(f"cannot write to {out}: {exc.strerror or exc}") from exc
+        target = f"{for_file}" if for_file is not None else f"to {out}"
+        raise DataError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return out
 
 

@@ -30,17 +30,19 @@ def parse_hw(
     square: bool = True,
     minimum: int = 1,
     maximum: int | None = None,
+    alternatives: Sequence[str] = (),
 ) -> tuple[int, int]:
     """``"HxW"`` (or ``"H×W"``; ``"N"`` for N×N when ``square``) → ``(H, W)``.
 
     A sequence of two integers (from a config file) and, with ``square``, one integer are
     taken as they are. ``what`` names the value in errors (``--frame-size``, ``synthetic://
-    size``); each side must lie in ``minimum``..``maximum``.
+    size``); each side must lie in ``minimum``..``maximum``. ``alternatives``: words the
+    caller takes instead of a size (``auto``), named in the error for an unreadable value.
 
     Raises:
         DataError: one line naming ``what`` and the value.
     """
-    form = "N or HxW" if square else "HxW"
+    form = " or ".join(["N or HxW" if square else "HxW", *alternatives])
     bad = DataError(f"{what} {text!r}: expected {form} (height first, e.g. 768x1024)")
     if isinstance(text, bool):
         raise bad
@@ -94,7 +96,8 @@ _SHARE = re.compile(r"(?P<num>\d+(?:\.\d*)?|\.\d+)\s*%")
 
 def parse_bytes(text: str | int, free_bytes: int | None = None, *, minimum: int = 1) -> int:
     """Bytes from ``"1048576"``, ``"500M"``, ``"2G"`` (K/M/G/T are powers of 1024; ``B``,
-    ``KB``, ``KiB``… are accepted) or ``"20%"``: that share of ``free_bytes``.
+    ``KB``, ``KiB``… are accepted; a fraction rounds to the nearest byte) or ``"20%"``: that
+    share of ``free_bytes``.
 
     A share needs ``free_bytes``. Sizes below ``minimum`` (a limit the user sets must be at
     least 1 byte; a size a tool reports may be 0) and unreadable ones raise a one-line
@@ -127,4 +130,4 @@ def parse_bytes(text: str | int, free_bytes: int | None = None, *, minimum: int 
     value = float(m["num"]) * _UNITS[m["unit"].upper()]
     if not math.isfinite(value) or value < minimum:
         raise DataError(f"a size must be at least {minimum} byte(s), got {text!r}")
-    return int(value)
+    return round(value)  # "5.05MiB" as a tool rounds it for display: the nearest byte

@@ -47,7 +47,6 @@ from edgeseg.batch.store import (
     WORK,
     Ledger,
     ObjectTable,
-    file_sha256,
     remove_partials,
     unit_key,
 )
@@ -55,6 +54,7 @@ from edgeseg.core.instances import OBJECT_FIELDS
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.postprocess import foreground_classes
 from edgeseg.errors import DataError
+from edgeseg.paths import file_sha256
 from edgeseg.runtime.backends import resolve_runtime
 
 __all__ = ["BatchSummary", "InputReport", "Progress", "SegmentOptions", "segment_archive"]
@@ -335,7 +335,7 @@ def segment_archive(
         )
     import json
 
-    from edgeseg.batch.store import atomic_write
+    from edgeseg.paths import atomic_write
 
     atomic_write(out / "summary.json", (json.dumps(summary.to_dict(), indent=2) + "\n").encode())
     return summary

@@ -12,8 +12,9 @@ Layout of OUT:
   arrays: object measurements, a block's classes and edges), the parts of stacks being
   assembled, and the work arrays of Zarr inputs (deleted when the input is finished).
 
-Every file is written under a temporary name and renamed, and a unit's ledger entry is
-written after its outputs: an interrupted unit is simply redone, a finished one never.
+Every file is published by :func:`edgeseg.paths.atomic_write` (a temporary name, fsync, rename),
+and a unit's ledger entry is written after its outputs: an interrupted unit is simply redone, a
+finished one never.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ import csv
 import hashlib
 import io
 import json
-import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,32 +32,22 @@ import numpy as np
 
 from edgeseg.core.objects import OBJECT_CSV_FIELDS, csv_value
 from edgeseg.errors import DataError
+from edgeseg.paths import atomic_write, is_partial
 
 __all__ = [
     "TABLE_FIELDS",
     "WORK",
     "Ledger",
     "ObjectTable",
-    "atomic_write",
     "columns_bytes",
-    "file_sha256",
     "load_columns",
+    "remove_partials",
     "unit_key",
 ]
 
 WORK = ".edgeseg-batch"
 #: Columns of the objects table: the input, then `edgeseg run --objects`'s columns.
 TABLE_FIELDS = ("input", *OBJECT_CSV_FIELDS)
-_PARTIAL = ".partial"
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, read in 1 MiB pieces."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for piece in iter(lambda: f.read(1 << 20), b""):
-            h.update(piece)
-    return h.hexdigest()
 
 
 def unit_key(*parts: Any) -> str:
@@ -67,25 +56,13 @@ def unit_key(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` under a temporary name in the same folder, then rename."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{_PARTIAL}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def remove_partials(folder: Path) -> None:
-    """Delete the temporary files an interrupted run left in ``folder`` (ours only)."""
+    """Delete the temporary files an interrupted run left in ``folder`` (ours only:
+    :func:`edgeseg.paths.is_partial`)."""
     if not folder.is_dir():
         return
     for p in folder.iterdir():
-        if p.name.startswith(".") and p.name.endswith(_PARTIAL) and p.is_file():
+        if is_partial(p) and p.is_file():
             with contextlib.suppress(OSError):
                 p.unlink()
 
@@ -103,7 +80,7 @@ class Ledger:
 
     def done(self) -> set[str]:
         """Keys of every finished unit (read once at start)."""
-        return {p.stem for p in self.dir.glob("*.json")}
+        return {p.stem for p in self.dir.glob("*.json") if not is_partial(p)}
 
     def path(self, key: str) -> Path:
         return self.dir / f"{key}.json"

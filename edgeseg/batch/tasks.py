@@ -29,12 +29,13 @@ from edgeseg.batch.chunks import (
     partial_stats,
 )
 from edgeseg.batch.inputs import ArrayInput
-from edgeseg.batch.store import Ledger, atomic_write
+from edgeseg.batch.store import Ledger
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.preprocess import drop_alpha, intensity_range
 from edgeseg.core.segmenter import Segmenter
 from edgeseg.errors import DataError
 from edgeseg.imageio import encode_mask, stored_labels
+from edgeseg.paths import atomic_path, atomic_write
 
 __all__ = [
     "FAULT_ENV",
@@ -203,12 +204,9 @@ def assemble_stack(parts: list[str], target: str, key: str, out: str, record: di
         head = np.load(p, mmap_mode="r")
         if np.dtype(head.dtype).itemsize > np.dtype(dtype).itemsize:
             dtype = head.dtype
-    final = Path(target)
-    tmp = final.with_name(f".{final.name}.assemble.partial")
-    with tifffile.TiffWriter(tmp) as tw:
+    with atomic_path(target) as tmp, tifffile.TiffWriter(tmp) as tw:
         for p in parts:
             tw.write(np.load(p).astype(dtype), contiguous=True)
-    os.replace(tmp, final)
     Ledger(Path(out)).write(key, record)
     for p in parts:
         Path(p).unlink(missing_ok=True)

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import DataError, EdgesegError
+from edgeseg.sizes import parse_hw
 
 # Rich cuts and wraps tables to 80 columns when it does not write to a terminal; in a pipe or a
 # CI log nobody resizes the window, so lines may be as wide as their content.
@@ -99,20 +100,18 @@ def quiet_console(command: str, folder: Path | None = None) -> Iterator[Path | N
                 out.file = err.file = None  # type: ignore[assignment]  # sys.* again
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``"256"`` → (256, 256); ``"256x320"`` (H x W) → (256, 320)."""
+def parse_hw_option(text: str | None, flag: str) -> tuple[int, int] | None:
+    """An option's ``"256"`` → (256, 256), ``"256x320"`` (H x W) → (256, 320); None stays None.
+
+    Raises:
+        typer.BadParameter: one line naming ``flag`` (``sizes.parse_hw``'s message).
+    """
     if text is None:
         return None
-    parts = text.lower().replace("×", "x").split("x")
     try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise typer.BadParameter(f"expected N or HxW, got {text!r}") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) <= 0:
-        raise typer.BadParameter(f"expected N or HxW with positive sizes, got {text!r}")
-    return (values[0], values[1])
+        return parse_hw(text, what=flag)
+    except DataError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def progress_bar() -> Any:
@@ -179,7 +178,7 @@ def metadata_flags(
 ) -> dict[str, Any]:
     """The metadata flags as keyword arguments for ``edgeseg.model.resolve``."""
     return {
-        "input_size": parse_size(input_size),
+        "input_size": parse_hw_option(input_size, "--input-size"),
         "normalization": normalization,
         "input_max": input_max,
         "threshold": threshold,

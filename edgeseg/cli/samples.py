@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from edgeseg.cli.common import handle_errors, out, parse_size, progress_bar
+from edgeseg.cli.common import handle_errors, out, parse_hw_option, progress_bar
 
 
 @handle_errors
@@ -33,7 +33,9 @@ def samples(
         raise DataError(f"--channels must be 1 or 3, got {channels}")
     if fmt not in ("png", "tif"):
         raise DataError(f"--format must be png or tif, got {fmt}")
-    config = SynthConfig(size=parse_size(size), bit_depth=bit_depth, channels=channels)
+    config = SynthConfig(
+        size=parse_hw_option(size, "--size"), bit_depth=bit_depth, channels=channels
+    )
     with progress_bar() as bar:
         task = bar.add_task("writing samples", total=n)
         path = write_dataset(

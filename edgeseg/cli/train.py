@@ -11,7 +11,7 @@ from edgeseg.cli.common import (
     err,
     handle_errors,
     out,
-    parse_size,
+    parse_hw_option,
     progress_bar,
     quiet_console,
 )
@@ -113,7 +113,7 @@ def train(
 
         names = tuple(n.strip() for n in class_names.split(",")) if class_names else None
         unet = UNetConfig(
-            input_size=parse_size(size),
+            input_size=parse_hw_option(size, "--size"),
             channels=channels,
             num_classes=num_classes,
             base_filters=base_filters,

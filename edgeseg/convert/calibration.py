@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,8 +43,17 @@ from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.preprocess import prepare
 from edgeseg.core.segmenter import effective_overlap, frame_tiles
 from edgeseg.errors import DataError
-from edgeseg.paths import TOMLDecodeError, collect_tomls, load_named_toml, parse_toml
+from edgeseg.paths import (
+    TOMLDecodeError,
+    atomic_path,
+    atomic_write,
+    collect_tomls,
+    ensure_writable_dir,
+    load_named_toml,
+    parse_toml,
+)
 from edgeseg.runtime.sources import FrameSource, TiffStack, VideoFile, open_file_source
+from edgeseg.sizes import format_hw
 
 __all__ = [
     "FORMAT",
@@ -131,8 +139,9 @@ class CalibrationSet:
         text = json.dumps(self.manifest, indent=2, sort_keys=True)
         sidecar = manifest_path(path)
         try:
-            _write_atomic(path, lambda f: np.savez(f, tiles=self.tiles, manifest=np.array(text)))
-            _write_atomic(sidecar, lambda f: f.write((text + "\n").encode()))
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.savez(f, tiles=self.tiles, manifest=np.array(text))
+            atomic_write(sidecar, text + "\n")
         except OSError as exc:
             raise DataError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return path
@@ -478,12 +487,7 @@ def check_output_path(path: str | Path) -> Path:
         raise DataError(f"calibration set file must end in .npz, got {path}")
     if path.is_dir():
         raise DataError(f"{path} is a folder; give a file name ending in .npz")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    if not os.access(path.parent, os.W_OK):
-        raise DataError(f"cannot write {path}: folder {path.parent} is not writable")
+    ensure_writable_dir(path.parent, for_file=path)
     return path
 
 
@@ -656,20 +660,7 @@ def _is_frame_source(obj: object) -> bool:
     return not isinstance(obj, (str, Path)) and isinstance(obj, FrameSource)
 
 
-def _write_atomic(path: Path, write: Callable[[Any], Any]) -> None:
-    """Write through a temporary file beside ``path`` and rename, so a failed write leaves
-    any earlier file intact."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _show(value: Any) -> str:
     if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return f"{value[0]}x{value[1]}"
+        return format_hw(value)
     return "none" if value is None else str(value)

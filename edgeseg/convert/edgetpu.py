@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg import sizes
 from edgeseg.core.tflite_file import (
     Source,
     as_list,
@@ -660,18 +661,17 @@ class CompilerReport:
         return d
 
 
-_SIZE = re.compile(r"([\d.]+)\s*([KMG]?i?B)\b")
-_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "KB": 1e3, "MB": 1e6, "GB": 1e9}
 _ROW = re.compile(r"^([A-Z][A-Z0-9_]*|[a-z][a-z0-9-]*)\s+(\d+)\s+(\S.*?)\s*$")
 
 
 def _bytes(text: str | None) -> int | None:
+    """A size the compiler printed ("4.21MiB", "0.00B": powers of 1024), or None."""
     if text is None:
         return None
-    m = _SIZE.search(text)
-    if not m:
+    try:
+        return sizes.parse_bytes(text, minimum=0)
+    except DataError:
         return None
-    return round(float(m.group(1)) * _UNITS.get(m.group(2), 1))
 
 
 def parse_compiler_log(text: str) -> CompilerReport:

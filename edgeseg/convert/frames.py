@@ -32,6 +32,7 @@ from typing import Any
 
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.errors import DataError, ModelError
+from edgeseg.sizes import format_hw, parse_hw
 
 __all__ = [
     "AUTO",
@@ -40,7 +41,6 @@ __all__ = [
     "auto_frame_sizes",
     "calibration_frames",
     "edgetpu_refusal",
-    "frame_tag",
     "parse_frame_sizes",
     "plan_frames",
 ]
@@ -56,11 +56,6 @@ MAX_SIDE = 8192
 FrameSize = tuple[int, int]
 
 
-def frame_tag(size: FrameSize) -> str:
-    """(768, 1024) → "768x1024" (H x W, as everywhere in edgeseg)."""
-    return f"{size[0]}x{size[1]}"
-
-
 def parse_frame_sizes(values: Iterable[str | Sequence[int]]) -> tuple[FrameSize | str, ...]:
     """``--frame-size`` values: "HxW" (also "H×W") or "auto"; deduplicated, in order.
 
@@ -69,33 +64,15 @@ def parse_frame_sizes(values: Iterable[str | Sequence[int]]) -> tuple[FrameSize 
     """
     out: list[FrameSize | str] = []
     for value in values:
-        if isinstance(value, str):
-            text = value.strip().lower()
-            if text == AUTO:
-                item: FrameSize | str = AUTO
-            else:
-                parts = text.replace("×", "x").split("x")
-                try:
-                    h, w = (int(p) for p in parts)
-                except ValueError:
-                    raise DataError(
-                        f"--frame-size {value!r}: expected HxW (e.g. 768x1024, height first) "
-                        "or auto"
-                    ) from None
-                item = _checked((h, w), value)
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            item: FrameSize | str = AUTO
         else:
-            item = _checked(tuple(int(v) for v in value), value)  # type: ignore[arg-type]
+            item = parse_hw(
+                value, what="--frame-size", square=False, maximum=MAX_SIDE, alternatives=(AUTO,)
+            )
         if item not in out:
             out.append(item)
     return tuple(out)
-
-
-def _checked(size: tuple[int, ...], shown: Any) -> FrameSize:
-    if len(size) != 2 or min(size) <= 0 or max(size) > MAX_SIDE:
-        raise DataError(
-            f"--frame-size {shown!r}: height and width must be between 1 and {MAX_SIDE}"
-        )
-    return (size[0], size[1])
 
 
 def auto_frame_sizes(src: Any, sample: int = AUTO_SAMPLE) -> list[FrameSize]:
@@ -128,7 +105,7 @@ class FramePlan:
 
     @property
     def tag(self) -> str:
-        return frame_tag(self.frame_size)
+        return format_hw(self.frame_size)
 
 
 def _multiple(loaded: Any, meta: ModelMetadata) -> FrameSize:
@@ -163,8 +140,8 @@ def plan_frames(
             continue
         if padded == tuple(meta.input_size):
             why = (
-                f"{frame_tag(size)} pads to the model's own input size "
-                f"{frame_tag(meta.input_size)}: the tiled artefact already runs it whole"
+                f"{format_hw(size)} pads to the model's own input size "
+                f"{format_hw(meta.input_size)}: the tiled artefact already runs it whole"
             )
             plans.append(FramePlan(size, padded, refused=why))
             continue
@@ -193,7 +170,7 @@ def edgetpu_refusal(recipe: Any, plan: FramePlan, tiled: bytes | None) -> str:
     if largest:
         size = (
             f"; its largest activation, {largest / 2**20:.2f} MiB per tile, would be "
-            f"{largest * grow / 2**20:.2f} MiB at {frame_tag(plan.input_size)}"
+            f"{largest * grow / 2**20:.2f} MiB at {format_hw(plan.input_size)}"
         )
     return (
         f"{recipe.name} keeps its tiled artefact for {plan.tag}: the Edge TPU holds each "

@@ -37,6 +37,7 @@ from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.metrics import foreground_overlap, match_instances, median_count_error
 from edgeseg.core.quant import TensorInfo, dequantize, quantize
 from edgeseg.core.segmenter import Segmenter
+from edgeseg.sizes import format_hw
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class ArtefactReport:
         """The recipe, with the frame size of a whole-frame artefact: "int8 768x1024"."""
         if self.frame_size is None:
             return self.recipe
-        return f"{self.recipe} {self.frame_size[0]}x{self.frame_size[1]}"
+        return f"{self.recipe} {format_hw(self.frame_size)}"
 
     @property
     def gated_value(self) -> float | None:

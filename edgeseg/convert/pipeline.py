@@ -44,7 +44,6 @@ from edgeseg.convert.frames import (
     auto_frame_sizes,
     calibration_frames,
     edgetpu_refusal,
-    frame_tag,
     parse_frame_sizes,
     plan_frames,
 )
@@ -67,6 +66,7 @@ from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.tflite_file import op_histogram
 from edgeseg.errors import DataError, EdgesegError, ModelError
 from edgeseg.paths import atomic_write, ensure_writable_dir, file_sha256, publish
+from edgeseg.sizes import format_hw as frame_tag
 
 MAX_HELDOUT_FRAMES = 50
 CHOOSE = "choose what to build: --fp16, --int8, --edgetpu, --onnx and/or --recipe NAME"

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.core.labels import check_labels
 from edgeseg.errors import DataError
 from edgeseg.optional import cv2
 
@@ -110,21 +111,9 @@ class InstanceSpec:
             raise DataError(f"invalid instance settings: {exc}") from exc
 
 
-def _check_labels(labels: np.ndarray, what: str = "instance labels") -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(
-            f"{what} must be an integer image (H, W) with one id per object, got "
-            f"{labels.dtype} of shape {labels.shape}"
-        )
-    if labels.size and labels.min() < 0:
-        raise DataError(f"{what} hold negative ids")
-    return labels
-
-
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     """int32 copy with ids 1..N in raster order of each object's first pixel (0 stays 0)."""
-    labels = _check_labels(labels)
+    labels = check_labels(labels, kind="ids", what="instance labels")
     flat = labels.ravel()
     ids, first = np.unique(flat, return_index=True)
     keep = ids != 0
@@ -151,7 +140,7 @@ def instance_targets(labels: np.ndarray, border: int = 2) -> np.ndarray:
     Raises:
         DataError: for labels that are not a 2-D integer image.
     """
-    labels = _check_labels(labels)
+    labels = check_labels(labels, kind="ids", what="instance labels")
     fg = labels > 0
     out = np.zeros((*labels.shape, 2), dtype=np.float32)
     out[..., 0] = fg
@@ -333,7 +322,7 @@ def measure_objects(
     None gives intensities of 0. ``pixel_size_um`` adds the area in µm². Tables of many
     objects: :func:`object_columns` measures the same without a Python object per row.
     """
-    labels = _check_labels(labels, "label map")
+    labels = check_labels(labels, kind="ids", what="label map")
     h, w = labels.shape
     sums = _object_sums(labels, frame)
     if sums is None:
@@ -363,7 +352,7 @@ def object_columns(
     :data:`OBJECT_FIELDS`, one entry per object in id order, rounded as
     :meth:`ObjectRow.to_dict` rounds. Without ``pixel_size_um``, ``area_um2`` is NaN (a
     table's empty cell)."""
-    labels = _check_labels(labels, "label map")
+    labels = check_labels(labels, kind="ids", what="label map")
     h, w = labels.shape
     sums = _object_sums(labels, frame)
     return columns_from_sums(sums, (h, w), pixel_size_um)

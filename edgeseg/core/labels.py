@@ -5,7 +5,7 @@ A label map is (H, W), one value per pixel, in one of two kinds:
 - **classes**: class indices 0..K-1 (0 background), uint8; bool masks and integer maps whose
   values fit 0..255 are converted (the Segmenter of a semantic model gives these);
 - **ids**: object ids (0 background, any non-negative integer; an instance model's
-  Segmenter gives int32).
+  Segmenter gives int32); a bool mask is refused (its objects have no ids yet).
 
 :func:`check_labels` with ``kind="any"`` takes either as it is (a uint8 map is classes,
 another integer map ids), which is what a sink that serves both kinds of model wants.
@@ -33,11 +33,11 @@ def check_labels(
     ``any``: uint8 (a bool map viewed as uint8) or the integer array as it is.
 
     Raises:
-        DataError: one line naming ``what``: not 2-D, not integer, negative ids, or classes
-            outside 0..255.
+        DataError: one line naming ``what``: not 2-D, not integer (bool for ``ids``),
+            negative ids, or classes outside 0..255.
     """
     labels = np.asarray(labels)
-    if labels.dtype == bool:
+    if labels.dtype == bool and kind != "ids":  # a mask is not a map of objects
         labels = labels.view(np.uint8)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
         wanted = {

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgeseg.core.labels import check_labels
 from edgeseg.core.metadata import ModelMetadata
-from edgeseg.errors import DataError
 from edgeseg.optional import cv2
 
 __all__ = [
@@ -64,7 +64,7 @@ def remove_small_objects(labels: np.ndarray, min_area: int) -> np.ndarray:
     Objects are 8-connected components of each label value > 0; the pixels of small ones
     become background (0). ``min_area <= 0`` returns ``labels`` itself, unchanged.
     """
-    labels = _check_labels(labels)
+    labels = check_labels(labels, kind="classes", what="label map")
     if min_area <= 0:
         return labels
     cv = cv2()
@@ -94,13 +94,11 @@ def object_stats(labels: np.ndarray, meta: ModelMetadata) -> ObjectStats:
     Label values outside the model's foreground classes are ignored.
     """
     if meta.instances is not None:
-        ids = np.asarray(labels)
-        if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
-            raise DataError(f"expected an integer instance map (H, W), got {ids.dtype}")
+        ids = check_labels(labels, kind="ids", what="instance map")
         areas = np.bincount(ids.ravel())[1:] if ids.size else np.zeros(0, np.int64)
         present = tuple(int(a) for a in areas if a > 0)
         return ObjectStats(len(present), present, {meta.class_names[0]: len(present)})
-    labels = _check_labels(labels)
+    labels = check_labels(labels, kind="classes", what="label map")
     cv = cv2()
     areas: list[int] = []
     per_class: dict[str, int] = {}
@@ -113,20 +111,3 @@ def object_stats(labels: np.ndarray, meta: ModelMetadata) -> ObjectStats:
             areas.extend(int(a) for a in stats[1:, cv.CC_STAT_AREA])
         per_class[name] = per_class.get(name, 0) + n
     return ObjectStats(count=len(areas), areas=tuple(areas), per_class=per_class)
-
-
-def _check_labels(labels: np.ndarray) -> np.ndarray:
-    """A contiguous uint8 (H, W) label map; bool and small-integer maps are converted."""
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise DataError(f"expected a label map of shape (H, W), got shape {labels.shape}")
-    if labels.dtype != np.uint8:
-        if labels.dtype == bool:
-            labels = labels.view(np.uint8)
-        elif np.issubdtype(labels.dtype, np.integer) and (
-            labels.size == 0 or (labels.min() >= 0 and labels.max() <= 255)
-        ):
-            labels = labels.astype(np.uint8)
-        else:
-            raise DataError(f"expected a uint8 label map, got {labels.dtype}")
-    return np.ascontiguousarray(labels)

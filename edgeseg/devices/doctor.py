@@ -374,7 +374,7 @@ def _check_openvino() -> Iterator[Check]:
 def check_edgetpu() -> Iterator[Check]:
     import ctypes.util
 
-    from edgeseg.hardware import edgetpus
+    from edgeseg.hardware import edgetpu_ids_text, edgetpus
     from edgeseg.runtime.backends import EDGETPU_INSTALL_HINT
 
     library = ctypes.util.find_library("edgetpu")
@@ -386,7 +386,7 @@ def check_edgetpu() -> Iterator[Check]:
         "delegates",
         "Edge TPU devices",
         OK if devices else INFO,
-        names or "none attached (looked for USB 1a6e:089a / 18d1:9302 and /dev/apex_*)",
+        names or f"none attached (looked for {edgetpu_ids_text()})",
     )
     slow = [t for t in devices if t.usb_speed_mbps is not None and t.usb_speed_mbps < 5000]
     if slow:

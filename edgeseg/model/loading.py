@@ -31,6 +31,7 @@ import numpy as np
 
 from edgeseg.errors import DataError, EdgesegError, ModelError
 from edgeseg.optional import require
+from edgeseg.sizes import format_shape, format_shapes
 
 __all__ = [
     "KERAS_SUFFIXES",
@@ -152,7 +153,7 @@ class LoadedModel:
         if not ok:
             raise DataError(
                 f"input batch has shape {tuple(shape)} but the model expects "
-                f"(N, H, W, C) = {_fmt_shape(expected)}"
+                f"(N, H, W, C) = {format_shape(expected)}"
             )
 
     def _empty_output(self, x: np.ndarray) -> np.ndarray:
@@ -553,16 +554,6 @@ def _as_shape(dims: Any) -> Shape:
     return tuple(None if d is None else int(d) for d in dims)
 
 
-def _fmt_shape(shape: Shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
-
-
-def _fmt_shapes(shapes: list[Shape]) -> str:
-    if len(shapes) == 1:
-        return _fmt_shape(shapes[0])
-    return "[" + ", ".join(_fmt_shape(s) for s in shapes) + "]"
-
-
 def _fmt_names(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(repr(n) for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
@@ -570,8 +561,8 @@ def _fmt_names(names: list[str], limit: int = 5) -> str:
 
 def _not_image_to_mask(path: Path, inputs: list[Shape], outputs: list[Shape]) -> ModelError:
     return ModelError(
-        f"{path} is not an image-to-mask model: input shape {_fmt_shapes(inputs)}, "
-        f"output shape {_fmt_shapes(outputs)}; edgeseg needs one (N, H, W, C) image input "
+        f"{path} is not an image-to-mask model: input shape {format_shapes(inputs)}, "
+        f"output shape {format_shapes(outputs)}; edgeseg needs one (N, H, W, C) image input "
         "and a (N, h, w, K) mask output"
     )
 

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from edgeseg.errors import DataError
+from edgeseg.sizes import format_hw, parse_hw
 
 __all__ = [
     "SCHEMES",
@@ -177,16 +178,7 @@ def _parse_synthetic(text: str, rest: str) -> ParsedURI:
 def _synthetic_value(key: str, value: str) -> Any:
     bad = f"synthetic:// {key}={value} is not valid: "
     if key == "size":
-        parts = value.lower().replace("×", "x").split("x")
-        try:
-            hw = tuple(int(p) for p in parts)
-        except ValueError:
-            raise DataError(bad + "give N or HxW, e.g. size=512 or size=480x640") from None
-        if len(hw) == 1:
-            hw = (hw[0], hw[0])
-        if len(hw) != 2 or min(hw) < 8:
-            raise DataError(bad + "give N or HxW of at least 8 pixels")
-        return hw
+        return parse_hw(value, what="synthetic:// size", minimum=8)
     if key in ("fps", "speed"):
         try:
             number = float(value)
@@ -211,7 +203,7 @@ def _synthetic_value(key: str, value: str) -> Any:
 
 def _format_synthetic(key: str, value: Any) -> str:
     if key == "size":
-        return f"{value[0]}x{value[1]}"
+        return format_hw(value)
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)

@@ -18,7 +18,6 @@ cells without re-rendering or re-blurring full frames.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from edgeseg.core.instances import relabel_sequential
 from edgeseg.errors import DataError
 from edgeseg.optional import cv2 as _cv2
 from edgeseg.optional import require
+from edgeseg.paths import ensure_writable_dir
 
 # Cell counts in SynthConfig.cells are per this many pixels (256 x 256).
 _REFERENCE_AREA = 256 * 256
@@ -694,17 +694,10 @@ def write_dataset(
     tifffile = require("tifffile") if ext == "tif" else None
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise DataError(f"number of samples must be at least 1, got {n!r}")
-    root = Path(out_dir)
-    if root.exists() and not root.is_dir():
-        raise DataError(f"output path exists and is not a folder: {root}")
+    root = ensure_writable_dir(Path(out_dir), "output path")
     img_dir, mask_dir, label_dir = root / "images", root / "masks", root / "labels"
-    try:
-        for d in (img_dir, mask_dir, label_dir):
-            d.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create output folders in {root}: {exc.strerror or exc}") from None
-    if not all(os.access(d, os.W_OK) for d in (img_dir, mask_dir, label_dir)):
-        raise DataError(f"output folder is not writable: {root}")
+    for d in (img_dir, mask_dir, label_dir):
+        ensure_writable_dir(d, "output path")
 
     width = max(4, len(str(n - 1)))
     for i, (image, mask, ids) in enumerate(generate_labelled(n, config, seed)):
