@@ -49,6 +49,7 @@ __all__ = [
     "file_sha256",
     "fsync_dir",
     "fsync_file",
+    "hash_file",
     "is_partial",
     "load_named_toml",
     "parse_toml",
@@ -158,13 +159,19 @@ def atomic_write(
     return path
 
 
-def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
+def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file's bytes, read in chunks (raises OSError)."""
     digest = hashlib.sha256()
+    hash_file(digest, path)
+    return digest.hexdigest()
+
+
+def hash_file(digest: Any, path: str | Path, *, chunk: int = 1 << 20) -> None:
+    """Feed a file's bytes to ``digest`` (a ``hashlib`` object), in chunks (raises OSError):
+    for a digest of several files, e.g. a SavedModel folder."""
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
-    return digest.hexdigest()
 
 
 def ensure_writable_dir(out: Path, flag: str = "--out", *, for_file: Path | None = None) -> Path:

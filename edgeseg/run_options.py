@@ -208,7 +208,7 @@ class RunOptions:
             "--record-segment", min=0.1, help="Seconds of video per segment (folder --record)."
         ),
     )
-    # "2G", "20%"… or a number of bytes (runtime.storage.parse_size)
+    # "2G", "20%"… or a number of bytes (sizes.parse_bytes)
     record_max_bytes: str | int | None = field(
         default=None,
         metadata=_option(

@@ -17,6 +17,7 @@ from edgeseg.paths import (
     atomic_write,
     ensure_writable_dir,
     file_sha256,
+    hash_file,
     is_partial,
     publish,
 )
@@ -124,7 +125,10 @@ def test_file_sha256(tmp_path: Path) -> None:
     import hashlib
 
     expected = hashlib.sha256(b"abc" * 1000).hexdigest()
-    assert file_sha256(path) == expected and file_sha256(path, chunk=7) == expected
+    assert file_sha256(path) == expected
+    digest = hashlib.sha256(b"name")  # several files into one digest, chunk by chunk
+    hash_file(digest, path, chunk=7)
+    assert digest.hexdigest() == hashlib.sha256(b"name" + b"abc" * 1000).hexdigest()
 
 
 def test_ensure_writable_dir(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ RANKS: tuple[tuple[str, ...], ...] = (
     ("errors",),
     ("optional", "paths", "sizes", "child", "quiet", "service"),
     ("core", "hardware", "imageio", "config"),
-    ("samples",),
+    ("samples", "run_options"),
     ("model", "runtime", "datasets"),
     ("devices",),
     ("session",),

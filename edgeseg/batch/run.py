@@ -54,7 +54,7 @@ from edgeseg.core.instances import OBJECT_FIELDS
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.postprocess import foreground_classes
 from edgeseg.errors import DataError
-from edgeseg.paths import file_sha256
+from edgeseg.paths import ensure_writable_dir, file_sha256
 from edgeseg.runtime.backends import resolve_runtime
 
 __all__ = ["BatchSummary", "InputReport", "Progress", "SegmentOptions", "segment_archive"]
@@ -182,8 +182,6 @@ def _check(o: SegmentOptions) -> None:
         raise DataError("--threads and --workers must be at least 1")
     if o.halo is not None and o.halo < 0:
         raise DataError(f"--halo must be >= 0, got {o.halo}")
-    if o.out.exists() and not o.out.is_dir():
-        raise DataError(f"--out {o.out} is a file, not a folder")
     resolve_runtime(o.model, o.backend, "auto")  # a runtime that cannot read MODEL: one line
 
 
@@ -258,8 +256,7 @@ def segment_archive(
     need("distributed")
     found, bad = discover(o.inputs, o.axes)
     table_format = o.table_format or ("parquet" if has("pyarrow") else "csv")
-    out = o.out
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable_dir(o.out, "--out")
     remove_partials(out)
     ledger = Ledger(out)
     ledger.clean()

@@ -65,7 +65,7 @@ from edgeseg.core.backend import CallableBackend
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.tflite_file import op_histogram
 from edgeseg.errors import DataError, EdgesegError, ModelError
-from edgeseg.paths import atomic_write, ensure_writable_dir, file_sha256, publish
+from edgeseg.paths import atomic_write, ensure_writable_dir, file_sha256, hash_file, publish
 from edgeseg.sizes import format_hw as frame_tag
 
 MAX_HELDOUT_FRAMES = 50
@@ -114,9 +114,7 @@ def model_sha256(path: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(p for p in path.rglob("*") if p.is_file()):
         h.update(str(p.relative_to(path)).encode())
-        with open(p, "rb") as f:
-            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                h.update(chunk)
+        hash_file(h, p)
     return h.hexdigest()
 
 

@@ -306,14 +306,13 @@ def load_delegate(spec: str, options: dict[str, str] | None = None) -> tuple[Any
             raise MissingDependencyError(
                 f"the Edge TPU library {library} is not installed; {EDGETPU_INSTALL_HINT}"
             )
-        from edgeseg.hardware import EDGETPU_USB_IDS, edgetpus
+        from edgeseg.hardware import edgetpu_ids_text, edgetpus
 
         devices = edgetpus()
         if not devices:
-            ids = " / ".join(f"{vendor}:{product}" for vendor, product in EDGETPU_USB_IDS)
             raise DataError(
-                f"no Edge TPU attached: {library} loaded but found no device (looked for USB "
-                f"{ids} and /dev/apex_*); plug in the Coral and check `lsusb`"
+                f"no Edge TPU attached: {library} loaded but found no device (looked for "
+                f"{edgetpu_ids_text()}); plug in the Coral and check `lsusb`"
             )
         raise ModelError(
             f"{library} is installed and an Edge TPU is attached ({devices[0].name}), but the "
