@@ -298,3 +298,54 @@ def test_edgetpu_ids_text_names_every_usb_id() -> None:
     text = hardware.edgetpu_ids_text()
     assert text == "USB 1a6e:089a / 18d1:9302 and /dev/apex_*"
     assert all(f"{v}:{p}" in text for v, p in hardware.EDGETPU_USB_IDS)
+
+
+# --------------------------------------------------------------------------------------------
+# One publish: no rename of the package outside paths.py
+
+
+def _renames(source: str) -> list[int]:
+    """Lines of ``source`` that rename a file: ``os.replace``/``os.rename``/``os.renames``/
+    ``shutil.move``, or ``X.replace(Y)``/``X.rename(Y)`` with one argument (``Path``'s;
+    ``str.replace`` takes two, ``dataclasses.replace`` keywords)."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        attr, owner = node.func.attr, node.func.value
+        module = owner.id if isinstance(owner, ast.Name) else None
+        by_module = (module == "os" and attr in ("replace", "rename", "renames")) or (
+            module == "shutil" and attr == "move"
+        )
+        by_path = attr in ("replace", "rename") and len(node.args) == 1 and not node.keywords
+        if by_module or by_path:
+            found.append(node.lineno)
+    return found
+
+
+def test_every_rename_of_the_package_goes_through_paths_publish() -> None:
+    import edgeseg
+
+    root = Path(edgeseg.__file__).parent
+    found = {
+        str(p.relative_to(root)): lines
+        for p in sorted(root.rglob("*.py"))
+        if (lines := _renames(p.read_text(encoding="utf-8")))
+    }
+    assert set(found) == {"paths.py"}, f"renames outside edgeseg/paths.py: {found}"
+    assert len(found["paths.py"]) == 1  # publish's own os.replace
+
+
+def test_the_rename_finder_finds_them() -> None:
+    code = (
+        "import os, shutil\n"
+        "os.replace(a, b)\n"
+        "Path(a).rename(b)\n"
+        "tmp.replace(final)\n"
+        "shutil.move(a, b)\n"
+        "text.replace('a', 'b')\n"  # str.replace: not a rename
+        "dataclasses.replace(x, y=1)\n"
+    )
+    assert _renames(code) == [2, 3, 4, 5]
