@@ -1,9 +1,10 @@
 """A systemd unit that starts `edgeseg run --config FILE` at boot and restarts it on failure.
 
-Pure text and paths: nothing here runs systemctl or needs root. `edgeseg service install`
-(the CLI) writes :func:`unit_text` to :func:`unit_path` and prints the systemctl commands
-from :func:`enable_commands`; `edgeseg service uninstall` removes only a unit that carries
-:data:`MARKER`.
+Nothing here runs systemctl or needs root (but :func:`systemctl_status`, which asks it).
+:func:`install_unit` writes :func:`unit_text` to :func:`unit_path` for the config file
+:func:`choose_config` picks; the CLI prints the systemctl commands from
+:func:`enable_commands`. :func:`remove_unit` removes only a unit that carries :data:`MARKER`,
+with the links ``systemctl enable`` made.
 
 Folders: system units in ``/etc/systemd/system`` (``$EDGESEG_SYSTEMD_DIR`` overrides it),
 user units in ``~/.config/systemd/user`` (``$XDG_CONFIG_HOME/systemd/user``;
@@ -12,24 +13,35 @@ user units in ``~/.config/systemd/user`` (``$XDG_CONFIG_HOME/systemd/user``;
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeseg.config import config_search_paths
 from edgeseg.errors import DataError
 
 __all__ = [
     "MARKER",
+    "ConfigChoice",
     "UnitSpec",
     "check_unit_name",
+    "choose_config",
     "disable_commands",
     "enable_commands",
     "enable_links",
     "exec_quote",
+    "install_unit",
     "is_ours",
+    "remove_unit",
+    "run_as_user",
+    "systemctl_status",
     "unit_dir",
     "unit_path",
+    "unit_state",
     "unit_text",
 ]
 
@@ -169,3 +181,129 @@ def enable_links(name: str, user_unit: bool) -> list[Path]:
         return []
     unit = f"{check_unit_name(name)}.service"
     return sorted(p for p in folder.glob(f"*.wants/{unit}") if p.is_symlink())
+
+
+# --------------------------------------------------------------------------------------------
+# Installing, removing and asking about a unit
+
+
+@dataclass(frozen=True)
+class ConfigChoice:
+    """The config file a service reads, and the others found that it will not read."""
+
+    path: Path
+    ignored: tuple[Path, ...] = ()
+
+
+def choose_config(given: Path | None, user_unit: bool) -> ConfigChoice:
+    """The config file the service reads: ``given``, else the one the search finds (the
+    system file for a system unit, the user's for a user unit, when several exist)."""
+    if given is not None:
+        path = Path(os.path.abspath(given.expanduser()))
+        if not path.is_file():
+            raise DataError(f"config file not found: {path}")
+        return ConfigChoice(path)
+    searched = config_search_paths()
+    found = [p for p in searched if p.is_file()]
+    if not found:
+        where = ", ".join(str(p) for p in searched)
+        raise DataError(
+            f"a service needs a config file and there is none (looked in {where}); write one "
+            "(see README, Deploy on a Pi) or give --config FILE"
+        )
+    system, user, here = searched
+    order = [user, here, system] if user_unit else [system, here, user]
+    chosen = next(p for p in order if p in found)
+    return ConfigChoice(chosen, tuple(p for p in found if p != chosen))
+
+
+def run_as_user(given: str | None) -> str:
+    """The user a system unit runs as: ``given``, else who ran sudo, else the current user."""
+    name = given or os.environ.get("SUDO_USER") or getpass.getuser()
+    try:
+        import pwd
+
+        pwd.getpwnam(name)
+    except ImportError:  # pragma: no cover - not Unix: systemd is not there either
+        pass
+    except KeyError:
+        raise DataError(f"--run-as: there is no user {name!r} on this system") from None
+    return name
+
+
+def _ours(target: Path) -> bool:
+    try:
+        return is_ours(target.read_text(encoding="utf-8", errors="replace"))
+    except OSError as exc:
+        raise DataError(f"cannot read {target}: {exc.strerror or exc}") from None
+
+
+def install_unit(spec: UnitSpec, *, dry_run: bool = False) -> tuple[Path, str, bool]:
+    """Write the unit of ``spec`` (mode 0644); (its path, its text, whether it replaced one).
+
+    An existing file not written by edgeseg is never replaced. With ``dry_run`` nothing is
+    written.
+    """
+    text = unit_text(spec)
+    target = unit_path(spec.name, spec.user_unit)
+    existed = target.exists()
+    if existed and not _ours(target):
+        raise DataError(
+            f"{target} exists and was not written by `edgeseg service install`; "
+            "remove it or choose another --name"
+        )
+    if dry_run:
+        return target, text, existed
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        target.chmod(0o644)
+    except OSError as exc:
+        hint = "" if spec.user_unit else " (run it with sudo, or install a --user unit)"
+        raise DataError(f"cannot write {target}: {exc.strerror or exc}{hint}") from None
+    return target, text, existed
+
+
+def remove_unit(name: str, user_unit: bool) -> list[Path]:
+    """Remove a unit written by `edgeseg service install` and its enable links; the paths
+    removed, the links first."""
+    name = check_unit_name(name)
+    target = unit_path(name, user_unit)
+    if not target.exists():
+        raise DataError(f"no unit {target}: nothing to remove")
+    if not _ours(target):
+        raise DataError(f"{target} was not written by `edgeseg service install`; not removing it")
+    removed = [*enable_links(name, user_unit), target]
+    try:
+        for path in removed:
+            path.unlink()
+    except OSError as exc:
+        hint = "" if user_unit else " (run it with sudo)"
+        raise DataError(f"cannot remove {exc.filename}: {exc.strerror or exc}{hint}") from None
+    return removed
+
+
+def unit_state(name: str, user_unit: bool) -> str:
+    """One line: whether the unit is installed, and whether edgeseg wrote it."""
+    target = unit_path(name, user_unit)
+    if not target.exists():
+        return f"unit: {target} (not installed)"
+    try:
+        ours = is_ours(target.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        ours = False
+    return f"unit: {target} ({'written by edgeseg' if ours else 'not written by edgeseg'})"
+
+
+def systemctl_status(name: str, user_unit: bool) -> int | None:
+    """Run ``systemctl status NAME`` (it prints to the terminal); its exit code, or None where
+    there is no systemctl."""
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        return None
+    argv = [systemctl, *(["--user"] if user_unit else []), "status", check_unit_name(name)]
+    argv.append("--no-pager")
+    try:
+        return subprocess.run(argv, timeout=30, check=False).returncode
+    except subprocess.TimeoutExpired:
+        raise DataError(f"`{' '.join(argv)}` did not answer within 30 s") from None

@@ -40,9 +40,9 @@ PACKAGE_DIR = Path(edgeseg.__file__).resolve().parent
 #: Units bottom up; a unit may import the units of the ranks below its own.
 RANKS: tuple[tuple[str, ...], ...] = (
     ("errors",),
-    ("optional", "paths", "sizes", "child", "quiet", "service"),
+    ("optional", "paths", "sizes", "child", "quiet"),
     ("core", "hardware", "imageio", "config"),
-    ("samples", "run_options"),
+    ("samples", "run_options", "service"),
     ("model", "runtime", "datasets"),
     ("devices",),
     ("session",),

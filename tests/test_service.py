@@ -13,7 +13,7 @@ import pytest
 from helpers import one_line_error
 from typer.testing import CliRunner
 
-import edgeseg.cli.service
+import edgeseg.service
 from edgeseg.cli.main import app
 from edgeseg.errors import DataError
 from edgeseg.service import MARKER, UnitSpec, check_unit_name, exec_quote, unit_text
@@ -184,7 +184,7 @@ def test_uninstall_removes_only_its_own_unit(dirs: dict[str, Path]) -> None:
 
 
 def test_status_without_systemctl(dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(edgeseg.cli.service.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(edgeseg.service.shutil, "which", lambda _name: None)
     result = runner.invoke(app, ["service", "status"])
     assert result.exit_code == 0, result.output
     assert "not installed" in result.stdout

@@ -24,49 +24,15 @@ def inspect(
     ),
 ) -> None:
     """Show MODEL's runtime, input and output tensors, ops and embedded edgeseg metadata."""
-    from edgeseg.core.tflite_file import (
-        op_histogram,
-        parse_bytes,
-        read_model_bytes,
-        tensor_summary,
-    )
-    from edgeseg.runtime.backends import load_backend
+    from edgeseg.convert.inspection import inspect_model
 
-    data, label = read_model_bytes(model)
-    parse_bytes(data, label)  # a corrupt file is reported by its path, before any interpreter
-    summary = tensor_summary(data)
-    ops = op_histogram(data)
-    backend = load_backend(model)
-    embedded, meta, meta_error = _embedded(data)
-    report: dict[str, Any] = {
-        "model": str(model),
-        "size_bytes": summary.size_bytes,
-        "runtime": backend.runtime,
-        "input": _tensor(backend.input, summary.inputs[0].shape),
-        "output": _tensor(backend.output, summary.outputs[0].shape),
-        "subgraphs": summary.subgraphs,
-        "tensors": summary.tensors,
-        "operators": summary.operators,
-        "ops": ops,
-        "weight_bytes": summary.weight_bytes,
-        "metadata_entries": list(summary.metadata_names),
-        "metadata": meta.to_dict() if meta is not None else None,
-        "embedded": {k: v for k, v in embedded.items() if k != "metadata"} if embedded else None,
-    }
-    if meta_error:
-        report["metadata_error"] = meta_error
-    pre = None
-    if edgetpu:
-        from edgeseg.convert.edgetpu import preflight
-
-        pre = preflight(data, str(model))
-        report["edgetpu_preflight"] = pre.to_dict()
+    found = inspect_model(model, edgetpu=edgetpu)
     if as_json:
-        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+        typer.echo(json.dumps(found.report, indent=2, sort_keys=True))
         return
-    _print(report, embedded, meta_error)
-    if pre is not None:
-        _print_preflight(pre)
+    _print(found.report, found.embedded, found.metadata_error)
+    if found.preflight is not None:
+        _print_preflight(found.preflight)
 
 
 def _print_preflight(pre: Any) -> None:
@@ -86,35 +52,6 @@ def _print_preflight(pre: Any) -> None:
     for risk in pre.risks:
         out.print(f"risk: {escape(risk)}", highlight=False)
     out.print(f"[bold]Edge TPU:[/] {escape(pre.verdict)}", highlight=False)
-
-
-def _embedded(data: bytes) -> tuple[dict[str, Any] | None, Any, str | None]:
-    """(raw embedded JSON, ModelMetadata or None, why it is unreadable or None).
-
-    Unreadable metadata (a newer schema, a bad field) is shown, not fatal: inspecting such a
-    file is how one finds out what is wrong with it.
-    """
-    from edgeseg.core.metadata import ModelMetadata
-    from edgeseg.core.tflite_file import read_embedded
-    from edgeseg.errors import ModelError
-
-    try:
-        embedded = read_embedded(data)
-    except ModelError as exc:
-        return None, None, str(exc)
-    if embedded is None:
-        return None, None, None
-    try:
-        return embedded, ModelMetadata.from_dict(embedded.get("metadata")), None
-    except ModelError as exc:
-        return embedded, None, str(exc)
-
-
-def _tensor(info: Any, file_shape: tuple[int, ...]) -> dict[str, Any]:
-    d = info.to_dict()
-    d["shape_signature"] = list(file_shape)
-    d["quantized"] = info.quantized
-    return d
 
 
 def _print(report: dict[str, Any], embedded: dict[str, Any] | None, meta_error: str | None) -> None:
