@@ -282,14 +282,23 @@ def test_the_walk_sees_the_whole_package() -> None:
     assert any(i.target == "edgeseg.core.tflite_file" for i in lazy)
 
 
-def test_every_unit_has_a_rank_and_architecture_md_draws_them() -> None:
+def architecture_ranks(text: str) -> tuple[tuple[str, ...], ...]:
+    """The rank table of ARCHITECTURE.md (lines ``rank N  unit, unit``), bottom up."""
+    import re
+
+    found = {}
+    for m in re.finditer(r"^\s+rank (\d+)\s+(.+)$", text, re.MULTILINE):
+        found[int(m[1])] = tuple(u.strip() for u in m[2].split(","))
+    return tuple(found[i] for i in sorted(found))
+
+
+def test_every_unit_has_a_rank_and_architecture_md_draws_these_ranks() -> None:
     units = {unit_of(m) for m in package_modules()} - {"edgeseg"}
     assert units <= set(RANK), f"units without a rank: {sorted(units - set(RANK))}"
     text = (PACKAGE_DIR.parent / "ARCHITECTURE.md").read_text(encoding="utf-8")
-    for units_of_rank in RANKS:
-        for unit in units_of_rank:
-            if unit in units:  # distill is listed before it exists
-                assert f"`{unit}" in text, f"ARCHITECTURE.md does not name {unit}"
+    assert architecture_ranks(text) == RANKS
+    for a, b in sorted(SIDEWAYS):
+        assert f"`{a}` → " in text and f"`{b}`" in text, (a, b)
 
 
 def test_no_module_breaks_the_layer_rules() -> None:
