@@ -28,6 +28,7 @@ from pathlib import Path
 HEAD = Path(__file__).resolve().parents[1]
 _RATIO = re.compile(r"^\s*(?:PASS|FAIL|MISS)?\s*(?P<name>[^=:]*?[a-z][^=]*?)\s*=\s*(?P<v>[\d.]+)")
 _FPS = re.compile(r"^\s*(?P<name>[A-Za-z][\w ().,/-]*?)\s+(?P<v>[\d.]+) FPS\b")
+_CASE = re.compile(r"^\s*(?P<case>\d+x\d+), medians over")
 _MODEL_ONLY = re.compile(r"\b(?P<name>model-only) (?P<v>[\d.]+) FPS\b")
 
 
@@ -38,14 +39,20 @@ def _python(tree: Path) -> str:
 
 def figures(text: str) -> dict[str, float]:
     """The ``name = number`` and ``name number FPS`` lines of a benchmark's output (the last
-    of each name counts: the scripts print their medians last)."""
+    of each name counts: the scripts print their medians last), each name prefixed by the case
+    it belongs to where the script measures several ("1024x1024, medians over …")."""
     found: dict[str, float] = {}
+    case = ""
     for line in text.splitlines():
         if line.lstrip().startswith("rep "):
             continue  # a repetition's own line; the medians follow
+        c = _CASE.match(line)
+        if c:
+            case = c["case"] + ": "
+            continue
         m = _RATIO.match(line) or _FPS.match(line) or _MODEL_ONLY.search(line)
         if m:
-            found[m["name"].strip()] = float(m["v"])
+            found[case + m["name"].strip()] = float(m["v"])
     return found
 
 
@@ -53,10 +60,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", type=Path, required=True, help="the other checkout")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--keep", type=Path, help="a folder for each run's whole output")
     ap.add_argument("script", help="a script in benchmarks/, e.g. pipeline_fps.py")
     ap.add_argument("args", nargs=argparse.REMAINDER, help="its arguments (after --)")
     a = ap.parse_args()
     extra = a.args[1:] if a.args[:1] == ["--"] else a.args
+    if a.keep:
+        a.keep.mkdir(parents=True, exist_ok=True)
     trees = {"base": a.base.resolve(), "head": HEAD}
     seen: dict[str, dict[str, list[float]]] = {"base": {}, "head": {}}
     for r in range(a.rounds):
@@ -64,6 +74,8 @@ def main() -> int:
             tree = trees[who]
             cmd = [_python(tree), str(tree / "benchmarks" / a.script), *extra]
             done = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
+            if a.keep:
+                (a.keep / f"round{r}-{who}.txt").write_text(done.stdout + done.stderr)
             if done.returncode not in (0, 1):  # 1: a target missed; the figures still count
                 print(f"{who} failed ({done.returncode}):\n{done.stderr[-2000:]}")
                 return 2
@@ -73,13 +85,13 @@ def main() -> int:
             print(f"round {r} {who}: " + ", ".join(f"{k} {v:g}" for k, v in got.items()),
                   flush=True)  # fmt: skip
     print(f"\n{a.script} {' '.join(extra)}: medians over {a.rounds} rounds, alternated")
-    print(f"  {'figure':<52} {'base':>9} {'head':>9} {'head/base':>9}")
+    print(f"  {'figure':<64} {'base':>9} {'head':>9} {'head/base':>9}")
     for name in seen["head"]:
         if name not in seen["base"]:
             continue
         b, h = statistics.median(seen["base"][name]), statistics.median(seen["head"][name])
         ratio = f"{h / b:9.3f}" if b else "        –"
-        print(f"  {name:<52} {b:9.3f} {h:9.3f} {ratio}")
+        print(f"  {name:<64} {b:9.3f} {h:9.3f} {ratio}")
     return 0
 
 
