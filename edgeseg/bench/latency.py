@@ -295,10 +295,6 @@ def measure(config: BenchConfig, stage: Any = None) -> dict[str, Any]:
 
     say = stage or (lambda _name: None)
     kind = resolve_runtime(Path(config.model), config.backend, config.delegate)
-    if kind == "auto":  # the planner resolves auto; a config written by hand may not
-        from edgeseg.runtime.selection import choose_runtime
-
-        kind = choose_runtime(config.model, threads=config.threads).runtime
     import_runtime(kind)  # import the runtime before the memory baseline
     rss_before = _memory_mb()["rss"]
     thermal_start = thermal_snapshot()

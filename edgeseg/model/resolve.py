@@ -13,16 +13,8 @@ from typing import Any
 
 from edgeseg.core.backend import CallableBackend
 from edgeseg.core.metadata import ModelMetadata, apply_flags, read_sidecar
-from edgeseg.errors import DataError
 
 __all__ = ["keras_metadata", "open_keras_model"]
-
-_DEVICE_SUFFIXES = (".tflite", ".onnx")
-
-
-def _check_keras(path: Path) -> None:
-    if path.suffix.lower() in _DEVICE_SUFFIXES:
-        raise DataError(f"{path.name} is a converted model, not a Keras model")
 
 
 def keras_metadata(
@@ -33,7 +25,6 @@ def keras_metadata(
     Loads the model only when it carries no metadata and its tensor shapes are needed.
     """
     path = Path(model_path)
-    _check_keras(path)
     meta = read_sidecar(path)
     if meta is not None:
         return apply_flags(meta, (), (), **flags)
@@ -48,7 +39,6 @@ def open_keras_model(
     from edgeseg.model.loading import load_model
 
     path = Path(model_path)
-    _check_keras(path)
-    loaded = load_model(path, trust_model=trust_model)
+    loaded = load_model(path, trust_model=trust_model)  # refuses what is not a Keras model
     meta = apply_flags(read_sidecar(path), loaded.input_shape, loaded.output_shape, **flags)
     return CallableBackend(loaded.predict, meta, path=path), meta

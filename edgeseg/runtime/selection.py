@@ -464,28 +464,18 @@ def open_selected(
     other arguments go to :func:`edgeseg.runtime.backends.open_model`; the record says how
     the runtime was chosen.
     """
-    name = resolve_runtime(model_path, backend, delegate)
-    chosen_by = None
-    if name == "auto":
-        choice = choose_runtime(model_path, threads=threads, frame_size=frame_size, warn=warn)
-        if explain:
-            for line in choice.lines():
-                explain(line)
-        name, chosen_by = choice.runtime, f"auto: {choice.source}"
-    if chosen_by is None:
-        chosen_by = {None: "file", "auto": "auto: delegate"}.get(backend, "asked")
-    if reuse is not None and reuse.opened.runtime == name:
+    options = dict(delegate=delegate, threads=threads, fallback=fallback, device=device)
+    if resolve_runtime(model_path, backend, delegate) != "auto":
+        # Nothing to measure: open_backend resolves and records how the runtime was chosen.
+        return open_model(model_path, backend=backend, warn=warn, **options, **flags)
+    choice = choose_runtime(model_path, threads=threads, frame_size=frame_size, warn=warn)
+    if explain:
+        for line in choice.lines():
+            explain(line)
+    chosen_by = f"auto: {choice.source}"
+    if reuse is not None and reuse.opened.runtime == choice.runtime:
         return replace(reuse, opened=replace(reuse.opened, chosen_by=chosen_by))
-    model = open_model(
-        model_path,
-        backend=name,
-        delegate=delegate,
-        threads=threads,
-        fallback=fallback,
-        device=device,
-        warn=warn,
-        **flags,
-    )
+    model = open_model(model_path, backend=choice.runtime, warn=warn, **options, **flags)
     return replace(model, opened=replace(model.opened, chosen_by=chosen_by))
 
 

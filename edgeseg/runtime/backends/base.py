@@ -168,7 +168,8 @@ class Opened:
             where = f"CPU ({engine}{self.threads or 'default'} threads)"
         else:
             where = self.accelerator or self.device
-        picked = f", picked by auto ({self.chosen_by[6:]})" if self.picked_by_auto else ""
+        how = self.chosen_by.removeprefix("auto: ")
+        picked = f", picked by auto ({how})" if self.picked_by_auto else ""
         return f"{where} via {label}{picked}"
 
 
