@@ -96,6 +96,10 @@ class SegmentOptions:
     retries: int = 3
     backend: str | None = None
     objects: bool = True
+    # DICOM: the window (CENTER,WIDTH, file or a preset; None: the model's, else file) and
+    # whether to write a DICOM Segmentation per series ("binary" or "fractional").
+    window: str | None = None
+    dicom_seg: str | None = None
 
 
 @dataclass
@@ -127,6 +131,8 @@ class BatchSummary:
     units_skipped: int
     table: str | None
     interrupted: bool = False
+    # DICOM Segmentation files written (--dicom-seg), one per series.
+    segs: list[str] = field(default_factory=list)
 
     @property
     def frames_per_s(self) -> float:
@@ -155,6 +161,7 @@ class BatchSummary:
             f"{self.units_skipped} unit(s) already done, skipped",
         ]
         out += [f"skipped {e}" for e in self.errors]
+        out += [f"DICOM SEG {p}" for p in self.segs]
         return out
 
 
@@ -217,6 +224,7 @@ class _Run:
         self.frames = 0.0
         self.megapixels = 0.0
         self.meta: ModelMetadata | None = None
+        self.window: str | None = None  # of DICOM inputs (canonical; see dicom_window)
         self.spec: tasks.ModelSpec | None = None
         # File frames to submit (frame, callback) and what to do once they are submitted.
         self.file_queue: list[tuple[dict[str, Any], Callable[[list[dict]], None]]] = []
@@ -290,6 +298,7 @@ def segment_archive(
             on_start(info, described["backend"])
         run = _Run(o, cl, ledger, settings, table_format)
         run.meta, run.spec = meta, spec
+        run.window = dicom_window(o.window, meta)
         for b in bad:
             run.reports[b.path] = InputReport(Path(b.path).name, "file", errors=[b.reason])
         run.pending = distributed.as_completed([])
@@ -330,12 +339,25 @@ def segment_archive(
             units_skipped=run.units_skipped,
             table=str(table) if o.objects else None,
         )
+    if o.dicom_seg:
+        from edgeseg.batch.dicom_seg import write_segs
+
+        summary.segs = write_segs(o, meta, [i for i in found if getattr(i, "dicom", False)])
     import json
 
     from edgeseg.paths import atomic_write
 
     atomic_write(out / "summary.json", (json.dumps(summary.to_dict(), indent=2) + "\n").encode())
     return summary
+
+
+def dicom_window(asked: str | None, meta: ModelMetadata) -> str:
+    """The canonical window DICOM inputs are read with: ``asked`` (``--window``), else the one
+    the model was calibrated with, else ``file``."""
+    from edgeseg.dicom import FILE, parse_window, window_spec
+
+    window = parse_window(asked) or parse_window(meta.dicom_window) or FILE
+    return window_spec(window) or FILE
 
 
 def _progress(run: _Run, t0: float) -> Progress:
@@ -391,6 +413,10 @@ def _plan_file(run: _Run, item: FileInput, table_format: str) -> None:
                 "input": item.path,
             }
         )
+        if item.dicom:
+            todo[-1]["window"] = run.window
+            if fr.pixel_size_um is not None and o.pixel_size is None:
+                todo[-1]["pixel_size"] = fr.pixel_size_um
     if item.stack:
         parts_dir.mkdir(parents=True, exist_ok=True)
         remove_partials(parts_dir)

@@ -113,9 +113,13 @@ def _worker_name() -> str:
 # Files: image files and TIFF stacks, a few frames a task
 
 
-def _reader(path: str, cache: dict[str, Any]) -> Any:
+def _reader(path: str, cache: dict[str, Any], window: str | None = None) -> Any:
     if path not in cache:
-        if Path(path).suffix.lower() in (".tif", ".tiff"):
+        if window is not None:  # a DICOM input (its window: CENTER,WIDTH or file)
+            from edgeseg.dicom import open_dicom, parse_window
+
+            cache[path] = open_dicom(path, parse_window(window))
+        elif Path(path).suffix.lower() in (".tif", ".tiff"):
             from edgeseg.runtime.sources import TiffStack
 
             cache[path] = TiffStack(path)
@@ -149,7 +153,7 @@ def segment_files(
     try:
         for f in frames:
             try:
-                frame = _reader(f["path"], readers).read(f["page"])
+                frame = _reader(f["path"], readers, f.get("window")).read(f["page"])
                 labels = seg(frame).labels
                 target = Path(f["target"])
                 if f["part"]:
@@ -158,7 +162,9 @@ def segment_files(
                 else:
                     atomic_write(target, encode_mask(labels, fmt))
                 columns = (
-                    frame_object_columns(labels, meta, frame, pixel_size, codes=True)
+                    frame_object_columns(
+                        labels, meta, frame, f.get("pixel_size") or pixel_size, codes=True
+                    )
                     if objects
                     else None
                 )
