@@ -211,3 +211,20 @@ def test_segment_dicom_seg_equals_run_masks(tmp_path: Path, model: Path) -> None
     assert float(first["area_um2"]) == pytest.approx(int(first["area_px"]) * 700.0**2, rel=1e-3)
     text = (out / "objects.csv").read_text() + (out / "summary.json").read_text()
     assert "Synthetic" not in text and "SYNTH" not in text and "19700101" not in text
+
+
+@pytest.mark.slow
+def test_convert_calib_records_window(tmp_path: Path, tiny_unet: Path) -> None:
+    pytest.importorskip("tensorflow")
+    ct_series(tmp_path / "ct", n=3, size=(32, 32))
+    out = tmp_path / "build"
+    r = runner.invoke(
+        app,
+        ["convert", str(tiny_unet), "--fp16", "--calib", str(tmp_path / "ct"), "--window",
+         "ct-soft-tissue", "--out", str(out), "-n", "4"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    from edgeseg.core.tflite_file import read_metadata
+
+    (artefact,) = out.glob("*fp16*.tflite")
+    assert read_metadata(artefact.read_bytes()).dicom_window == "40,400"
