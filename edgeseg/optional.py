@@ -29,6 +29,7 @@ _EXTRA_FOR = {
     "pydicom": ("dicom", "pydicom"),
     "highdicom": ("dicom", "highdicom"),
     "dicomweb_client": ("dicom", "dicomweb-client"),
+    "requests": ("dicom", "requests"),
 }
 
 

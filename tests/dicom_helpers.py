@@ -94,3 +94,19 @@ def ct_series(
         ds.save_as(str(name), enforce_file_format=True)
         files.append(name)
     return files, np.stack(volume), np.stack(masks)
+
+
+def window_model(path: Path, window: str = "0,200") -> Path:
+    """A 1x1-conv sigmoid (.tflite) marking pixels whose normalized value exceeds 0.5, scale
+    normalization, calibrated (metadata ``dicom_window``) with ``window``: on
+    :func:`ct_series` with a window centred near 0 HU its masks are exact."""
+    tf = pytest.importorskip("tensorflow")
+    from helpers import _bright_keras
+
+    from edgeseg.core.metadata import ModelMetadata
+    from edgeseg.core.tflite_file import embed_metadata
+
+    data = tf.lite.TFLiteConverter.from_keras_model(_bright_keras((64, 64))).convert()
+    meta = ModelMetadata(input_size=(64, 64), normalization="scale", dicom_window=window)
+    path.write_bytes(embed_metadata(data, meta))
+    return path

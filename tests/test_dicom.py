@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_helpers import ct_series
-from helpers import _bright_keras, one_line_error
+from dicom_helpers import ct_series, window_model
+from helpers import one_line_error
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app
-from edgeseg.core.metadata import ModelMetadata
 from edgeseg.dicom import PRESETS, Window, apply_window, open_dicom, parse_window
 from edgeseg.errors import DataError
 
@@ -105,16 +104,7 @@ def _copy(src: str, dst: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1x1-conv sigmoid marking pixels whose normalized value exceeds 0.5, scale
-    normalization, calibrated (metadata) with the window 0,200."""
-    tf = pytest.importorskip("tensorflow")
-    from edgeseg.core.tflite_file import embed_metadata
-
-    data = tf.lite.TFLiteConverter.from_keras_model(_bright_keras((64, 64))).convert()
-    meta = ModelMetadata(input_size=(64, 64), normalization="scale", dicom_window="0,200")
-    path = tmp_path_factory.mktemp("dicom-model") / "bright.tflite"
-    path.write_bytes(embed_metadata(data, meta))
-    return path
+    return window_model(tmp_path_factory.mktemp("dicom-model") / "bright.tflite")
 
 
 def _run(model: Path, source: Path | str, masks: Path, *extra: str):

@@ -37,17 +37,22 @@ def _hw(path: Path) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def write_segs(options: Any, meta: ModelMetadata, items: Sequence[Any]) -> list[str]:
-    """Write ``OUT/<stem>[_<series>].seg.dcm`` for every series of the DICOM ``items`` whose
-    label maps are complete; the paths written."""
+def write_segs(options: Any, meta: ModelMetadata, items: Sequence[Any]) -> dict[str, list[str]]:
+    """Write ``OUT/<stem>[_<series>].seg.dcm`` for every series of the DICOM ``items``; the
+    paths written, by input path. Inputs whose label maps are missing (an input that failed)
+    are left out."""
     from edgeseg.dicom import DicomFile, open_dicom
     from edgeseg.dicom.seg import segmentation
 
     pydicom = require("pydicom")
     out = Path(options.out)
-    written: list[str] = []
+    written: dict[str, list[str]] = {}
     for item in items:
-        labels = _labels(out, item, options.mask_format)
+        try:
+            labels = _labels(out, item, options.mask_format)
+        except (OSError, DataError, ValueError):
+            continue  # its frames failed: reported with the input already
+        written[item.path] = []
         source = open_dicom(item.path)
         if isinstance(source, DicomFile):
             groups = [(None, [Path(item.path)], slice(0, len(source)))]
@@ -72,5 +77,5 @@ def write_segs(options: Any, meta: ModelMetadata, items: Sequence[Any]) -> list[
                     seg.save_as(str(tmp))
             except OSError as exc:
                 raise DataError(f"cannot write {target}: {exc}") from exc
-            written.append(str(target))
+            written[item.path].append(str(target))
     return written

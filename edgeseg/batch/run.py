@@ -100,6 +100,8 @@ class SegmentOptions:
     # whether to write a DICOM Segmentation per series ("binary" or "fractional").
     window: str | None = None
     dicom_seg: str | None = None
+    # Send the SEGs of dicomweb:// inputs back to their server (STOW-RS).
+    store: bool = False
 
 
 @dataclass
@@ -131,8 +133,10 @@ class BatchSummary:
     units_skipped: int
     table: str | None
     interrupted: bool = False
-    # DICOM Segmentation files written (--dicom-seg), one per series.
+    # DICOM Segmentation files written (--dicom-seg), one per series; how many were stored
+    # on a DICOMweb server (--store).
     segs: list[str] = field(default_factory=list)
+    stored: int = 0
 
     @property
     def frames_per_s(self) -> float:
@@ -162,6 +166,8 @@ class BatchSummary:
         ]
         out += [f"skipped {e}" for e in self.errors]
         out += [f"DICOM SEG {p}" for p in self.segs]
+        if self.stored:
+            out.append(f"stored {self.stored} SEG(s) on the DICOMweb server")
         return out
 
 
@@ -189,6 +195,8 @@ def _check(o: SegmentOptions) -> None:
         raise DataError("--threads and --workers must be at least 1")
     if o.halo is not None and o.halo < 0:
         raise DataError(f"--halo must be >= 0, got {o.halo}")
+    if o.store and not o.dicom_seg:
+        raise DataError("--store sends the DICOM SEGs: add --dicom-seg")
     resolve_runtime(o.model, o.backend, "auto")  # a runtime that cannot read MODEL: one line
 
 
@@ -262,7 +270,8 @@ def segment_archive(
     o = options
     _check(o)
     need("distributed")
-    found, bad = discover(o.inputs, o.axes)
+    inputs, remote = _pull_dicomweb(o)
+    found, bad = discover(inputs, o.axes)
     table_format = o.table_format or ("parquet" if has("pyarrow") else "csv")
     out = ensure_writable_dir(o.out, "--out")
     remove_partials(out)
@@ -342,13 +351,51 @@ def segment_archive(
     if o.dicom_seg:
         from edgeseg.batch.dicom_seg import write_segs
 
-        summary.segs = write_segs(o, meta, [i for i in found if getattr(i, "dicom", False)])
+        segs = write_segs(o, meta, [i for i in found if getattr(i, "dicom", False)])
+        summary.segs = [p for paths in segs.values() for p in paths]
+        if o.store:
+            from edgeseg.dicom.web import store_instances
+
+            for item_path, paths in segs.items():
+                if item_path in remote:
+                    study, creds = remote[item_path]
+                    summary.stored += store_instances(study, [Path(p) for p in paths], creds)
     import json
 
     from edgeseg.paths import atomic_write
 
     atomic_write(out / "summary.json", (json.dumps(summary.to_dict(), indent=2) + "\n").encode())
     return summary
+
+
+def _pull_dicomweb(o: SegmentOptions) -> tuple[list[str], dict[str, tuple[Any, Any]]]:
+    """The inputs with each ``dicomweb://`` study pulled into ``OUT/.edgeseg-batch/dicomweb/``
+    (a folder per series, which replaces it), and series folder → (study, credentials)."""
+    from edgeseg.dicom.web import is_dicomweb
+
+    if not any(is_dicomweb(t) for t in o.inputs):
+        if o.store:
+            raise DataError("--store sends SEGs back to a DICOMweb server: give dicomweb:// input")
+        return list(o.inputs), {}
+    import hashlib
+
+    from edgeseg.dicom.web import credentials, parse_dicomweb, pull_study
+
+    out = ensure_writable_dir(o.out, "--out")
+    inputs: list[str] = []
+    remote: dict[str, tuple[Any, Any]] = {}
+    creds = None
+    for text in o.inputs:
+        if not is_dicomweb(text):
+            inputs.append(text)
+            continue
+        study = parse_dicomweb(text)
+        creds = creds or credentials()
+        key = hashlib.sha256(study.uri.encode()).hexdigest()[:12]
+        for folder in pull_study(study, out / WORK / "dicomweb" / key, creds):
+            inputs.append(str(folder))
+            remote[str(folder)] = (study, creds)
+    return inputs, remote
 
 
 def dicom_window(asked: str | None, meta: ModelMetadata) -> str:

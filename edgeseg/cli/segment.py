@@ -17,7 +17,7 @@ def segment(
     inputs: list[str] = typer.Argument(
         ...,
         help="Image folders, globs, image files, (OME-)TIFF stacks, Zarr arrays or OME-Zarr "
-        "groups.",
+        "groups; DICOM files and series folders; dicomweb://HOST/PATH?study=UID.",
         metavar="INPUT...",
         show_default=False,
     ),
@@ -82,6 +82,13 @@ def segment(
     dicom_seg: bool = typer.Option(
         False, "--dicom-seg", help="Also write a DICOM Segmentation per DICOM series."
     ),
+    store: bool = typer.Option(
+        False,
+        "--store",
+        help="Send the SEGs of dicomweb:// inputs back to their server (needs --dicom-seg); "
+        "credentials from the dicomweb table of edgeseg.toml or "
+        "EDGESEG_DICOMWEB_USER/PASSWORD/TOKEN.",
+    ),
     dicom_seg_objects: bool = typer.Option(
         False,
         "--dicom-seg-objects",
@@ -113,6 +120,7 @@ def segment(
         objects=objects,
         window=window,
         dicom_seg=("instances" if dicom_seg_objects else "classes") if dicom_seg else None,
+        store=store,
     )
     bar = progress_bar()
     task: dict[str, Any] = {}

@@ -45,6 +45,7 @@ __all__ = [
     "is_dicom",
     "open_dicom",
     "read_dicom_image",
+    "series_label",
 ]
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -532,7 +533,7 @@ def find_series(folder: str | Path, window: Window | str | None = None) -> list[
         for f, ds in members:
             if (int(ds.Rows), int(ds.Columns)) != size:
                 raise DataError(
-                    f"{f}: {ds.Rows}x{ds.Columns} pixels, but series {_label(first)} in "
+                    f"{f}: {ds.Rows}x{ds.Columns} pixels, but series {series_label(first)} in "
                     f"{folder} has {size[0]}x{size[1]} (mixed sizes in one series)"
                 )
             geo = _geometry(ds, 0)
@@ -544,7 +545,7 @@ def find_series(folder: str | Path, window: Window | str | None = None) -> list[
             slices.sort(key=lambda s: (s.position, s.path.name))
         elif all(s.instance is not None for s in slices):
             slices.sort(key=lambda s: (s.instance, s.path.name))
-        label = _label(first)
+        label = series_label(first)
         candidate, n = label, 1
         while candidate in labels:
             n += 1
@@ -566,7 +567,7 @@ def find_series(folder: str | Path, window: Window | str | None = None) -> list[
     return out
 
 
-def _label(ds: Any) -> str:
+def series_label(ds: Any) -> str:
     """``CT-series3``: modality and series number, never a description a person typed."""
     modality = _UNSAFE.sub("", str(ds.get("Modality", "") or "")) or "DICOM"
     number = ds.get("SeriesNumber")
