@@ -218,3 +218,50 @@ def test_convert_calib_records_window(tmp_path: Path, tiny_unet: Path) -> None:
 
     (artefact,) = out.glob("*fp16*.tflite")
     assert read_metadata(artefact.read_bytes()).dicom_window == "40,400"
+
+
+def _pooled_dice(output: str) -> float:
+    import re
+
+    (line,) = [ln for ln in output.splitlines() if "pooled" in ln]
+    return float(re.findall(r"\d+\.\d+", line.split("pooled", 1)[1])[0])
+
+
+def test_eval_on_dicom_images(tmp_path: Path, model: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    files, _, masks = ct_series(tmp_path / "set" / "images", n=3)
+    (tmp_path / "set" / "masks").mkdir()
+    for f, m in zip(files, masks, strict=True):
+        cv2.imwrite(str(tmp_path / "set" / "masks" / f"{f.stem}.png"), m * 255)
+    args = ["eval", str(model), "--data", str(tmp_path / "set"), "--backend", "litert"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "(3 images)" in r.output
+    assert _pooled_dice(r.output) == 1.0, r.output
+    # Another window (everything above its top): the score drops, so the window is applied.
+    r = runner.invoke(app, [*args, "--window", "-200,10"])
+    assert r.exit_code == 0, r.output
+    assert _pooled_dice(r.output) < 0.9, r.output
+
+
+def test_bundled_ct_through_run_and_segment_dicom_seg(tmp_path: Path, model: Path) -> None:
+    pytest.importorskip("highdicom")
+    pytest.importorskip("distributed")
+    ct = _copy(bundled("CT_small.dcm"), tmp_path / "CT_small.dcm")
+    r = _run(model, ct, tmp_path / "masks", "--window", "ct-soft-tissue")
+    assert r.exit_code == 0, r.output
+    from edgeseg.dicom.seg import read_segmentation
+    from edgeseg.imageio import read_image
+
+    run_mask = read_image(tmp_path / "masks" / "CT_small.png")
+    assert 0 < run_mask.sum() < run_mask.size
+    out = tmp_path / "out"
+    r = runner.invoke(
+        app,
+        ["segment", str(model), str(ct), "--out", str(out), "--workers", "1", "--backend",
+         "litert", "--dicom-seg", "--window", "ct-soft-tissue", "--table-format", "csv"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    uid = str(pydicom.dcmread(ct).SOPInstanceUID)
+    seg = read_segmentation(out / "CT_small.seg.dcm", [uid])
+    assert np.array_equal(seg[0], run_mask)
