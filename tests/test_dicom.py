@@ -199,6 +199,14 @@ def test_segment_dicom_seg_equals_run_masks(tmp_path: Path, model: Path) -> None
     assert rows and all(r["name"].startswith("CT-series3_slice") for r in rows)
     first = rows[0]
     assert float(first["area_um2"]) == pytest.approx(int(first["area_px"]) * 700.0**2, rel=1e-3)
+    # The series' volume: voxels x 0.7 mm x 0.7 mm x 2.5 mm (slice distance).
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())
+    (entry,) = summary["inputs"]
+    expected = float(masks.sum()) * 0.7 * 0.7 * 2.5
+    assert entry["volumes_mm3"]["CT-series3 foreground"] == pytest.approx(expected, rel=1e-6)
+    assert "mm³" in r.output
     text = (out / "objects.csv").read_text() + (out / "summary.json").read_text()
     assert "Synthetic" not in text and "SYNTH" not in text and "19700101" not in text
 
@@ -265,3 +273,19 @@ def test_bundled_ct_through_run_and_segment_dicom_seg(tmp_path: Path, model: Pat
     uid = str(pydicom.dcmread(ct).SOPInstanceUID)
     seg = read_segmentation(out / "CT_small.seg.dcm", [uid])
     assert np.array_equal(seg[0], run_mask)
+
+
+def test_calib_build_from_series(tmp_path: Path, tiny_unet: Path) -> None:
+    pytest.importorskip("tensorflow")
+    ct_series(tmp_path / "ct", n=3, size=(32, 32))
+    out = tmp_path / "set.npz"
+    r = runner.invoke(
+        app,
+        ["calib", "build", str(tmp_path / "ct"), "--model", str(tiny_unet), "-n", "3",
+         "--window", "ct-lung", "--out", str(out)],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "DICOM CT series CT-series3" in r.output
+    tiles = np.load(out)
+    first = tiles[tiles.files[0]]
+    assert first.shape[0] == 3 and float(first.min()) >= 0.0 and float(first.max()) <= 1.0

@@ -115,6 +115,8 @@ class InputReport:
     objects: int = 0
     output: str | None = None
     errors: list[str] = field(default_factory=list)
+    # A DICOM input's foreground volume per series and class, mm³ ("CT-series3 foreground").
+    volumes_mm3: dict[str, float] | None = None
 
 
 @dataclass
@@ -165,6 +167,9 @@ class BatchSummary:
             f"{self.units_skipped} unit(s) already done, skipped",
         ]
         out += [f"skipped {e}" for e in self.errors]
+        for r in self.inputs:
+            for what, mm3 in (r.volumes_mm3 or {}).items():
+                out.append(f"{r.name}: {what} {mm3:.1f} mm³")
         out += [f"DICOM SEG {p}" for p in self.segs]
         if self.stored:
             out.append(f"stored {self.stored} SEG(s) on the DICOMweb server")
@@ -348,6 +353,16 @@ def segment_archive(
             units_skipped=run.units_skipped,
             table=str(table) if o.objects else None,
         )
+    for item in found:
+        if getattr(item, "dicom", False) and item.path in run.reports:
+            report = run.reports[item.path]
+            if not report.errors:
+                from edgeseg.batch.dicom_seg import series_volumes
+
+                try:
+                    report.volumes_mm3 = series_volumes(o, meta, item)
+                except (OSError, DataError, ValueError) as exc:
+                    report.errors.append(f"volumes: {exc}")
     if o.dicom_seg:
         from edgeseg.batch.dicom_seg import write_segs
 

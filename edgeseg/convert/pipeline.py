@@ -370,7 +370,8 @@ def _load_inputs(req: ConvertRequest, checked: _Checked, say: Callable[[str], No
         meta = apply_flags(
             read_sidecar(req.model), loaded.input_shape, loaded.output_shape, **req.flags
         )
-        if src is not None and hasattr(src, "frame_geometry"):  # DICOM calibration frames
+        if window is not None or (src is not None and hasattr(src, "frame_geometry")):
+            # DICOM calibration frames (or a set built from them, with --window given)
             meta = meta.with_updates(dicom_window=window_spec(window) or FILE)
         sha = model_sha256(req.model)
         heldout = None
