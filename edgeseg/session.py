@@ -245,6 +245,10 @@ def build_session(
                 f"--window {window_spec(window)}: the model was calibrated with {meta.dicom_window}"
             )
         stream = early or open_stream(uri, width=o.width, height=o.height, fps=o.fps, window=window)
+        if o.pixel_size is None and getattr(stream, "pixel_sizes", None):
+            for sink in sinks:  # DICOM: each slice's own Pixel Spacing for object areas
+                if hasattr(sink, "pixel_sizes"):
+                    sink.pixel_sizes.update(stream.pixel_sizes)
     except BaseException:
         for sink in sinks:
             sink.close()

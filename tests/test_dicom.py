@@ -149,8 +149,15 @@ def test_bad_dicom_one_line_errors(tmp_path: Path, model: Path) -> None:
 def test_run_series_masks_by_position(tmp_path: Path, model: Path) -> None:
     pytest.importorskip("cv2")
     _, _, masks = ct_series(tmp_path / "ct", n=4)
-    r = _run(model, tmp_path / "ct", tmp_path / "masks")
+    r = _run(model, tmp_path / "ct", tmp_path / "masks", "--objects", str(tmp_path / "o.csv"))
     assert r.exit_code == 0, r.output
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "o.csv").read_text().splitlines()))
+    assert [r["name"] for r in rows] == sorted(r["name"] for r in rows)  # by slice position
+    assert rows and rows[0]["name"] == "CT-series3_slice0000"
+    for row in rows:  # areas from the files' 0.7 mm pixel spacing
+        assert float(row["area_um2"]) == pytest.approx(int(row["area_px"]) * 700.0**2, rel=1e-3)
     from edgeseg.imageio import read_image
 
     for i in range(4):

@@ -149,6 +149,13 @@ class FileStream(StreamBase):
         self.warnings: list[str] = []
         self.reopen: Callable[[], Stream] | None = None  # a file ends at its end
         self._source = open_file_source(parsed.target, window=window)
+        # µm per pixel by frame name where the files say (DICOM Pixel Spacing), for areas.
+        self.pixel_sizes: dict[str, float] = {}
+        if hasattr(self._source, "frame_geometry"):
+            for i in range(len(self._source)):
+                um = self._source.frame_geometry(i).pixel_size_um
+                if um is not None:
+                    self.pixel_sizes[self._source.name(i)] = um
         parts = getattr(self._source, "parts", None) or [self._source]
         ends = np.cumsum([len(p) for p in parts]).tolist()
         self._parts = [(p, end - len(p), end) for p, end in zip(parts, ends, strict=True)]
