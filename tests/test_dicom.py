@@ -296,3 +296,27 @@ def test_calib_build_from_series(tmp_path: Path, tiny_unet: Path) -> None:
     tiles = np.load(out)
     first = tiles[tiles.files[0]]
     assert first.shape[0] == 3 and float(first.min()) >= 0.0 and float(first.max()) <= 1.0
+
+
+def test_segment_fractional_seg(tmp_path: Path, model: Path) -> None:
+    pytest.importorskip("highdicom")
+    pytest.importorskip("distributed")
+    files, _, masks = ct_series(tmp_path / "ct", n=3)
+    out = tmp_path / "out"
+    r = runner.invoke(
+        app,
+        ["segment", str(model), str(tmp_path / "ct"), "--out", str(out), "--workers", "1",
+         "--backend", "litert", "--dicom-seg", "--dicom-seg-type", "fractional",
+         "--table-format", "csv"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    from edgeseg.dicom.seg import read_segmentation
+
+    ds = pydicom.dcmread(out / "ct.seg.dcm")
+    assert ds.SegmentationType == "FRACTIONAL"
+    uids = [str(pydicom.dcmread(f).SOPInstanceUID) for f in files]
+    fractions = read_segmentation(out / "ct.seg.dcm", uids)
+    assert fractions.shape == (3, 64, 64, 1)
+    assert np.array_equal(fractions[..., 0] > 0.5, masks > 0)  # the model's threshold
+    # Probabilities, not a copy of the labels: sigmoid(±5) is neither 0 nor 1.
+    assert not np.isin(fractions, (0.0, 1.0)).all()

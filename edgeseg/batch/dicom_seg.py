@@ -15,9 +15,20 @@ from edgeseg.errors import DataError
 from edgeseg.optional import require
 from edgeseg.paths import atomic_path
 
-__all__ = ["series_volumes", "write_segs"]
+__all__ = ["prob_path", "series_volumes", "write_segs"]
 
 _UNSAFE = re.compile(r"[^\w.\-+]+")
+
+
+def prob_path(out: Path, identity: str, page: int) -> Path:
+    """Where a worker keeps frame ``page``'s probabilities (uint8 (H, W, S), ``.npy``) of the
+    input ``identity`` for a fractional DICOM SEG."""
+    import hashlib
+
+    from edgeseg.batch.store import WORK
+
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return Path(out) / WORK / "prob" / key / f"{page:06d}.npy"
 
 
 def _labels(out: Path, item: Any, fmt: str) -> np.ndarray:
@@ -62,6 +73,14 @@ def write_segs(options: Any, meta: ModelMetadata, items: Sequence[Any]) -> dict[
             for s in parts:
                 groups.append((s.label, s.files, slice(start, start + len(s))))
                 start += len(s)
+        fractional = None
+        if getattr(options, "dicom_seg_type", "binary") == "fractional":
+            try:
+                fractional = np.stack(
+                    [np.load(prob_path(out, item.identity, fr.page)) for fr in item.frames]
+                )
+            except OSError as exc:
+                raise DataError(f"{item.path}: probabilities missing for its SEG: {exc}") from exc
         for label, files, frames in groups:
             datasets = [pydicom.dcmread(str(f)) for f in files]
             seg = segmentation(
@@ -69,6 +88,7 @@ def write_segs(options: Any, meta: ModelMetadata, items: Sequence[Any]) -> dict[
                 labels[frames],
                 meta,
                 instances=options.dicom_seg == "instances",
+                fractional=None if fractional is None else fractional[frames],
             )
             name = item.stem if label is None or len(groups) == 1 else f"{item.stem}_{label}"
             target = out / f"{_UNSAFE.sub('_', name)}.seg.dcm"

@@ -102,6 +102,8 @@ class SegmentOptions:
     dicom_seg: str | None = None
     # Send the SEGs of dicomweb:// inputs back to their server (STOW-RS).
     store: bool = False
+    # "binary" (from the label maps) or "fractional" (the model's probabilities, 0..255).
+    dicom_seg_type: str = "binary"
 
 
 @dataclass
@@ -202,6 +204,10 @@ def _check(o: SegmentOptions) -> None:
         raise DataError(f"--halo must be >= 0, got {o.halo}")
     if o.store and not o.dicom_seg:
         raise DataError("--store sends the DICOM SEGs: add --dicom-seg")
+    if o.dicom_seg_type not in ("binary", "fractional"):
+        raise DataError(f"--dicom-seg-type must be binary or fractional, got {o.dicom_seg_type}")
+    if o.dicom_seg == "instances" and o.dicom_seg_type == "fractional":
+        raise DataError("--dicom-seg-objects makes a binary SEG (objects have no probability)")
     resolve_runtime(o.model, o.backend, "auto")  # a runtime that cannot read MODEL: one line
 
 
@@ -303,6 +309,8 @@ def segment_archive(
         # Runtimes may differ in the last quantization step: a resumed run keeps to one.
         "runtime": spec.backend or resolve_runtime(o.model, None, "auto"),
     }
+    if o.dicom_seg and o.dicom_seg_type == "fractional":
+        settings["fractional"] = True  # frames done without probabilities are done again
     with open_client(o.scheduler, workers=o.workers, host=o.host, client=client) as (cl, info):
         distributed = need("distributed")
         described = cl.submit(tasks.describe, spec, pure=False, retries=o.retries).result()
@@ -477,6 +485,10 @@ def _plan_file(run: _Run, item: FileInput, table_format: str) -> None:
         )
         if item.dicom:
             todo[-1]["window"] = run.window
+            if o.dicom_seg and o.dicom_seg_type == "fractional":
+                from edgeseg.batch.dicom_seg import prob_path
+
+                todo[-1]["prob"] = str(prob_path(o.out, item.identity, fr.page))
             if fr.pixel_size_um is not None and o.pixel_size is None:
                 todo[-1]["pixel_size"] = fr.pixel_size_um
     if item.stack:

@@ -154,7 +154,15 @@ def segment_files(
         for f in frames:
             try:
                 frame = _reader(f["path"], readers, f.get("window")).read(f["page"])
-                labels = seg(frame).labels
+                if f.get("prob"):  # a fractional DICOM SEG: keep the probabilities too
+                    from edgeseg.dicom.seg import fractions
+
+                    prob = seg.probabilities(frame)
+                    labels = seg.labels_from(prob)
+                    Path(f["prob"]).parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write(Path(f["prob"]), _npy_bytes(fractions(prob, meta)))
+                else:
+                    labels = seg(frame).labels
                 target = Path(f["target"])
                 if f["part"]:
                     buf = _npy_bytes(stored_labels(labels, "tif"))

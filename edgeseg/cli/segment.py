@@ -89,6 +89,11 @@ def segment(
         "credentials from the dicomweb table of edgeseg.toml or "
         "EDGESEG_DICOMWEB_USER/PASSWORD/TOKEN.",
     ),
+    dicom_seg_type: str = typer.Option(
+        "binary",
+        "--dicom-seg-type",
+        help="binary (the label maps) or fractional (the model's probabilities, 0..255).",
+    ),
     dicom_seg_objects: bool = typer.Option(
         False,
         "--dicom-seg-objects",
@@ -121,6 +126,7 @@ def segment(
         window=window,
         dicom_seg=("instances" if dicom_seg_objects else "classes") if dicom_seg else None,
         store=store,
+        dicom_seg_type=dicom_seg_type,
     )
     bar = progress_bar()
     task: dict[str, Any] = {}
