@@ -320,3 +320,14 @@ def test_segment_fractional_seg(tmp_path: Path, model: Path) -> None:
     assert np.array_equal(fractions[..., 0] > 0.5, masks > 0)  # the model's threshold
     # Probabilities, not a copy of the labels: sigmoid(±5) is neither 0 nor 1.
     assert not np.isin(fractions, (0.0, 1.0)).all()
+
+
+def test_without_the_dicom_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from edgeseg.errors import MissingDependencyError
+
+    ct = _copy(bundled("CT_small.dcm"), tmp_path / "CT_small.dcm")
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # as on a Pi with edgeseg[runtime] only
+    with pytest.raises(MissingDependencyError, match=r"edgeseg\[dicom\]"):
+        open_dicom(ct)

@@ -256,7 +256,7 @@ def _dicom_arg(path: Path) -> bool:
     from edgeseg.dicom import dicom_files, is_dicom
 
     if path.is_file():
-        return is_dicom(path) and path.suffix.lower() not in IMAGE_SUFFIXES
+        return path.suffix.lower() not in IMAGE_SUFFIXES and is_dicom(path)
     return path.is_dir() and not list_images(path) and bool(dicom_files(path))
 
 

@@ -107,7 +107,7 @@ def open_file_source(
             raise DataError(f"no images in folder {path} (looked for {', '.join(IMAGE_SUFFIXES)})")
         return ConcatSource([_open_file(f) for f in files], kind="image folder", path=str(path))
     if path.is_file():
-        if is_dicom(path) and path.suffix.lower() not in _SUPPORTED:
+        if path.suffix.lower() not in _SUPPORTED and is_dicom(path):
             return open_dicom(path, window)
         return _open_file(path)
     if any(ch in text for ch in _GLOB_CHARS):
