@@ -159,6 +159,7 @@ def test_segment_pulls_study_and_stores_seg(
     r = _segment(model, uri, out, "--store")
     assert r.exit_code == 0, r.output
     assert PASSWORD not in r.output
+    assert "Synthetic" not in r.output and "SYNTH" not in r.output  # no patient data
     assert "stored 1 SEG" in r.output
     assert _series_modalities(orthanc, study) == ["CT", "SEG"]
     stack = tifffile.imread(out / "CT-series3.tif")
