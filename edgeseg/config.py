@@ -36,12 +36,14 @@ from edgeseg.paths import TOMLDecodeError, parse_toml
 __all__ = [
     "CONFIG_NAME",
     "KINDS",
+    "TABLES",
     "Config",
     "Param",
     "Setting",
     "config_search_paths",
     "format_value",
     "load_config",
+    "load_table",
     "read_config_file",
     "system_config_dir",
     "user_config_dir",
@@ -76,6 +78,19 @@ class Param:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown parameter kind {self.kind!r}; one of {KINDS}")
+
+
+#: TOML tables an ``edgeseg.toml`` may hold beside `run`'s keys, each with the keys it takes:
+#: read by the commands that use them (:func:`load_table`), checked by every reader.
+#: ``[dicomweb]``: credentials of a DICOMweb server (HTTP basic ``user``/``password``, or a
+#: bearer ``token``) for `segment dicomweb://…`.
+TABLES: dict[str, dict[str, Param]] = {
+    "dicomweb": {
+        "user": Param("str", "user"),
+        "password": Param("str", "password"),
+        "token": Param("str", "token"),
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -229,6 +244,9 @@ def read_config_file(
     spellings = _keys(params)
     settings: dict[str, Setting] = {}
     for written, value in data.items():
+        if written in TABLES and isinstance(value, dict):
+            _read_table(path, written, value)  # checked here; read by load_table
+            continue
         key = spellings.get(written)
         if key is None:
             close = difflib.get_close_matches(written, list(spellings), n=1, cutoff=0.6)
@@ -285,4 +303,49 @@ def load_config(
                 for d in group:
                     config.settings.pop(d, None)
         config.settings.update(settings)
+    return config
+
+
+def _read_table(path: Path, name: str, data: Mapping[str, Any]) -> dict[str, Setting]:
+    """The settings of table ``[name]`` of one file, checked against :data:`TABLES`."""
+    params = TABLES[name]
+    settings: dict[str, Setting] = {}
+    for written, value in data.items():
+        key = written.replace("_", "-")
+        if key not in params:
+            known = ", ".join(params)
+            raise DataError(f"{path}: unknown key '{written}' in [{name}] (known: {known})")
+        settings[params[key].dest] = Setting(
+            _check(value, params[key], f"{name}.{key}", str(path), path.parent),
+            f"{name}.{key}",
+            path,
+        )
+    return settings
+
+
+def load_table(name: str, explicit: Path | None = None, *, cwd: Path | None = None) -> Config:
+    """Table ``[name]`` (one of :data:`TABLES`) of the config files, merged as
+    :func:`load_config` merges (``explicit`` alone, else the search; later files win)."""
+    if name not in TABLES:
+        raise ValueError(f"unknown config table {name!r}")
+    searched = [_absolute(explicit)] if explicit is not None else config_search_paths(cwd)
+    if explicit is not None and not searched[0].exists():
+        raise DataError(f"config file not found: {searched[0]}")
+    config = Config(searched=searched)
+    for path in searched:
+        if not path.is_file():
+            continue
+        try:
+            data = parse_toml(path.read_text(encoding="utf-8"))
+        except TOMLDecodeError as exc:
+            raise DataError(f"{path}: not valid TOML: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read config file {path}: {exc}") from None
+        table = data.get(name)
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            raise DataError(f"{path}: '{name}' must be a table ([{name}])")
+        config.files.append(path)
+        config.settings.update(_read_table(path, name, table))
     return config

@@ -25,7 +25,7 @@ import numpy as np
 from edgeseg.core.metadata import ModelMetadata
 from edgeseg.core.preprocess import prepare
 from edgeseg.errors import DataError
-from edgeseg.imageio import list_images, read_image
+from edgeseg.imageio import IMAGE_SUFFIXES, list_images, natural_key, read_image
 
 MASKS, LABELS = "masks", "labels"
 
@@ -96,8 +96,9 @@ def find_pairs(data_dir: str | Path, kind: str = MASKS) -> list[tuple[Path, Path
         if not d.is_dir():
             raise DataError(f"{root} has no {d.name}/ folder (expected images/ and {kind}/)")
     images = list_images(img_dir)
+    images = sorted([*images, *_dicom_images(img_dir)], key=natural_key)
     if not images:
-        raise DataError(f"no images (PNG, TIFF, JPEG, BMP) in {img_dir}")
+        raise DataError(f"no images (PNG, TIFF, JPEG, BMP, DICOM) in {img_dir}")
     masks = {p.stem: p for p in list_images(mask_dir)}
     missing = [p.name for p in images if p.stem not in masks]
     what = "a mask" if kind == MASKS else "a label image"
@@ -138,9 +139,30 @@ def read_instance_labels(path: Path, shape: tuple[int, ...] | None = None) -> np
     return labels.astype(np.int32)
 
 
-def read_pair(img_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read an image and its mask, refusing pairs whose sizes differ."""
-    img, mask = read_image(img_path), read_image(mask_path)
+def _dicom_images(folder: Path) -> list[Path]:
+    """Single DICOM images among ``folder``'s files (those that are no PNG/TIFF/…)."""
+    from edgeseg.dicom import dicom_files
+
+    return [p for p in dicom_files(folder) if p.suffix.lower() not in IMAGE_SUFFIXES]
+
+
+def read_frame(path: Path, window: str | None = None) -> np.ndarray:
+    """An image file as :func:`~edgeseg.imageio.read_image` reads it, or a single-frame DICOM
+    file windowed by ``window`` (``CENTER,WIDTH``, ``file`` or a preset; None: the file's)."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        from edgeseg.dicom import is_dicom, parse_window, read_dicom_image
+
+        if is_dicom(path):
+            return read_dicom_image(path, parse_window(window))
+    return read_image(path)
+
+
+def read_pair(
+    img_path: Path, mask_path: Path, window: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read an image (DICOM too, windowed by ``window``) and its mask, refusing pairs whose
+    sizes differ."""
+    img, mask = read_frame(img_path, window), read_image(mask_path)
     if img.shape[:2] != mask.shape[:2]:
         raise DataError(
             f"{img_path.name}: image is {img.shape[1]}x{img.shape[0]} but its mask is "

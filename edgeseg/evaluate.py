@@ -44,11 +44,11 @@ from edgeseg.datasets import (
     MASKS,
     find_pairs,
     mask_to_labels,
+    read_frame,
     read_instance_labels,
     read_pair,
     target_kind,
 )
-from edgeseg.imageio import read_image
 from edgeseg.optional import cv2
 
 
@@ -160,7 +160,7 @@ def first_image_size(data_dir: str | Path) -> tuple[int, int] | None:
     pairs = find_pairs(data_dir, eval_targets(data_dir))
     if not pairs:
         return None
-    image = read_image(pairs[0][0])
+    image = read_frame(pairs[0][0])
     return int(image.shape[0]), int(image.shape[1])
 
 
@@ -182,24 +182,27 @@ def evaluate(
     model_name: str = "model",
     overlap: int = DEFAULT_OVERLAP,
     progress: Callable[[int, int], None] | None = None,
+    window: str | None = None,
 ) -> EvalReport:
     """Segment every image of ``data_dir/images`` and score it against ``data_dir/masks``
     (pixels) or ``data_dir/labels`` (objects and foreground pixels).
 
     Images go through the :class:`~edgeseg.core.segmenter.Segmenter`, as frames do in `run`.
+    DICOM images are windowed by ``window``, else the model's ``dicom_window``, else their own.
     """
     start = time.perf_counter()
+    window = window if window is not None else meta.dicom_window
     segmenter = Segmenter(backend, meta, overlap=overlap)
     kind = eval_targets(data_dir, meta)
     if kind == LABELS:
-        return _evaluate_instances(segmenter, meta, data_dir, model_name, progress, start)
+        return _evaluate_instances(segmenter, meta, data_dir, model_name, progress, start, window)
     pairs = find_pairs(data_dir)
     fg = [1] if meta.num_classes == 1 else list(range(1, meta.num_classes))
     names = [meta.class_names[0]] if meta.num_classes == 1 else [meta.class_names[c] for c in fg]
     pooled = [PooledScores() for _ in fg]
     per_image: list[list[tuple[str, Scores]]] = [[] for _ in fg]
     for i, (img_path, mask_path) in enumerate(pairs):
-        image, mask = read_pair(img_path, mask_path)
+        image, mask = read_pair(img_path, mask_path, window)
         truth = mask_to_labels(mask, meta, mask_path.name)
         labels = segmenter.labels(image)
         if meta.instances is not None:  # object ids: every object is foreground
@@ -228,13 +231,14 @@ def _evaluate_instances(
     model_name: str,
     progress: Callable[[int, int], None] | None,
     start: float,
+    window: str | None = None,
 ) -> EvalReport:
     pairs = find_pairs(data_dir, LABELS)
     pixels = PooledScores()
     pixel_rows: list[tuple[str, Scores]] = []
     rows: list[tuple[str, InstanceCounts]] = []
     for i, (img_path, label_path) in enumerate(pairs):
-        image = read_image(img_path)
+        image = read_frame(img_path, window)
         truth = read_instance_labels(label_path, image.shape)
         pred = objects_of(segmenter.labels(image), meta)
         pixel_rows.append((img_path.stem, pixels.add(pred > 0, truth > 0)))

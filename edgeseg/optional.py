@@ -26,6 +26,10 @@ _EXTRA_FOR = {
     "distributed": ("batch", "dask.distributed"),
     "zarr": ("batch", "Zarr"),
     "pyarrow": ("batch", "pyarrow"),
+    "pydicom": ("dicom", "pydicom"),
+    "highdicom": ("dicom", "highdicom"),
+    "dicomweb_client": ("dicom", "dicomweb-client"),
+    "requests": ("dicom", "requests"),
 }
 
 

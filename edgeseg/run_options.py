@@ -310,6 +310,15 @@ class RunOptions:
     summary_json: Path | None = field(
         default=None, metadata=_option("--summary-json", help="Write the run summary as JSON.")
     )
+    window: str | None = field(
+        default=None,
+        metadata=_option(
+            "--window",
+            help="DICOM window: CENTER,WIDTH (modality units, e.g. HU), file (each file's own), "
+            "or a preset (ct-soft-tissue, ct-lung, ct-bone, ct-brain, …); default: the window "
+            "the model was calibrated with, else file.",
+        ),
+    )
     flags: dict[str, Any] = field(default_factory=dict, metadata={SPEC: OptionSpec(METADATA_FLAGS)})
 
 

@@ -175,6 +175,7 @@ def build_session(
     as outputs. ``warn`` hears what is worth saying at once (a delegate falling back, the
     stream's URL, a missing window). Raises DataError for bad options, before anything opens.
     """
+    from edgeseg.dicom import parse_window, window_spec
     from edgeseg.runtime.artefacts import candidates, choose
     from edgeseg.runtime.backends import reopen
     from edgeseg.runtime.streams import open_stream, parse_source
@@ -204,8 +205,9 @@ def build_session(
     arts = candidates(o.model)
     early: Stream | None = None
     choice = None
+    window = parse_window(o.window)
     if len(arts) > 1:
-        early = open_stream(uri, width=o.width, height=o.height, fps=o.fps)
+        early = open_stream(uri, width=o.width, height=o.height, fps=o.fps, window=window)
     try:
         if early is not None:
             choice = choose(arts, early.info.size, o.overlap)
@@ -236,7 +238,17 @@ def build_session(
                 "--headless with no output: add --record, --save-masks, --csv, --objects or "
                 "--stream"
             )
-        stream = early or open_stream(uri, width=o.width, height=o.height, fps=o.fps)
+        if window is None:
+            window = parse_window(meta.dicom_window)
+        elif meta.dicom_window is not None and window_spec(window) != meta.dicom_window:
+            warn(
+                f"--window {window_spec(window)}: the model was calibrated with {meta.dicom_window}"
+            )
+        stream = early or open_stream(uri, width=o.width, height=o.height, fps=o.fps, window=window)
+        if o.pixel_size is None and getattr(stream, "pixel_sizes", None):
+            for sink in sinks:  # DICOM: each slice's own Pixel Spacing for object areas
+                if hasattr(sink, "pixel_sizes"):
+                    sink.pixel_sizes.update(stream.pixel_sizes)
     except BaseException:
         for sink in sinks:
             sink.close()

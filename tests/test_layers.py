@@ -42,7 +42,7 @@ RANKS: tuple[tuple[str, ...], ...] = (
     ("errors",),
     ("optional", "paths", "sizes", "child", "quiet"),
     ("core", "hardware", "imageio", "config"),
-    ("samples", "run_options", "service"),
+    ("samples", "run_options", "service", "dicom"),
     ("model", "runtime", "datasets"),
     ("devices",),
     ("session",),

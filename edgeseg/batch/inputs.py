@@ -57,6 +57,8 @@ class FrameRef:
     page: int
     index: int
     name: str
+    # µm per pixel from the file (DICOM Pixel Spacing), for areas; None: the run's.
+    pixel_size_um: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class FileInput:
     stack: bool
     identity: str
     stem: str
+    # A DICOM file or series folder (frames read by edgeseg.dicom, in slice order).
+    dicom: bool = False
 
     @property
     def name(self) -> str:
@@ -196,6 +200,13 @@ def discover(
         if path.is_dir() and is_zarr(path):
             found.append(_open_array(path, axes, stems))
             continue
+        if _dicom_arg(path):
+            item = _dicom_input(path, 0, stems)
+            if isinstance(item, BadInput):
+                bad.append(item)
+            else:
+                found.append(item)
+            continue
         if path.is_dir():
             files = list_images(path)
             if not files:
@@ -240,6 +251,41 @@ def discover(
     return found, bad
 
 
+def _dicom_arg(path: Path) -> bool:
+    """A DICOM file, or a folder of DICOM files without other images."""
+    from edgeseg.dicom import dicom_files, is_dicom
+
+    if path.is_file():
+        return path.suffix.lower() not in IMAGE_SUFFIXES and is_dicom(path)
+    return path.is_dir() and not list_images(path) and bool(dicom_files(path))
+
+
+def _dicom_input(path: Path, start: int, stems: set[str]) -> FileInput | BadInput:
+    """A DICOM file or series folder: its frames in slice order, named by position (a
+    folder's series one after another); unreadable: a BadInput naming the file."""
+    from edgeseg.dicom import open_dicom
+
+    try:
+        source = open_dicom(path)
+    except DataError as exc:
+        return BadInput(str(path), str(exc))
+    n = len(source)
+    frames = tuple(
+        FrameRef(str(path), i, start + i, source.name(i), source.frame_geometry(i).pixel_size_um)
+        for i in range(n)
+    )
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+    key = hashlib.sha256("|".join(_identity(f) for f in files).encode()).hexdigest()[:16]
+    return FileInput(
+        path=str(path),
+        frames=frames,
+        stack=n > 1 or path.is_dir(),
+        identity=f"{path.resolve()}|{key}",
+        stem=_unique_stem(path.name, stems),
+        dicom=True,
+    )
+
+
 def first_frame_size(found: Sequence[Any]) -> tuple[int, int] | None:
     """(H, W) the model first sees among ``found`` (from :func:`discover`): the first frame
     of the first file (read from its header where TIFF has one), or the plane of a Zarr
@@ -249,6 +295,14 @@ def first_frame_size(found: Sequence[Any]) -> tuple[int, int] | None:
             h, w = item.plane_chunks
             ph, pw = item.plane_shape
             return min(h, ph), min(w, pw)
+        if isinstance(item, FileInput) and item.frames and item.dicom:
+            from edgeseg.dicom import open_dicom
+
+            try:
+                source = open_dicom(item.path)
+                return tuple(source.read(0).shape[:2])  # type: ignore[return-value]
+            except DataError:
+                return None
         if isinstance(item, FileInput) and item.frames:
             try:
                 return _file_frame_size(item.path, item.frames[0].page)

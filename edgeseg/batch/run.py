@@ -96,6 +96,14 @@ class SegmentOptions:
     retries: int = 3
     backend: str | None = None
     objects: bool = True
+    # DICOM: the window (CENTER,WIDTH, file or a preset; None: the model's, else file) and
+    # whether to write a DICOM Segmentation per series ("binary" or "fractional").
+    window: str | None = None
+    dicom_seg: str | None = None
+    # Send the SEGs of dicomweb:// inputs back to their server (STOW-RS).
+    store: bool = False
+    # "binary" (from the label maps) or "fractional" (the model's probabilities, 0..255).
+    dicom_seg_type: str = "binary"
 
 
 @dataclass
@@ -109,6 +117,8 @@ class InputReport:
     objects: int = 0
     output: str | None = None
     errors: list[str] = field(default_factory=list)
+    # A DICOM input's foreground volume per series and class, mm³ ("CT-series3 foreground").
+    volumes_mm3: dict[str, float] | None = None
 
 
 @dataclass
@@ -127,6 +137,10 @@ class BatchSummary:
     units_skipped: int
     table: str | None
     interrupted: bool = False
+    # DICOM Segmentation files written (--dicom-seg), one per series; how many were stored
+    # on a DICOMweb server (--store).
+    segs: list[str] = field(default_factory=list)
+    stored: int = 0
 
     @property
     def frames_per_s(self) -> float:
@@ -155,6 +169,12 @@ class BatchSummary:
             f"{self.units_skipped} unit(s) already done, skipped",
         ]
         out += [f"skipped {e}" for e in self.errors]
+        for r in self.inputs:
+            for what, mm3 in (r.volumes_mm3 or {}).items():
+                out.append(f"{r.name}: {what} {mm3:.1f} mm³")
+        out += [f"DICOM SEG {p}" for p in self.segs]
+        if self.stored:
+            out.append(f"stored {self.stored} SEG(s) on the DICOMweb server")
         return out
 
 
@@ -182,6 +202,12 @@ def _check(o: SegmentOptions) -> None:
         raise DataError("--threads and --workers must be at least 1")
     if o.halo is not None and o.halo < 0:
         raise DataError(f"--halo must be >= 0, got {o.halo}")
+    if o.store and not o.dicom_seg:
+        raise DataError("--store sends the DICOM SEGs: add --dicom-seg")
+    if o.dicom_seg_type not in ("binary", "fractional"):
+        raise DataError(f"--dicom-seg-type must be binary or fractional, got {o.dicom_seg_type}")
+    if o.dicom_seg == "instances" and o.dicom_seg_type == "fractional":
+        raise DataError("--dicom-seg-objects makes a binary SEG (objects have no probability)")
     resolve_runtime(o.model, o.backend, "auto")  # a runtime that cannot read MODEL: one line
 
 
@@ -217,6 +243,7 @@ class _Run:
         self.frames = 0.0
         self.megapixels = 0.0
         self.meta: ModelMetadata | None = None
+        self.window: str | None = None  # of DICOM inputs (canonical; see dicom_window)
         self.spec: tasks.ModelSpec | None = None
         # File frames to submit (frame, callback) and what to do once they are submitted.
         self.file_queue: list[tuple[dict[str, Any], Callable[[list[dict]], None]]] = []
@@ -254,7 +281,8 @@ def segment_archive(
     o = options
     _check(o)
     need("distributed")
-    found, bad = discover(o.inputs, o.axes)
+    inputs, remote = _pull_dicomweb(o)
+    found, bad = discover(inputs, o.axes)
     table_format = o.table_format or ("parquet" if has("pyarrow") else "csv")
     out = ensure_writable_dir(o.out, "--out")
     remove_partials(out)
@@ -281,6 +309,8 @@ def segment_archive(
         # Runtimes may differ in the last quantization step: a resumed run keeps to one.
         "runtime": spec.backend or resolve_runtime(o.model, None, "auto"),
     }
+    if o.dicom_seg and o.dicom_seg_type == "fractional":
+        settings["fractional"] = True  # frames done without probabilities are done again
     with open_client(o.scheduler, workers=o.workers, host=o.host, client=client) as (cl, info):
         distributed = need("distributed")
         described = cl.submit(tasks.describe, spec, pure=False, retries=o.retries).result()
@@ -290,6 +320,7 @@ def segment_archive(
             on_start(info, described["backend"])
         run = _Run(o, cl, ledger, settings, table_format)
         run.meta, run.spec = meta, spec
+        run.window = dicom_window(o.window, meta)
         for b in bad:
             run.reports[b.path] = InputReport(Path(b.path).name, "file", errors=[b.reason])
         run.pending = distributed.as_completed([])
@@ -330,12 +361,73 @@ def segment_archive(
             units_skipped=run.units_skipped,
             table=str(table) if o.objects else None,
         )
+    for item in found:
+        if getattr(item, "dicom", False) and item.path in run.reports:
+            report = run.reports[item.path]
+            if not report.errors:
+                from edgeseg.batch.dicom_seg import series_volumes
+
+                try:
+                    report.volumes_mm3 = series_volumes(o, meta, item)
+                except (OSError, DataError, ValueError) as exc:
+                    report.errors.append(f"volumes: {exc}")
+    if o.dicom_seg:
+        from edgeseg.batch.dicom_seg import write_segs
+
+        segs = write_segs(o, meta, [i for i in found if getattr(i, "dicom", False)])
+        summary.segs = [p for paths in segs.values() for p in paths]
+        if o.store:
+            from edgeseg.dicom.web import store_instances
+
+            for item_path, paths in segs.items():
+                if item_path in remote:
+                    study, creds = remote[item_path]
+                    summary.stored += store_instances(study, [Path(p) for p in paths], creds)
     import json
 
     from edgeseg.paths import atomic_write
 
     atomic_write(out / "summary.json", (json.dumps(summary.to_dict(), indent=2) + "\n").encode())
     return summary
+
+
+def _pull_dicomweb(o: SegmentOptions) -> tuple[list[str], dict[str, tuple[Any, Any]]]:
+    """The inputs with each ``dicomweb://`` study pulled into ``OUT/.edgeseg-batch/dicomweb/``
+    (a folder per series, which replaces it), and series folder → (study, credentials)."""
+    from edgeseg.dicom.web import is_dicomweb
+
+    if not any(is_dicomweb(t) for t in o.inputs):
+        if o.store:
+            raise DataError("--store sends SEGs back to a DICOMweb server: give dicomweb:// input")
+        return list(o.inputs), {}
+    import hashlib
+
+    from edgeseg.dicom.web import credentials, parse_dicomweb, pull_study
+
+    out = ensure_writable_dir(o.out, "--out")
+    inputs: list[str] = []
+    remote: dict[str, tuple[Any, Any]] = {}
+    creds = None
+    for text in o.inputs:
+        if not is_dicomweb(text):
+            inputs.append(text)
+            continue
+        study = parse_dicomweb(text)
+        creds = creds or credentials()
+        key = hashlib.sha256(study.uri.encode()).hexdigest()[:12]
+        for folder in pull_study(study, out / WORK / "dicomweb" / key, creds):
+            inputs.append(str(folder))
+            remote[str(folder)] = (study, creds)
+    return inputs, remote
+
+
+def dicom_window(asked: str | None, meta: ModelMetadata) -> str:
+    """The canonical window DICOM inputs are read with: ``asked`` (``--window``), else the one
+    the model was calibrated with, else ``file``."""
+    from edgeseg.dicom import FILE, parse_window, window_spec
+
+    window = parse_window(asked) or parse_window(meta.dicom_window) or FILE
+    return window_spec(window) or FILE
 
 
 def _progress(run: _Run, t0: float) -> Progress:
@@ -391,6 +483,14 @@ def _plan_file(run: _Run, item: FileInput, table_format: str) -> None:
                 "input": item.path,
             }
         )
+        if item.dicom:
+            todo[-1]["window"] = run.window
+            if o.dicom_seg and o.dicom_seg_type == "fractional":
+                from edgeseg.batch.dicom_seg import prob_path
+
+                todo[-1]["prob"] = str(prob_path(o.out, item.identity, fr.page))
+            if fr.pixel_size_um is not None and o.pixel_size is None:
+                todo[-1]["pixel_size"] = fr.pixel_size_um
     if item.stack:
         parts_dir.mkdir(parents=True, exist_ok=True)
         remove_partials(parts_dir)

@@ -113,9 +113,13 @@ def _worker_name() -> str:
 # Files: image files and TIFF stacks, a few frames a task
 
 
-def _reader(path: str, cache: dict[str, Any]) -> Any:
+def _reader(path: str, cache: dict[str, Any], window: str | None = None) -> Any:
     if path not in cache:
-        if Path(path).suffix.lower() in (".tif", ".tiff"):
+        if window is not None:  # a DICOM input (its window: CENTER,WIDTH or file)
+            from edgeseg.dicom import open_dicom, parse_window
+
+            cache[path] = open_dicom(path, parse_window(window))
+        elif Path(path).suffix.lower() in (".tif", ".tiff"):
             from edgeseg.runtime.sources import TiffStack
 
             cache[path] = TiffStack(path)
@@ -149,8 +153,16 @@ def segment_files(
     try:
         for f in frames:
             try:
-                frame = _reader(f["path"], readers).read(f["page"])
-                labels = seg(frame).labels
+                frame = _reader(f["path"], readers, f.get("window")).read(f["page"])
+                if f.get("prob"):  # a fractional DICOM SEG: keep the probabilities too
+                    from edgeseg.dicom.seg import fractions
+
+                    prob = seg.probabilities(frame)
+                    labels = seg.labels_from(prob)
+                    Path(f["prob"]).parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write(Path(f["prob"]), _npy_bytes(fractions(prob, meta)))
+                else:
+                    labels = seg(frame).labels
                 target = Path(f["target"])
                 if f["part"]:
                     buf = _npy_bytes(stored_labels(labels, "tif"))
@@ -158,7 +170,9 @@ def segment_files(
                 else:
                     atomic_write(target, encode_mask(labels, fmt))
                 columns = (
-                    frame_object_columns(labels, meta, frame, pixel_size, codes=True)
+                    frame_object_columns(
+                        labels, meta, frame, f.get("pixel_size") or pixel_size, codes=True
+                    )
                     if objects
                     else None
                 )

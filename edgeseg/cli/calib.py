@@ -69,6 +69,13 @@ def build(
     threshold: float | None = ThresholdOpt,
     foreground_value: int | None = ForegroundOpt,
     channel_order: str | None = ChannelOrderOpt,
+    window: str | None = typer.Option(
+        None,
+        "--window",
+        help="DICOM frames: CENTER,WIDTH, file or a preset (ct-soft-tissue, ct-lung, …); "
+        "default: each file's own. Give the same --window to `convert --calib SET`, which "
+        "records it in the model.",
+    ),
 ) -> None:
     """Pick N diverse model-input tiles from SOURCE, preprocessed as the runtime will."""
     from edgeseg.convert.calibration import (
@@ -90,7 +97,9 @@ def build(
         holdout = named.holdout if holdout is None else holdout
     n = 200 if n is None else n
     holdout = 0.0 if holdout is None else holdout
-    src = open_calibration_source(source)
+    from edgeseg.dicom import parse_window
+
+    src = open_calibration_source(source, window=parse_window(window))
     with quiet_console("calib-build"), contextlib.closing(src):
         _say(f"read {src.description}")
         meta = any_model_metadata(

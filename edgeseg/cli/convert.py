@@ -88,6 +88,12 @@ def convert(
     ),
     threads: int | None = typer.Option(None, "--threads", help="Threads for the parity check."),
     seed: int = typer.Option(0, "--seed"),
+    window: str | None = typer.Option(
+        None,
+        "--window",
+        help="DICOM calibration frames: CENTER,WIDTH, file or a preset (ct-soft-tissue, "
+        "ct-lung, …); recorded in the model, which `run` then windows with (default: file).",
+    ),
     trust_model: bool = TrustOpt,
     input_size: str | None = InputSizeOpt,
     normalization: str | None = NormalizationOpt,
@@ -130,6 +136,7 @@ def convert(
         onnx=onnx,
         compiler_timeout=compiler_timeout,
         frame_sizes=tuple(frame_size),
+        window=window,
         flags=metadata_flags(
             input_size, normalization, input_max, threshold, foreground_value, channel_order
         ),

@@ -53,6 +53,12 @@ def eval_(
     threshold: float | None = ThresholdOpt,
     foreground_value: int | None = ForegroundOpt,
     channel_order: str | None = ChannelOrderOpt,
+    window: str | None = typer.Option(
+        None,
+        "--window",
+        help="DICOM images: CENTER,WIDTH, file or a preset (ct-soft-tissue, ct-lung, …); "
+        "default: the model's calibration window, else each file's own.",
+    ),
 ) -> None:
     """Score MODEL on a labelled folder; large images are tiled, never squashed.
 
@@ -88,6 +94,7 @@ def eval_(
                 model_name=str(model),
                 overlap=overlap,
                 progress=lambda i, n: bar.update(task, completed=i, total=n),
+                window=window,
             )
     for line in said:
         err_console.print(line, highlight=False)

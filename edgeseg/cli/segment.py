@@ -17,7 +17,7 @@ def segment(
     inputs: list[str] = typer.Argument(
         ...,
         help="Image folders, globs, image files, (OME-)TIFF stacks, Zarr arrays or OME-Zarr "
-        "groups.",
+        "groups; DICOM files and series folders; dicomweb://HOST/PATH?study=UID.",
         metavar="INPUT...",
         show_default=False,
     ),
@@ -73,6 +73,32 @@ def segment(
     frames_per_task: int | None = typer.Option(
         None, "--frames-per-task", min=1, help="File frames one task segments (default 4)."
     ),
+    window: str | None = typer.Option(
+        None,
+        "--window",
+        help="DICOM window: CENTER,WIDTH, file or a preset (ct-soft-tissue, ct-lung, ct-bone, "
+        "ct-brain, …); default: the model's calibration window, else file.",
+    ),
+    dicom_seg: bool = typer.Option(
+        False, "--dicom-seg", help="Also write a DICOM Segmentation per DICOM series."
+    ),
+    store: bool = typer.Option(
+        False,
+        "--store",
+        help="Send the SEGs of dicomweb:// inputs back to their server (needs --dicom-seg); "
+        "credentials from the dicomweb table of edgeseg.toml or "
+        "EDGESEG_DICOMWEB_USER/PASSWORD/TOKEN.",
+    ),
+    dicom_seg_type: str = typer.Option(
+        "binary",
+        "--dicom-seg-type",
+        help="binary (the label maps) or fractional (the model's probabilities, 0..255).",
+    ),
+    dicom_seg_objects: bool = typer.Option(
+        False,
+        "--dicom-seg-objects",
+        help="With --dicom-seg and an instance model: one segment per object.",
+    ),
 ) -> None:
     """Segment archives with MODEL on Dask: one label image per image file, a label stack per
     TIFF stack, a label array per Zarr array (its shape and chunking), the objects table and
@@ -97,6 +123,10 @@ def segment(
         frames_per_task=frames_per_task,
         backend=backend,
         objects=objects,
+        window=window,
+        dicom_seg=("instances" if dicom_seg_objects else "classes") if dicom_seg else None,
+        store=store,
+        dicom_seg_type=dicom_seg_type,
     )
     bar = progress_bar()
     task: dict[str, Any] = {}

@@ -549,13 +549,13 @@ def named_set_for(source: str, user_dir: Path = SETS_USER_DIR) -> NamedSet | Non
     return found
 
 
-def open_calibration_source(source: str | Path) -> Any:
+def open_calibration_source(source: str | Path, *, window: Any = None) -> Any:
     """A FrameSource: ``synthetic://…`` as :class:`SyntheticStills`, anything else through
-    :func:`~edgeseg.runtime.sources.open_file_source`."""
+    :func:`~edgeseg.runtime.sources.open_file_source` (``window``: of DICOM frames)."""
     text = str(source)
     if text.lower().startswith("synthetic:"):
         return SyntheticStills(text)
-    return open_file_source(source)
+    return open_file_source(source, window=window)
 
 
 class SyntheticStills:

@@ -97,6 +97,9 @@ class ConvertRequest:
     compiler_timeout: float = DEFAULT_COMPILER_TIMEOUT
     # Whole-frame artefacts: (H, W) camera frame sizes, "HxW" strings or "auto".
     frame_sizes: tuple[Any, ...] = ()
+    # DICOM calibration frames' window (CENTER,WIDTH, file or a preset), recorded in the
+    # artefacts' metadata (dicom_window) so `run` windows as calibration did.
+    window: str | None = None
 
 
 @dataclass(frozen=True)
@@ -357,13 +360,19 @@ def _load_inputs(req: ConvertRequest, checked: _Checked, say: Callable[[str], No
 
     # Open the calibration source before the (slow) model load, so a bad path fails at once.
     opens = req.calib is not None and not checked.calib_is_set
-    src = open_calibration_source(req.calib) if opens else None
+    from edgeseg.dicom import FILE, parse_window, window_spec
+
+    window = parse_window(req.window)
+    src = open_calibration_source(req.calib, window=window) if opens else None
     try:
         say(f"loading {req.model}")
         loaded = load_model(req.model, trust_model=req.trust_model)
         meta = apply_flags(
             read_sidecar(req.model), loaded.input_shape, loaded.output_shape, **req.flags
         )
+        if window is not None or (src is not None and hasattr(src, "frame_geometry")):
+            # DICOM calibration frames (or a set built from them, with --window given)
+            meta = meta.with_updates(dicom_window=window_spec(window) or FILE)
         sha = model_sha256(req.model)
         heldout = None
         if req.val is not None:

@@ -70,6 +70,9 @@ class ModelMetadata:
     instances: dict[str, Any] | None = None
     # The camera frame (H, W) a whole-frame artefact was built for, or None for a tiled one.
     frame_size: tuple[int, int] | None = None
+    # The DICOM window (edgeseg.dicom.window: "CENTER,WIDTH" or "file") the model was
+    # calibrated with, so `run` windows DICOM frames as `convert` did; None: not DICOM.
+    dicom_window: str | None = None
     # Free-form provenance (training data, source model hash, recipe); JSON-serialisable.
     provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
@@ -122,6 +125,8 @@ class ModelMetadata:
                 problems.append(str(exc))
             if self.num_classes != 1:
                 problems.append("an instance model has one object class (num_classes 1)")
+        if self.dicom_window is not None and not isinstance(self.dicom_window, str):
+            problems.append("dicom_window must be a string (CENTER,WIDTH or file)")
         if problems:
             raise ModelError("invalid model metadata: " + "; ".join(problems))
 

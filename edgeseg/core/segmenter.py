@@ -169,6 +169,11 @@ class Segmenter:
         int32 object ids for an instance model."""
         return self._labels(self.probabilities(frame, prepared=prepared))
 
+    def labels_from(self, prob: np.ndarray) -> np.ndarray:
+        """The label map :meth:`labels` gives, from probabilities :meth:`probabilities` gave
+        (for callers that keep both, e.g. a fractional DICOM SEG)."""
+        return self._labels(prob)
+
     def _labels(self, prob: np.ndarray) -> np.ndarray:
         spec = self.meta.instance_spec
         if spec is not None:

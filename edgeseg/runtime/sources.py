@@ -77,26 +77,38 @@ class FrameSource(Protocol):
     def name(self, i: int) -> str: ...
 
 
-def open_file_source(source: str | Path) -> ConcatSource | ImageFile | TiffStack | VideoFile:
+def open_file_source(
+    source: str | Path, *, window: Any = None
+) -> ConcatSource | ImageFile | TiffStack | VideoFile | Any:
     """Open a folder, a glob pattern, an image, a TIFF stack or a video file as a FrameSource.
 
     Every source returned also has ``path`` (what was asked for, as a string) and ``close()``
     (releases open files; reading again reopens them).
 
+    DICOM (:mod:`edgeseg.dicom`): a DICOM file, or a folder of DICOM files without other
+    images (its series, each in slice-position order), windowed by ``window`` (a parsed
+    :class:`~edgeseg.dicom.Window`; None or ``"file"``: each file's own).
+
     Raises:
         DataError: missing path, empty folder, a pattern matching nothing, an unsupported
-            suffix, a TIFF or video that cannot be decoded.
+            suffix, a TIFF or video that cannot be decoded, a bad DICOM file or series.
     """
+    from edgeseg.dicom import dicom_files, is_dicom, open_dicom
+
     text = str(source)
     if text.startswith("file://"):
         text = text[len("file://") :]
     path = Path(text).expanduser()
     if path.is_dir():
         files = list_images(path)
+        if not files and dicom_files(path):
+            return open_dicom(path, window)
         if not files:
             raise DataError(f"no images in folder {path} (looked for {', '.join(IMAGE_SUFFIXES)})")
         return ConcatSource([_open_file(f) for f in files], kind="image folder", path=str(path))
     if path.is_file():
+        if path.suffix.lower() not in _SUPPORTED and is_dicom(path):
+            return open_dicom(path, window)
         return _open_file(path)
     if any(ch in text for ch in _GLOB_CHARS):
         matches = [Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True)]

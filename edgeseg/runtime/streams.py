@@ -79,6 +79,7 @@ def open_stream(
     width: int | None = None,
     height: int | None = None,
     fps: float | None = None,
+    window: Any = None,
 ) -> Stream:
     """Open a stream URI (as :func:`parse_source` gives, or any form it accepts).
 
@@ -86,6 +87,8 @@ def open_stream(
     that mode; a camera that picks another mode says so in ``stream.warnings``. For
     ``synthetic://`` they stand in for ``size`` and ``fps`` parameters not in the URI. Other
     sources have their own size and rate and refuse them.
+
+    ``window`` (a parsed :class:`~edgeseg.dicom.Window`, or ``"file"``) windows DICOM files.
 
     A live stream's ``reopen()`` opens the same source again (raising as this does when it is
     not back yet); a file stream's ``reopen`` is None.
@@ -119,7 +122,7 @@ def open_stream(
         return open_gstreamer(parsed.target, parsed.uri, f"the pipeline {parsed.uri}")
     if scheme in ("rtsp", "http", "https"):
         return open_network(parsed.uri)
-    return FileStream(parsed)
+    return FileStream(parsed, window=window)
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,12 +143,19 @@ class FileStream(StreamBase):
     before the first read and after the end.
     """
 
-    def __init__(self, parsed: ParsedURI) -> None:
+    def __init__(self, parsed: ParsedURI, *, window: Any = None) -> None:
         from edgeseg.runtime.sources import open_file_source
 
         self.warnings: list[str] = []
         self.reopen: Callable[[], Stream] | None = None  # a file ends at its end
-        self._source = open_file_source(parsed.target)
+        self._source = open_file_source(parsed.target, window=window)
+        # µm per pixel by frame name where the files say (DICOM Pixel Spacing), for areas.
+        self.pixel_sizes: dict[str, float] = {}
+        if hasattr(self._source, "frame_geometry"):
+            for i in range(len(self._source)):
+                um = self._source.frame_geometry(i).pixel_size_um
+                if um is not None:
+                    self.pixel_sizes[self._source.name(i)] = um
         parts = getattr(self._source, "parts", None) or [self._source]
         ends = np.cumsum([len(p) for p in parts]).tolist()
         self._parts = [(p, end - len(p), end) for p, end in zip(parts, ends, strict=True)]

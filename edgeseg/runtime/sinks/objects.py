@@ -53,6 +53,9 @@ class ObjectSink(SinkBase):
             raise DataError(f"cannot write the objects CSV {path}: {parent} is not writable")
         self.meta = meta
         self.pixel_size_um = pixel_size_um
+        # µm per pixel by frame name, from the source (DICOM Pixel Spacing); frames named
+        # here use theirs instead of ``pixel_size_um`` (see FileStream.pixel_sizes).
+        self.pixel_sizes: dict[str, float] = {}
         self.path = path
         self.csv = CsvSink(
             path, OBJECT_CSV_FIELDS, max_bytes=max_bytes, file_bytes=file_bytes, what="objects CSV"
@@ -83,8 +86,10 @@ class ObjectSink(SinkBase):
         if self.csv.stopped is not None:
             return
         labels = check_labels(labels, kind="any")
-        rows = frame_objects(labels, self.meta, frame, self.pixel_size_um)
         fields = record_fields(record)
+        name = fields.get("name")
+        pixel = self.pixel_sizes.get(name, self.pixel_size_um) if name else self.pixel_size_um
+        rows = frame_objects(labels, self.meta, frame, pixel)
         head = {"frame": fields.get("frame", index), "name": fields.get("name")}
         self.csv.write_rows([{**head, **row} for row in rows])
 
