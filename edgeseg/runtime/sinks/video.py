@@ -78,7 +78,9 @@ class VideoSink(SinkBase):
     it is processed); a source without a clock (images, an unpaced synthetic stream) gets
     ``1/fps`` a frame. A file clock that goes back (the next video of a folder) continues
     after the last frame. Each frame lasts until the next; the last one of a segment until the
-    first of the next segment.
+    first of the next segment. A gap without frames is time that passed (inference slower
+    than a segment), unless the source said it was lost (:meth:`status`): then the open
+    segment ends at its last frame (one file: the outage is cut out).
 
     **One file** (``path`` ends with ``.mp4``, ``.mkv`` or ``.avi``): H.264 in MP4 (yuv420p,
     faststart: plays in a browser) or Matroska, Motion JPEG in AVI; :meth:`close` finalizes
@@ -87,15 +89,15 @@ class VideoSink(SinkBase):
     **Segments** (``path`` is a folder: it exists as one, ends with ``/`` or has another
     suffix): a segment closes once ``segment_seconds`` (default 10 s) have passed on the
     frames' clock: wall-clock time for a live source (as a dash camera does), the file's own
-    time for a file; a gap longer than a segment (a camera outage) closes it at its last
-    frame. Named ``edgeseg-YYYYMMDD-HHMMSS-NNNNNN.mp4`` (``fmt`` "mkv" or "avi" for those): the
-    UTC start time and a sequence number that continues across restarts. A segment is written
-    as ``.edgeseg-….partial.mp4`` (hidden), read back (its packets counted), then published
-    (:func:`edgeseg.paths.publish`: fsync, rename, fsync the folder), so after a kill or power
-    cut at any moment only the segment being written is lost; leftover partial files of a
-    killed run are deleted at start (with a warning). With ``max_bytes`` (bytes, ``"2G"``,
-    ``"20%"`` of the free space) the oldest segments of our naming, earlier runs' included,
-    are deleted after each new one so the folder stays within it; no other file is touched.
+    time for a file. Named ``edgeseg-YYYYMMDD-HHMMSS-NNNNNN.mp4`` (``fmt`` "mkv" or "avi"
+    for those): the UTC start time and a sequence number that continues across restarts. A
+    segment is written as ``.edgeseg-….partial.mp4`` (hidden), read back (its packets
+    counted), then published (:func:`edgeseg.paths.publish`: fsync, rename, fsync the
+    folder), so after a kill or power cut at any moment only the segment being written is
+    lost; leftover partial files of a killed run are deleted at start (with a warning).
+    With ``max_bytes`` (bytes, ``"2G"``, ``"20%"`` of the free space) the oldest segments of
+    our naming, earlier runs' included, are deleted after each new one so the folder stays
+    within it; no other file is touched.
 
     :meth:`prepare` (called once the source is open) takes its rate and frame size and checks
     the bound against one segment's size. ``fps`` is the nominal rate (the bitrate cap, the
@@ -137,10 +139,10 @@ class VideoSink(SinkBase):
         self._live: bool | None = None  # from prepare(): a live source's clock
         self._start = 0.0  # the open file's start on the recording clock
         self._boundary = -math.inf  # where the open segment ends on the recording clock
-        self._last_raw: float | None = None  # the newest clock reading
         self._offset = 0.0  # added to a file clock that went back
         self._last_t: float | None = None  # the newest frame on the recording clock
         self._intervals: deque[float] = deque(maxlen=32)
+        self._lost = False  # the source was lost since the last frame
         if not math.isfinite(self.fps) or self.fps < 0:
             raise DataError(f"video frame rate must be positive, got {fps}")
         if self.segmented:
@@ -251,7 +253,7 @@ class VideoSink(SinkBase):
         try:
             if self._writer is not None and self.segmented:
                 assert self._last_t is not None
-                if t - self._last_t > self.segment_seconds:  # an outage: end at the last frame
+                if self._lost:  # after an outage: end at the last frame before it
                     self._close_segment(self._last_t + self._period())
                 elif t >= self._boundary - self._period() / 2:  # the frame nearest the boundary
                     self._close_segment(t)
@@ -264,9 +266,17 @@ class VideoSink(SinkBase):
             self.frames += 1
         except OSError as exc:
             self._stop(exc)
-        if self._last_t is not None and t > self._last_t:
+        if self._last_t is not None and t > self._last_t and not self._lost:
             self._intervals.append(t - self._last_t)
         self._last_t = t
+        self._lost = False
+
+    def status(self, message: str | None) -> None:
+        """The source's state: a loss (a camera outage) ends the open segment at its last
+        frame, or, in one file, is cut out of its time (one usual interval), instead of
+        showing the last frame for the whole outage."""
+        if message is not None:
+            self._lost = True
 
     def _clock(self, record: Record) -> float:
         """The frame's time on the recording's clock, seconds: the record's ``clock_s``
@@ -277,13 +287,10 @@ class VideoSink(SinkBase):
         if raw is None or not math.isfinite(raw):
             return self.frames / self.rate
         raw = float(raw)
-        if (
-            self._last_raw is not None
-            and self._last_t is not None
-            and raw + self._offset <= (self._last_t)
+        if self._last_t is not None and (
+            raw + self._offset <= self._last_t or (self._lost and not self.segmented)
         ):
             self._offset = self._last_t + self._period() - raw
-        self._last_raw = raw
         return raw + self._offset
 
     def _period(self) -> float:
@@ -326,22 +333,22 @@ class VideoSink(SinkBase):
         self._finalizer = weakref.finalize(self, writer.abandon)
 
     def _release(self, end: float | None) -> VideoWriter | None:
-        """Finish the open file, its last frame ending at ``end`` on the recording clock."""
+        """Finish the open file, its last frame ending at ``end`` on the recording clock
+        (None: one usual interval after it)."""
         if self._writer is None:
             return None
+        if end is None:
+            end = (self._last_t if self._last_t is not None else self._start) + self._period()
         writer, self._writer = self._writer, None
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
         try:
-            writer.close(None if end is None else end - self._start)
+            writer.close(end - self._start)
         except OSError:
             writer.abandon()
             raise
-        seconds = (end if end is not None else (self._last_t or 0.0) + self._period()) - (
-            self._start
-        )
-        self.recorded_seconds += max(0.0, seconds)
+        self.recorded_seconds += max(0.0, end - self._start)
         self.recorded_frames += writer.frames
         return writer
 
