@@ -57,7 +57,7 @@ RECORD = {"frame": 0, "inference_ms": 12.3456789, "objects": 2, "dropped": 0}
 # ---------------------------------------------------------------------------- video
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".avi"])
 def test_video_round_trip(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / "out" / f"run{suffix}"
     with VideoSink(path, fps=10) as sink:
