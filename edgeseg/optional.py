@@ -19,6 +19,7 @@ _EXTRA_FOR = {
     "cv2": ("runtime", "OpenCV"),
     "tifffile": ("runtime", "tifffile"),
     "ai_edge_litert": ("runtime", "LiteRT"),
+    "av": ("runtime", "PyAV (FFmpeg, for recording video)"),
     "onnxruntime": ("onnx", "onnxruntime"),
     "tf2onnx": ("onnx", "tf2onnx"),
     "openvino": ("openvino", "OpenVINO"),

@@ -196,8 +196,8 @@ class RunOptions:
         default=None,
         metadata=_option(
             "--record",
-            help="Write the overlay video: a .mp4/.avi file, or a folder (or a name ending in /) "
-            "for short segments, each playable as soon as it closes.",
+            help="Write the overlay video: a .mp4/.mkv/.avi file, or a folder (any other name, or "
+            "one ending in /) for short segments, each playable as soon as it closes.",
         ),
     )
     # The recording's frame rate (default: --fps, the stream's).

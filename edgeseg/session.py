@@ -249,6 +249,7 @@ def build_session(
             for sink in sinks:  # DICOM: each slice's own Pixel Spacing for object areas
                 if hasattr(sink, "pixel_sizes"):
                     sink.pixel_sizes.update(stream.pixel_sizes)
+        _prepare_recording(sinks, stream, messages, warn)
     except BaseException:
         for sink in sinks:
             sink.close()
@@ -468,6 +469,12 @@ def _open_sinks(
         if o.record:
             fps = o.record_fps if o.record_fps is not None else o.fps
             segmented = is_folder_target(o.record)
+            if segmented and Path(o.record).suffix and not Path(o.record).is_dir():
+                messages.append(
+                    f"recording segments into the folder {o.record}/ (a video file's name ends "
+                    "in .mp4, .mkv or .avi)"
+                )
+                warn(messages[-1])
             sinks.append(
                 VideoSink(
                     o.record,
@@ -489,6 +496,25 @@ def _open_sinks(
             sink.close()
         raise
     return sinks
+
+
+def _prepare_recording(
+    sinks: Sequence[Sink], stream: Stream, messages: list[str], warn: Callable[[str], None]
+) -> None:
+    """Tell the recording what the open source is (live or file, rate, frame size) and say
+    what its checks found: a bound that holds no whole segment is a DataError."""
+    from edgeseg.runtime.sinks import VideoSink
+
+    info = stream.info
+    for sink in sinks:
+        if isinstance(sink, VideoSink):
+            try:
+                found = sink.prepare(live=info.live, fps=info.fps, size=info.size)
+            except DataError as exc:
+                raise DataError(f"{exc} (--record-max-bytes, --record-segment)") from exc
+            for line in found:
+                messages.append(f"warning: {line}")
+                warn(messages[-1])
 
 
 @contextmanager

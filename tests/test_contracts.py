@@ -117,7 +117,9 @@ def _old_record(name: str | None) -> dict[str, object]:
 def test_a_frame_record_is_the_row_it_replaced(name: str | None) -> None:
     record = dataclasses.replace(RECORD, name=name)
     assert list(record.to_dict().items()) == list(_old_record(name).items())  # keys in order
-    assert tuple(f.name for f in dataclasses.fields(FrameRecord)) == (*CSV_FIELDS, "name")
+    # the CSV's columns, the frame's name, and its time on the source's clock (not a column)
+    fields = (*CSV_FIELDS, "name", "clock_s")
+    assert tuple(f.name for f in dataclasses.fields(FrameRecord)) == fields
     with pytest.raises(dataclasses.FrozenInstanceError):
         record.frame = 4  # type: ignore[misc]
 

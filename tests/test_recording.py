@@ -29,7 +29,7 @@ from edgeseg.sizes import parse_bytes
 cv2 = pytest.importorskip("cv2")
 
 TESTS = Path(__file__).resolve().parent
-OURS = re.compile(r"edgeseg-\d{8}-\d{6}-(\d{6,})\.(mp4|avi)")
+OURS = re.compile(r"edgeseg-\d{8}-\d{6}-(\d{6,})\.(mp4|mkv|avi)")
 FOREIGN = {
     "notes.txt": b"keep me",
     "holiday.mp4": b"not ours",
@@ -170,8 +170,8 @@ def test_segment_argument_errors(tmp_path: Path) -> None:
         VideoSink(tmp_path / "run.mp4", fps=10, max_bytes="1G")
     with pytest.raises(DataError, match="need a folder"):
         VideoSink(tmp_path / "run.mp4", fps=10, segment_seconds=5)
-    with pytest.raises(DataError, match="mp4 or avi"):
-        VideoSink(tmp_path / "rec", fmt="mkv")
+    with pytest.raises(DataError, match="mp4, mkv or avi"):
+        VideoSink(tmp_path / "rec", fmt="webm")
     with pytest.raises(DataError, match="more than 0 seconds"):
         VideoSink(tmp_path / "rec", segment_seconds=0)
     with pytest.raises(DataError, match="bad size"):
@@ -192,7 +192,7 @@ CHILD = textwrap.dedent(
     labels = np.zeros((48, 160), np.uint8)
     for i in range(1000):
         sink.write(i, index_frame(i), labels, {{}})
-        print(i, flush=True)  # frame i is written (and its segment closed if it was the last)
+        print(i, flush=True)  # frame i is written (and the segment before it closed)
     """
 )
 PER_SEGMENT = 4  # 0.4 s at 10 fps
@@ -235,7 +235,8 @@ def test_sigkill_loses_at_most_the_open_segment(tmp_path: Path, seed: int) -> No
     for j, frames in enumerate(got):  # every closed segment whole and in order
         assert frames == list(range(j * PER_SEGMENT, (j + 1) * PER_SEGMENT)), (j, frames)
     kept = sum(len(f) for f in got)
-    assert kept >= confirmed - (confirmed % PER_SEGMENT)  # only the open segment is lost
+    # Only the open segment is lost: a segment closes when the first frame past it comes.
+    assert kept >= confirmed - PER_SEGMENT
     assert_foreign_intact(folder)
 
     # A restart deletes the partial file, says so, and continues the sequence.
@@ -345,38 +346,33 @@ def test_csv_of_an_earlier_run_is_rotated_aside(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- full disk
 
 
-class FailingWriter:
-    """A video writer that fails like a full disk after ``ok`` frames."""
+def failing_writers(monkeypatch: pytest.MonkeyPatch, budgets: list[int]) -> None:
+    """Video writers that fail like a full disk: the n-th one opened after ``budgets[n]``
+    frames (the last budget for all later ones)."""
+    from edgeseg.runtime.sinks import video
+    from edgeseg.runtime.sinks.recorder import VideoWriter
 
-    def __init__(self, real: object, ok: int) -> None:
-        self.real, self.ok = real, ok
+    opened = [0]
 
-    def isOpened(self) -> bool:
-        return self.real.isOpened()  # type: ignore[attr-defined]
+    class FailingWriter(VideoWriter):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            self.ok = budgets[min(opened[0], len(budgets) - 1)]
+            opened[0] += 1
 
-    def write(self, frame: np.ndarray) -> object:
-        if self.ok <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "segment")
-        self.ok -= 1
-        return self.real.write(frame)  # type: ignore[attr-defined]
+        def write(self, rgb: np.ndarray, t: float) -> None:
+            if self.ok <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "segment")
+            self.ok -= 1
+            super().write(rgb, t)
 
-    def release(self) -> None:
-        self.real.release()  # type: ignore[attr-defined]
+    monkeypatch.setattr(video, "VideoWriter", FailingWriter)
 
 
 def test_full_disk_stops_recording_without_raising(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_open = VideoSink._open_writer
-    budget = [6]
-
-    def open_writer(self: VideoSink, path: Path, size: tuple[int, int], fps: float) -> object:
-        writer = FailingWriter(real_open(self, path, size, fps), budget[0])
-        if "probe" not in path.name:
-            budget[0] = max(0, budget[0] - 4)
-        return writer
-
-    monkeypatch.setattr(VideoSink, "_open_writer", open_writer)
+    failing_writers(monkeypatch, [6, 2])
     folder = tmp_path / "rec"
     sink = VideoSink(folder, fps=10, segment_seconds=0.4)
     for i in range(12):
@@ -495,14 +491,7 @@ def test_full_disk_stops_recording_only_in_a_run(
         backend = load_backend(probe_model(tmp_path / "probe.tflite"))
     except Exception as exc:  # no LiteRT here
         pytest.skip(f"no LiteRT: {exc}")
-    real_open = VideoSink._open_writer
-    monkeypatch.setattr(
-        VideoSink,
-        "_open_writer",
-        lambda self, path, size, fps: FailingWriter(
-            real_open(self, path, size, fps), 4 if "probe" in path.name else 2
-        ),
-    )
+    failing_writers(monkeypatch, [2])
     video = VideoSink(tmp_path / "rec", fps=10, segment_seconds=10)
     stats = CsvSink(tmp_path / "stats.csv")
     server = MjpegServer(port=0)

@@ -425,6 +425,7 @@ class _TimingSink:
 
     wants_frame = False
     quit_requested = False
+    notes: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []

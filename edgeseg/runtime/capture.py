@@ -57,12 +57,16 @@ class Frame:
     frames dropped in between leave gaps), ``image`` is the stream's array (uint8/uint16,
     (H, W) or (H, W, C), RGB), ``captured`` the time.perf_counter() when read() returned it,
     ``name`` the frame's name in a file source (the stream's ``frame_name``: ``"A06.tif"``,
-    ``"clip.mp4#frame37"``), None for other streams."""
+    ``"clip.mp4#frame37"``), None for other streams. ``clock`` is the frame's time on its
+    source's clock, seconds: ``captured`` for a live stream (monotonic: the time that passed),
+    the stream's ``frame_time`` for a file (a video's own timestamp), None where a file has
+    none (images)."""
 
     index: int
     image: np.ndarray
     captured: float
     name: str | None = None
+    clock: float | None = None
 
 
 @runtime_checkable
@@ -347,7 +351,8 @@ class CaptureThread:
                 if image is None:  # the end of a file, or of the frames a live stream announced
                     break
                 # read() has returned: its frame_name is this frame's, no race
-                frame = Frame(n, image, captured, stream.frame_name)
+                clock = captured if self.live else stream.frame_time
+                frame = Frame(n, image, captured, stream.frame_name, clock)
                 n += 1
                 delay = self.backoff
                 with self._cond:

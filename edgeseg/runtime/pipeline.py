@@ -75,6 +75,7 @@ class Segmented:
     stats: ObjectStats
     timings: dict[str, float]  # milliseconds per stage
     name: str | None = None  # the frame's name in a file source
+    clock: float | None = None  # the frame's time on its source's clock (capture.Frame.clock)
 
 
 @dataclass
@@ -94,6 +95,7 @@ class RunSummary:
     lost_at_end: bool = False  # the run ended during an outage
     lost_what: str = "camera"  # "camera" or "stream", for the summary line
     last_fault: str | None = None  # why the source was last lost
+    notes: list[str] = field(default_factory=list)  # what the sinks made (the recorded rate)
 
     @property
     def fps(self) -> float:
@@ -121,6 +123,7 @@ class RunSummary:
             out.append(f"{self.lost_what} lost {times} ({self.outage_seconds:.1f} s in all), {how}")
             if self.last_fault:
                 out.append(f"last loss: {self.last_fault}")
+        out += self.notes
         out += self.warnings
         if self.error:
             out.append(f"error: {self.error}")
@@ -143,6 +146,7 @@ class RunSummary:
             "outage_seconds": round(self.outage_seconds, 3),
             "lost_at_end": self.lost_at_end,
             "last_fault": self.last_fault,
+            "notes": self.notes,
         }
 
 
@@ -227,6 +231,7 @@ def run_pipeline(
                     seg.stats,
                     seg.timings,
                     frame.name,
+                    frame.clock,
                 )
                 put((seq, item))
         except BaseException as exc:  # reported by the main loop, never lost in the thread
@@ -286,6 +291,7 @@ def run_pipeline(
             except Exception as exc:  # one failing sink must not keep the others open
                 summary.warnings.append(f"warning: closing {type(sink).__name__}: {exc}")
             summary.warnings += [f"warning: {w}" for w in sink.warnings]
+            summary.notes += sink.notes
     summary.dropped = capture.dropped
     summary.outages = capture.outages
     if summary.outages:
@@ -358,6 +364,7 @@ def _render_one(
         objects=item.stats.count,
         dropped=dropped,
         name=item.name,
+        clock_s=item.clock,
     )
     for sink in sinks:
         if sink.wants_frame:

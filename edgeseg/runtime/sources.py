@@ -317,6 +317,7 @@ class VideoFile:
         self._path = Path(path)
         self._cap: Any = None
         self._next = 0  # index of the frame the capture's next read() returns; -1: unknown
+        self._times: dict[int, float] = {}  # presentation times of the frames just read
         cap = self._open()
         cv = cv2()
         width = int(cap.get(cv.CAP_PROP_FRAME_WIDTH))
@@ -354,6 +355,12 @@ class VideoFile:
             self._next = -1
             raise DataError(f"cannot decode {self.name(i)} ({self._path} is truncated or damaged)")
         self._next = i + 1
+        # The decoded frame's own timestamp (FFmpeg's pts, from the video's start).
+        msec = float(cap.get(cv.CAP_PROP_POS_MSEC))
+        if len(self._times) > 64:
+            self._times.clear()
+        known = math.isfinite(msec) and msec >= 0
+        self._times[i] = msec / 1000.0 if known else i / (self.fps or 25.0)
         if frame.ndim == 2:
             return frame
         return cv.cvtColor(frame, cv.COLOR_BGR2RGB if frame.shape[2] == 3 else cv.COLOR_BGRA2RGBA)
@@ -361,6 +368,12 @@ class VideoFile:
     def name(self, i: int) -> str:
         _check_index(i, self._n)
         return f"{self._path.name}#frame{i}"
+
+    def time(self, i: int) -> float:
+        """Frame ``i``'s presentation time in seconds from the video's start, as decoded
+        (frames read lately), else ``i`` over the nominal rate."""
+        known = self._times.get(i)
+        return known if known is not None else i / (self.fps or 25.0)
 
     def close(self) -> None:
         if self._cap is not None:

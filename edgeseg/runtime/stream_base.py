@@ -50,8 +50,11 @@ class Stream(Protocol):
       or None (a file ends at its end).
     - ``frame_name``: the source's name of the frame ``read()`` returned last (``"A06.tif"``,
       ``"clip.mp4#frame37"``), or None (cameras; before the first read, after the end).
+    - ``frame_time``: the source's own time of the frame ``read()`` returned last, seconds
+      from its start (a video file's presentation timestamp), or None (live sources, whose
+      time is when a frame was captured; images).
 
-    :class:`StreamBase` gives the defaults of the last three, so a stream states only what
+    :class:`StreamBase` gives the defaults of the last four, so a stream states only what
     it has.
     """
 
@@ -59,6 +62,7 @@ class Stream(Protocol):
     warnings: list[str]
     reopen: Callable[[], Stream] | None
     frame_name: str | None
+    frame_time: float | None
 
     def read(self) -> np.ndarray | None: ...
 
@@ -69,13 +73,15 @@ class Stream(Protocol):
 
 class StreamBase(ABC):
     """What a stream builds on: the optional capabilities of :class:`Stream` with their
-    defaults (no ``reopen``, no ``frame_name``, nothing to interrupt). A subclass sets
-    ``info`` and ``warnings`` (a list of its own) and defines ``read`` and ``close``."""
+    defaults (no ``reopen``, no ``frame_name`` or ``frame_time``, nothing to interrupt). A
+    subclass sets ``info`` and ``warnings`` (a list of its own) and defines ``read`` and
+    ``close``."""
 
     info: StreamInfo
     warnings: list[str]
     reopen: Callable[[], Stream] | None = None
     frame_name: str | None = None
+    frame_time: float | None = None
 
     @abstractmethod
     def read(self) -> np.ndarray | None: ...

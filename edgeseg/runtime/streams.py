@@ -140,7 +140,8 @@ class FileStream(StreamBase):
 
     ``frame_name`` is the source's name of the frame :meth:`read` returned last (``"A06.tif"``
     in a folder, ``"clip.mp4#frame37"``, ``"stack.tif#page5"``: the source's ``name(i)``), None
-    before the first read and after the end.
+    before the first read and after the end. ``frame_time`` is that frame's own time in a
+    video (its presentation timestamp, seconds from the video's start), else None.
     """
 
     def __init__(self, parsed: ParsedURI, *, window: Any = None) -> None:
@@ -171,13 +172,16 @@ class FileStream(StreamBase):
         self._pending: np.ndarray | None = None
         self._closed = False
         self.frame_name: str | None = None
+        self.frame_time: float | None = None
         self._read_name: str | None = None  # of the frame _read_next returned last
+        self._read_time: float | None = None
         first = self._read_next()
         if first is None:
             self._source.close()
             why = f": {self.warnings[0]}" if self.warnings else ""
             raise DataError(f"no frame of {self._source.description} can be read{why}")
         self._pending, self._pending_name = first, self._read_name
+        self._pending_time = self._read_time
         rate = getattr(self._source, "fps", None)
         self.info = StreamInfo(
             uri=parsed.uri,
@@ -191,13 +195,14 @@ class FileStream(StreamBase):
     def read(self) -> np.ndarray | None:
         if self._pending is not None:
             frame, self._pending = self._pending, None
-            self.frame_name = self._pending_name
+            self.frame_name, self.frame_time = self._pending_name, self._pending_time
             return frame
         if self._closed:
-            self.frame_name = None
+            self.frame_name = self.frame_time = None
             return None
         frame = self._read_next()
         self.frame_name = self._read_name if frame is not None else None
+        self.frame_time = self._read_time if frame is not None else None
         return frame
 
     def close(self) -> None:
@@ -230,6 +235,7 @@ class FileStream(StreamBase):
             self._next = i + 1
             self._note_ends()
             self._read_name = self._source.name(i)
+            self._read_time = part.time(i - start) if isinstance(part, VideoFile) else None
             return frame
         return None
 

@@ -6,7 +6,8 @@ module             job
 =================  ==========================================================================
 ``base``           the :class:`Sink` protocol, :class:`SinkBase`, :class:`FrameRecord`, the
                    disk-failure policy
-``video``          :class:`VideoSink`: one video file, or segments in a folder
+``video``          :class:`VideoSink`: one video file, or segments in a folder, in real time
+``recorder``       :class:`VideoWriter`: one container through PyAV, frames at their times
 ``masks``          :class:`MaskSink`: one lossless label-map file a frame
 ``csv``            :class:`CsvSink`: one row a frame, rotated within a size bound
 ``objects``        :class:`ObjectSink`: one row per object per frame
@@ -65,6 +66,7 @@ from edgeseg.runtime.sinks.mjpeg import (
     token_dir,
 )
 from edgeseg.runtime.sinks.objects import ObjectSink
+from edgeseg.runtime.sinks.recorder import VideoWriter
 from edgeseg.runtime.sinks.video import VideoSink, is_folder_target
 from edgeseg.runtime.sinks.window import WindowSink
 
@@ -81,6 +83,7 @@ __all__ = [
     "Sink",
     "SinkBase",
     "VideoSink",
+    "VideoWriter",
     "WindowSink",
     "frame_objects",
     "is_folder_target",

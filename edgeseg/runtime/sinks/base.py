@@ -67,7 +67,10 @@ class FrameRecord:
     ``*_ms`` fields the milliseconds of each stage and ``latency_ms`` from capture to the
     rendered overlay (3 decimals), ``objects`` the objects counted in it, ``dropped`` the
     frames the capture had dropped so far, ``name`` the frame's name in a file source
-    (``"A06.tif"``, ``"clip.mp4#frame37"``), else None.
+    (``"A06.tif"``, ``"clip.mp4#frame37"``), else None. ``clock_s`` is the frame's time on
+    its source's clock in seconds (a live source's monotonic capture time, a video file's own
+    timestamp; None where the source has none): what a recording times its frames by. It is
+    not a CSV column.
     """
 
     frame: int
@@ -80,6 +83,7 @@ class FrameRecord:
     objects: int
     dropped: int
     name: str | None = None
+    clock_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a row: the :data:`CSV_FIELDS` in order, then ``name`` when the
@@ -123,10 +127,12 @@ class Sink(Protocol):
     - ``quit_requested``: turns true when the user asked to stop (q in a window);
     - ``status(message)``: the source's state, None while frames flow, else e.g. ``"camera
       lost, retrying since 14:02:11"`` (told at every change; a sink may ignore it);
-    - ``warnings``: one-line messages for the run's summary (a stopped recording).
+    - ``warnings``: one-line messages for the run's summary (a stopped recording);
+    - ``notes``: one-line facts for the run's summary, read after ``close()`` (what a
+      recording holds and at which rate).
 
     :class:`SinkBase` gives the defaults (no frame, never quits, status ignored, no
-    warnings), so a sink defines ``write`` and overrides only what it has.
+    warnings or notes), so a sink defines ``write`` and overrides only what it has.
     """
 
     wants_frame: bool
@@ -134,6 +140,9 @@ class Sink(Protocol):
 
     @property
     def warnings(self) -> Sequence[str]: ...
+
+    @property
+    def notes(self) -> Sequence[str]: ...
 
     def status(self, message: str | None) -> None: ...
 
@@ -170,6 +179,7 @@ class SinkBase(ABC):
     wants_frame: bool = False
     quit_requested: bool = False
     warnings: Sequence[str] = ()
+    notes: Sequence[str] = ()
     closed = False
     stopped: str | None = None
 
