@@ -26,6 +26,7 @@ _EXTRA_FOR = {
     "distributed": ("batch", "dask.distributed"),
     "zarr": ("batch", "Zarr"),
     "pyarrow": ("batch", "pyarrow"),
+    "prometheus_client": ("runtime", "prometheus_client"),
 }
 
 

@@ -284,6 +284,15 @@ class RunOptions:
             "and kept in ~/.config/edgeseg/stream-token).",
         ),
     )
+    metrics: str | None = field(
+        default=None,
+        metadata=_option(
+            "--metrics",
+            help="Serve Prometheus metrics at http://[HOST:]PORT/metrics without the stream page "
+            "(binds 127.0.0.1 unless a host is given; off loopback it needs the stream token). "
+            "With --stream, /metrics is also on the stream's address.",
+        ),
+    )
     retry: bool = field(
         default=True,
         metadata=_option(
