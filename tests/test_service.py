@@ -70,6 +70,20 @@ def test_system_unit_text() -> None:
     assert "StandardError=journal" in service
     assert install == ["WantedBy=multi-user.target"]
     assert not any(line.startswith("RestartSteps") for line in service)  # systemd 252
+    # systemd is told when the run is ready and restarts one that stops moving.
+    assert {"Type=notify", "NotifyAccess=main", "WatchdogSec=30", "TimeoutStartSec=300"} <= set(
+        service
+    )
+    assert "Type=simple" not in service
+
+
+def test_unit_watchdog_and_start_timeout_are_settable() -> None:
+    config = Path("/etc/edgeseg/edgeseg.toml")
+    spec = UnitSpec("e", config, "/py", run_as="pi", watchdog_seconds=120, start_seconds=900)
+    service = _section(unit_text(spec), "Service")
+    assert {"WatchdogSec=120", "TimeoutStartSec=900"} <= set(service)
+    with pytest.raises(DataError, match="at least 1 second"):
+        unit_text(UnitSpec("e", config, "/py", run_as="pi", watchdog_seconds=0))
 
 
 def test_user_unit_text() -> None:

@@ -64,9 +64,15 @@ _CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 def parse_metrics_address(text: str) -> tuple[str, int]:
     """``--metrics``'s ``[HOST:]PORT``, read as ``--stream``'s is (127.0.0.1 unless a host is
     given); raises DataError."""
+    from edgeseg.errors import DataError
     from edgeseg.runtime.sinks.mjpeg import parse_stream_address
 
-    return parse_stream_address(text)
+    try:
+        return parse_stream_address(text)
+    except DataError:
+        raise DataError(
+            f"bad --metrics address {text!r}: give PORT, HOST:PORT or [IPv6]:PORT"
+        ) from None
 
 
 @runtime_checkable
@@ -153,7 +159,8 @@ class RunMetrics(SinkBase):
         """The outputs whose rings are exported, and the folders whose free space is."""
         self._outputs = [s for s in sinks if s is not self and isinstance(s, BoundedOutput)]
         seen: list[Path] = []
-        for folder in [*folders, *(Path(s.path) for s in self._outputs)]:
+        paths = [Path(s.path) for s in self._outputs]
+        for folder in [*folders, *(p if p.is_dir() else p.parent for p in paths)]:
             if folder not in seen:
                 seen.append(folder)
         self._folders = seen or [Path.cwd()]
