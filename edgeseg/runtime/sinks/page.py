@@ -120,9 +120,8 @@ async function history() {
     $("maxo").textContent = maxo; $("maxf").textContent = maxf.toFixed(1);
     $("l-objects").setAttribute("points", line(pts, 2, maxo));
     $("l-fps").setAttribute("points", line(pts, 1, maxf));
-    const span = pts.length ? pts[0][0] : 0;
-    $("span").textContent = span >= 120 ? Math.round(span / 60) + " minutes"
-      : Math.round(span) + " seconds";
+    const span = Math.max(60, pts.length ? pts[0][0] : 0);  // as line() draws it
+    $("span").textContent = span >= 120 ? Math.round(span / 60) + " minutes" : "minute";
   } catch (e) {}
   setTimeout(history, 2000);
 }
