@@ -301,6 +301,15 @@ class RunOptions:
             "back-off until it comes back; --no-retry ends the run instead.",
         ),
     )
+    wait_for_source: bool = field(
+        default=False,
+        metadata=_option(
+            "--wait-for-source",
+            help="A camera or network stream that is not there at start (not plugged in yet, a "
+            "server still booting) is waited for and opened when it comes, as a lost one is "
+            "reopened, instead of ending the run (the service unit sets it).",
+        ),
+    )
     read_timeout: float = field(
         default=5.0,
         metadata=_option(

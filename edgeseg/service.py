@@ -124,7 +124,9 @@ def unit_text(spec: UnitSpec) -> str:
         raise DataError("a service's watchdog and start timeout must be at least 1 second")
     if not spec.config.is_absolute():
         raise DataError(f"a service needs the absolute path of its config, got {spec.config}")
+    # A camera absent at boot is waited for (the run is READY meanwhile), not a restart loop.
     command = [spec.python, "-m", "edgeseg.cli.main", "run", "--config", str(spec.config)]
+    command.append("--wait-for-source")
     lines = [
         f"{MARKER}; `edgeseg service uninstall` removes it.",
         "# Settings live in the config file below; `edgeseg config show --config FILE`.",

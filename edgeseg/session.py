@@ -244,7 +244,7 @@ def build_session(
                 "--headless with no output: add --record, --save-masks, --csv, --objects or "
                 "--stream"
             )
-        stream = early or open_stream(uri, width=o.width, height=o.height, fps=o.fps)
+        stream = early or _open_or_wait(uri, o, warn, messages)
     except BaseException:
         for sink in sinks:
             sink.close()
@@ -519,6 +519,27 @@ def _open_sinks(
             sink.close()
         raise
     return sinks
+
+
+def _open_or_wait(
+    uri: str, o: RunOptions, warn: Callable[[str], None], messages: list[str]
+) -> Stream:
+    """The source opened; with --wait-for-source (and --retry), a live source that does not
+    open yet is a PendingStream the capture keeps reopening."""
+    from edgeseg.runtime.pending import PendingStream, waits_for
+    from edgeseg.runtime.streams import open_stream
+
+    def reopen() -> Stream:
+        return open_stream(uri, width=o.width, height=o.height, fps=o.fps)
+
+    try:
+        return reopen()
+    except DataError as exc:
+        if not (o.wait_for_source and o.retry and waits_for(uri)):
+            raise
+        messages.append(f"waiting for the source: {exc}")
+        warn(messages[-1])
+        return PendingStream(uri, exc, reopen)
 
 
 def _address(text: str) -> tuple[str, int]:

@@ -248,3 +248,49 @@ def test_edgeseg_run_speaks_the_protocol(model: Path, systemd: FakeSystemd, tmp_
     ready, pets, stopping = (systemd.times(k) for k in ("READY", "WATCHDOG", "STOPPING"))
     assert len(ready) == 1 and len(stopping) == 1
     assert pets and ready[0] <= min(pets) and max(pets) <= stopping[0]
+
+
+def test_a_camera_absent_at_start_is_waited_for_and_the_run_is_ready(
+    model: Path, systemd: FakeSystemd, tmp_path: Path
+) -> None:
+    """Under the service (--wait-for-source), a source that is not there at boot is no start
+    failure and no restart loop: READY at once, pets while it is reopened, STATUS says so;
+    SIGTERM ends it cleanly. Without the flag it stays a one-line error."""
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port nobody listens on: the camera is not there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [
+        sys.executable, "-m", "edgeseg.cli.main", "run", str(model),
+        "--source", f"rtsp://127.0.0.1:{port}/cam", "--headless", "--csv", str(tmp_path / "f.csv"),
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": systemd.address,
+        "WATCHDOG_USEC": "400000",
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    refused = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode == 2 and "cannot open rtsp://" in refused.stderr
+    assert "Traceback" not in refused.stderr and not systemd.times("READY")
+
+    run = subprocess.Popen(
+        [*argv, "--wait-for-source"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(systemd.times("WATCHDOG")) >= 4, timeout=120)
+    finally:
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    assert "waiting for the source: cannot open rtsp://" in err
+    assert len(systemd.times("READY")) == 1 and systemd.times("READY")[0] < min(
+        systemd.times("WATCHDOG")
+    )
+    assert any(v.startswith("stream lost, retrying since") for v in systemd.values("STATUS"))
+    assert systemd.times("STOPPING")
+    assert "0 frames" in out and "stream lost 1 time" in out and "still lost at the end" in out

@@ -101,8 +101,12 @@ def camera() -> Iterator[Camera]:
 
 
 def metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
+    """The unlabelled samples of /metrics ({} while the server is not up yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
     return {
         s.name: s.value
         for fam in prom_parser.text_string_to_metric_families(text)
@@ -148,7 +152,7 @@ def test_rtsp_camera_killed_and_restarted(camera: Camera, tmp_path: Path) -> Non
 
         def lost() -> bool:
             m = metrics(mport)
-            return m.get("edgeseg_camera_outages_total", 0) >= 1 and m["edgeseg_camera_up"] == 0
+            return m.get("edgeseg_camera_outages_total", 0) >= 1 and m.get("edgeseg_camera_up") == 0
 
         wait(lost, 60, "the outage on /metrics", run)
         time.sleep(1.0)
@@ -183,3 +187,33 @@ def test_rtsp_camera_killed_and_restarted(camera: Camera, tmp_path: Path) -> Non
         assert n > 0, seg
         decoded += n
     assert decoded >= 0.8 * got["frames"]
+
+
+def test_rtsp_camera_absent_at_start_is_waited_for(camera: Camera, tmp_path: Path) -> None:
+    """--wait-for-source (the service's): the camera comes up after the run started, and
+    its frames are processed."""
+    model = bright_model(tmp_path / "bright.tflite", size=64)
+    table, mport = tmp_path / "frames.csv", free_port()
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "edgeseg.cli.main", "run", str(model),
+         "--source", f"rtsp://127.0.0.1:{camera.port}/cam", "--headless", "--wait-for-source",
+         "--csv", str(table), "--metrics", f"127.0.0.1:{mport}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait(lambda: metrics(mport).get("edgeseg_camera_up") == 0, 120, "the run to wait", run)
+        time.sleep(2.0)
+        assert rows(table) == 0
+        camera.start()
+        wait(lambda: rows(table) >= 30, 120, "frames from the camera that came", run)
+        assert metrics(mport)["edgeseg_camera_up"] == 1
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, err
+    assert "waiting for the source" in err and "resumed each time" in out, out

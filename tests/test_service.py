@@ -64,7 +64,8 @@ def test_system_unit_text() -> None:
     unit, service, install = (_section(text, s) for s in ("Unit", "Service", "Install"))
     assert "StartLimitIntervalSec=0" in unit  # in [Unit]: never give up restarting
     assert {"After=network-online.target", "Wants=network-online.target"} <= set(unit)
-    assert f"ExecStart={sys.executable} -m edgeseg.cli.main run --config {config}" in service
+    run = f"{sys.executable} -m edgeseg.cli.main run --config {config} --wait-for-source"
+    assert f"ExecStart={run}" in service
     assert {"Restart=on-failure", "RestartSec=5", "WorkingDirectory=/", "User=pi"} <= set(service)
     assert {"SupplementaryGroups=video", "StandardOutput=journal"} <= set(service)
     assert "StandardError=journal" in service
@@ -90,7 +91,8 @@ def test_user_unit_text() -> None:
     config = Path("/home/pi/.config/edgeseg/edgeseg.toml")
     text = unit_text(UnitSpec("cam", config, "/venv/bin/python", user_unit=True, run_as="x"))
     service = _section(text, "Service")
-    assert f"ExecStart=/venv/bin/python -m edgeseg.cli.main run --config {config}" in service
+    run = f"/venv/bin/python -m edgeseg.cli.main run --config {config} --wait-for-source"
+    assert f"ExecStart={run}" in service
     assert not [ln for ln in service if ln.startswith(("User=", "SupplementaryGroups="))]
     assert "Restart=on-failure" in service
     assert _section(text, "Install") == ["WantedBy=default.target"]
