@@ -17,6 +17,14 @@ Printed, and checked against the issue's targets:
 - the recording folder never held more than its bound, and it rotated (segments deleted).
 
     python benchmarks/soak.py [--frames 10000] [--model unet_int8.tflite] [--ring-mb 48]
+
+With --scrape, instead: does scraping /metrics cost the run speed? `edgeseg run` with --csv and
+--metrics on loopback, --scrape-frames frames a run, alternately scraped every second (a GET of
+/metrics, as a Prometheus server does) and not scraped, --pairs times each (default 3); each
+run's FPS is the median of its windows of 100 frames after the first 200 (from the CSV's
+timestamps); printed: the medians of each mode and their ratio, checked against <= 2% change.
+
+    python benchmarks/soak.py --scrape [--pairs 3] [--scrape-frames 2000]
 """
 
 from __future__ import annotations
@@ -117,14 +125,75 @@ def folder_bytes(folder: Path) -> int:
     return total
 
 
+def scraped_run(model: Path, tmp: Path, frames: int, scrape: bool, k: int) -> tuple[float, int]:
+    """One `edgeseg run` with /metrics served, scraped every second or not: (its FPS, the
+    scrapes that answered)."""
+    table, port = tmp / f"scrape-{k}.csv", free_port()
+    cmd = [
+        sys.executable, "-m", "edgeseg.cli.main", "run", str(model),
+        "--source", f"synthetic://?size=512x512&frames={frames}&seed=11",
+        "--headless", "--overlap", "0", "--csv", str(table), "--metrics", f"127.0.0.1:{port}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    answered = 0
+    last = b""
+    while proc.poll() is None:
+        time.sleep(1.0)
+        if scrape:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    last = r.read()
+                answered += 1
+    if proc.returncode != 0:
+        err = proc.stderr.read() if proc.stderr else ""
+        raise SystemExit(f"edgeseg run failed ({proc.returncode}): {err.strip()[-2000:]}")
+    if scrape:  # what was scraped is the Prometheus text format
+        from prometheus_client.parser import text_string_to_metric_families
+
+        names = {f.name for f in text_string_to_metric_families(last.decode())}
+        assert "edgeseg_frames" in names and "edgeseg_stage_seconds" in names, names
+    with table.open() as f:
+        stamps = [float(r["timestamp_s"]) for r in csv.DictReader(f)]
+    windows = [100 / (stamps[i + 99] - stamps[i]) for i in range(200, len(stamps) - 99, 100)]
+    return statistics.median(windows), answered
+
+
+def scrape_main(model: Path, tmp: Path, frames: int, pairs: int) -> int:
+    """Alternate scraped and unscraped runs; compare their median FPS."""
+    fps: dict[bool, list[float]] = {True: [], False: []}
+    k = 0
+    for pair in range(pairs):
+        # Alternate which mode goes first, so a drift of the machine favours neither.
+        for scrape in (pair % 2 == 0, pair % 2 != 0):
+            value, answered = scraped_run(model, tmp, frames, scrape, k)
+            k += 1
+            fps[scrape].append(value)
+            print(f"run {k}: {'scraped' if scrape else 'not scraped'} {value:.2f} FPS"
+                  + (f" ({answered} scrapes)" if scrape else ""))  # fmt: skip
+    with_, without = statistics.median(fps[True]), statistics.median(fps[False])
+    change = with_ / without - 1
+    print(
+        f"median FPS scraped every second {with_:.2f}, not scraped {without:.2f}: "
+        f"{change:+.1%} ({pairs} runs each, {frames} frames of 512², {os.cpu_count()} cores)"
+    )
+    ok = abs(change) <= 0.02
+    print(f"{'PASS' if ok else 'FAIL'}  FPS change with /metrics scraped every second <= 2%")
+    return 0 if ok else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=10_000)
     ap.add_argument("--model", type=Path)
     ap.add_argument("--ring-mb", type=float, default=48.0)
+    ap.add_argument("--scrape", action="store_true", help="scraped vs not (see above)")
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--scrape-frames", type=int, default=2000)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
     model = args.model or build_model(tmp / "bright_int8.tflite")
+    if args.scrape:
+        return scrape_main(model, tmp, args.scrape_frames, max(3, args.pairs))
     rec, table = tmp / "recordings", tmp / "frames.csv"
     port = free_port()
     ring = int(args.ring_mb * 1024 * 1024)
