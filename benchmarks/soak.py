@@ -158,8 +158,32 @@ def scraped_run(model: Path, tmp: Path, frames: int, scrape: bool, k: int) -> tu
     return statistics.median(windows), answered
 
 
+def scrape_cpu_ms(scrapes: int = 200) -> float:
+    """CPU milliseconds one scrape of /metrics costs (server and client, both in this process,
+    after 2,000 frames were counted): a bound that the machine's load does not blur."""
+    from edgeseg.runtime.metrics import RunMetrics
+    from edgeseg.runtime.sinks import FrameRecord, MjpegServer
+
+    metrics = RunMetrics()
+    for i in range(2000):
+        metrics.write(i, None, None, FrameRecord(i, i / 40, 1.0, 20.0, 2.0, 3.0, 30.0, 5, 0))  # type: ignore[arg-type]
+    with MjpegServer(port=0, metrics=metrics, frames=False) as server:
+        costs = []
+        for _ in range(scrapes):
+            t = time.process_time()
+            with urllib.request.urlopen(server.url, timeout=5) as r:
+                r.read()
+            costs.append(time.process_time() - t)
+    return statistics.median(costs) * 1000
+
+
 def scrape_main(model: Path, tmp: Path, frames: int, pairs: int) -> int:
     """Alternate scraped and unscraped runs; compare their median FPS."""
+    cost = scrape_cpu_ms()
+    print(
+        f"one scrape of /metrics: {cost:.2f} ms of CPU (median of 200, server and client); "
+        f"every second that is {cost / 10:.3f}% of one core"
+    )
     fps: dict[bool, list[float]] = {True: [], False: []}
     k = 0
     for pair in range(pairs):
