@@ -93,7 +93,25 @@ def test_without_a_notify_socket_nothing_is_sent(monkeypatch: pytest.MonkeyPatch
     assert not notifier.enabled and not notifier.ready() and not notifier.watchdog()
     # systemd gone (its socket removed): sends fail quietly, never raising into a run
     gone = Notifier("/nonexistent/notify.sock")
-    assert not gone.enabled and not gone.watchdog()
+    assert gone.enabled and not gone.watchdog() and gone.sent == 0
+    assert not Notifier("relative/notify.sock").enabled  # not an address systemd gives
+
+
+def test_a_notifier_reaches_a_systemd_that_was_re_executed(tmp_path: Path) -> None:
+    path = tmp_path / "n.sock"
+    first = FakeSystemd(str(path))
+    notifier = Notifier(str(path))
+    assert notifier.watchdog()
+    wait_for(lambda: len(first.messages) == 1, timeout=5)
+    first.close()
+    path.unlink()
+    assert not notifier.watchdog()  # nobody there: dropped, no error
+    second = FakeSystemd(str(path))  # systemctl daemon-reexec: a new socket, same address
+    try:
+        assert notifier.watchdog()
+        wait_for(lambda: second.values("WATCHDOG") == ["1"], timeout=5)
+    finally:
+        second.close()
 
 
 def test_watchdog_period_from_the_environment() -> None:

@@ -53,8 +53,9 @@ def watchdog_seconds(env: Mapping[str, str] | None = None) -> float | None:
 class Notifier:
     """The notify socket of ``address`` (default ``$NOTIFY_SOCKET``); does nothing without one.
 
-    A message that cannot be sent (systemd gone, the socket full) is dropped: being watched is
-    never a reason for a run to fail. ``sent`` counts the datagrams sent.
+    ``enabled`` says there is an address to talk to. A message that cannot be sent (systemd
+    gone, the socket full) is dropped: being watched is never a reason for a run to fail.
+    ``sent`` counts the datagrams sent.
     """
 
     def __init__(self, address: str | None = None) -> None:
@@ -64,17 +65,19 @@ class Notifier:
         self.sent = 0
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
-        if address and address[0] in "/@":
-            target = "\0" + address[1:] if address.startswith("@") else address
+        self._target = ""
+        if address and address[0] in "/@" and len(address) > 1:
+            # Sent to by address every time (as sd_notify does), not connected: a systemd
+            # re-executed meanwhile has a new socket at the same address.
+            self._target = "\0" + address[1:] if address.startswith("@") else address
             with contextlib.suppress(OSError):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
                 sock.setblocking(False)  # never stall the pipeline on a full socket
-                sock.connect(target)
                 self._sock = sock
 
     @property
     def enabled(self) -> bool:
-        """Whether there is a notify socket to talk to."""
+        """Whether there is a notify address (a path or an abstract ``@name``) to send to."""
         return self._sock is not None
 
     def send(self, **fields: str | int) -> bool:
@@ -86,7 +89,7 @@ class Notifier:
             if self._sock is None:
                 return False
             try:
-                self._sock.send(text.encode("utf-8", "replace"))
+                self._sock.sendto(text.encode("utf-8", "replace"), self._target)
             except OSError:
                 return False
             self.sent += 1
