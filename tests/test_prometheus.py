@@ -272,3 +272,30 @@ def test_a_bad_metrics_address_is_one_line(model: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, [*argv, "--metrics", "nowhere:port"])
     assert result.exit_code == 2
     one_line_error(result, "bad --metrics address")
+
+
+def test_with_stream_metrics_are_on_its_address(model: Path, tmp_path: Path) -> None:
+    from edgeseg.session import RunOptions, build_session
+
+    base = {
+        "model": model,
+        "source": "synthetic://?size=32x32&frames=5",
+        "headless": True,
+        "record": tmp_path / "rec",
+        "record_segment": 1.0,
+    }
+    session = build_session(RunOptions(**base, stream="127.0.0.1:0"))  # type: ignore[arg-type]
+    try:
+        servers = [s for s in session.sinks if isinstance(s, MjpegServer)]
+        assert len(servers) == 1 and servers[0].frames
+        assert servers[0].metrics is session.metrics and servers[0].recordings == tmp_path / "rec"
+        status, _, body = get(servers[0].port, "/metrics")
+        assert status == 200 and "edgeseg_model_info" in parse(body)
+        page = get(servers[0].port, "/")[2]
+        assert b'href="/metrics"' in page and b'href="/recordings/"' in page
+    finally:
+        session.close()
+    # --metrics on another address as well: a second server, /metrics only.
+    session = build_session(RunOptions(**base, stream="127.0.0.1:0", metrics="127.0.0.1:1"))  # type: ignore[arg-type]
+    session.close()
+    assert [s.frames for s in session.sinks if isinstance(s, MjpegServer)] == [True, False]
