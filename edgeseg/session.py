@@ -144,7 +144,7 @@ class Session:
         # Under a Type=notify unit ($NOTIFY_SOCKET): READY once the source is open (or being
         # reopened), watchdog pets while frames flow, STATUS lines, STOPPING at the end.
         notifier = Notifier()
-        watchdog = [Watchdog(notifier, stop=stop)] if notifier.enabled else []
+        watchdog: list[Watchdog] = []
         with _signals_set(stop) if handle_signals else _nothing():
             capture = CaptureThread(
                 self.stream,
@@ -152,8 +152,9 @@ class Session:
                 retry=self.retry,
                 read_timeout=self.read_timeout,
             ).start()
-            for dog in watchdog:
-                dog.start(self.description)
+            if notifier.enabled:
+                dog = Watchdog(notifier, stop=stop, in_flight=lambda: capture.delivered)
+                watchdog.append(dog.start(self.description))
             return run_pipeline(
                 capture,
                 self.segmenters,

@@ -277,7 +277,7 @@ class _Live:
                     # A single file that is not there yet (it appears when it closes).
                     with contextlib.suppress(OSError):
                         recorder.add_metric([], float(Path(sink.path).stat().st_size))
-        yield from (recorder, ring, bound, deleted)
+        yield from (f for f in (recorder, ring, bound, deleted) if f.samples)
         free = GaugeMetricFamily(
             "edgeseg_disk_free_bytes", "Free space where the outputs go.", labels=["path"]
         )
@@ -285,7 +285,8 @@ class _Live:
             got = health.disk_free(folder)
             if got is not None:
                 free.add_metric([str(folder)], float(got))
-        yield free
+        if free.samples:
+            yield free
         temps = health.temperatures(m.sys_root)
         if temps:
             fam = GaugeMetricFamily(

@@ -9,8 +9,9 @@ needed, and without ``$NOTIFY_SOCKET`` every call here does nothing.
 - :class:`Notifier`: the socket; ``READY=1``, ``WATCHDOG=1``, ``STATUS=…``, ``STOPPING=1``.
 - :class:`Watchdog`: a sink that hears every rendered frame and every change of the source's
   status, and pets the watchdog from its own thread every half period **only while the
-  pipeline moves**: a frame was rendered within the last half period, or the source is lost and
-  being reopened (working, not hung). A pipeline that stops moving (inference stuck in a driver,
+  pipeline moves**: a frame was rendered within the last half period, the source is lost and
+  being reopened (working, not hung), or no frame is in flight (waiting on a slow source, a
+  time-lapse). A pipeline that stops moving (inference stuck in a driver,
   a deadlock, a sink that blocks) stops the pets within half a period, and systemd restarts it
   one period later. It also keeps ``STATUS=`` current ("12.3 FPS, 1234 frames, 0 dropped",
   "camera lost, retrying since 14:02:11") and says ``STOPPING=1`` once the run is stopping.
@@ -121,9 +122,12 @@ class Watchdog(SinkBase):
     :func:`watchdog_seconds`; None: no pets, only READY/STATUS/STOPPING). :meth:`start` says
     ``READY=1`` (call it once the model is loaded and the source is open or being retried) and
     starts the petting thread; every ``period / 2`` it sends ``WATCHDOG=1`` if a frame was
-    rendered since the last look (or within the last half period, or since READY), or if the
-    source is lost and being reopened. ``stop`` (an Event: the run's) set, or :meth:`close`,
-    says ``STOPPING=1`` once. ``clock`` is for tests.
+    rendered within the last half period (READY counts as one), if the source is lost and
+    being reopened, or if no frame is in flight: ``in_flight()`` (the frames inference has
+    taken from the capture so far) is not ahead of the frames rendered, so the run is waiting
+    on a slow source, not stuck. A frame taken and not rendered for half a period (inference
+    stuck, a deadlock, a sink that blocks) stops the pets. ``stop`` (an Event: the run's) set,
+    or :meth:`close`, says ``STOPPING=1`` once. ``clock`` is for tests.
     """
 
     def __init__(
@@ -133,9 +137,11 @@ class Watchdog(SinkBase):
         *,
         stop: threading.Event | None = None,
         what: str = "frames",
+        in_flight: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.notifier = notifier
+        self._taken = in_flight
         self.period = watchdog_seconds() if period is None else period
         self.pets = 0
         self._stop = stop or threading.Event()
@@ -182,12 +188,17 @@ class Watchdog(SinkBase):
         return self
 
     def moving(self) -> bool:
-        """Whether the pipeline moved within the last half period (or is reopening its source)."""
+        """Whether the pipeline moves: a frame rendered within the last half period, the
+        source being reopened, or nothing in flight (waiting on a slow source, such as a
+        time-lapse: a source that hangs is the capture's read timeout's to notice)."""
         with self._lock:
             if self._lost is not None:
                 return True
             half = (self.period or _STATUS_EVERY_S) / 2
-            return self._last_frame is not None and self._clock() - self._last_frame <= half
+            if self._last_frame is not None and self._clock() - self._last_frame <= half:
+                return True
+            rendered = self._frames
+        return self._taken is not None and self._taken() <= rendered
 
     def _loop(self) -> None:
         half = self.period / 2 if self.period else None
