@@ -296,6 +296,7 @@ def _describe_metrics(sinks: Sequence[Sink], o: RunOptions, opened: Opened, back
     """The run's RunMetrics (when --stream or --metrics made one), told what runs and what
     the outputs are."""
     from edgeseg.runtime.metrics import RunMetrics
+    from edgeseg.runtime.sinks import is_folder_target
 
     metrics = next((s for s in sinks if isinstance(s, RunMetrics)), None)
     if metrics is not None:
@@ -306,7 +307,13 @@ def _describe_metrics(sinks: Sequence[Sink], o: RunOptions, opened: Opened, back
             accelerator=opened.accelerator,
             backend=backend,
         )
-        folders = [p.parent if not p.is_dir() else p for p in (o.csv, o.objects) if p]
+        files = [
+            o.csv,
+            o.objects,
+            o.record if o.record and not is_folder_target(o.record) else None,
+        ]
+        folders = [p.parent for p in files if p is not None]
+        folders += [p for p in (o.save_masks, o.record) if p is not None and p not in files]
         metrics.watch_outputs(sinks, folders=folders)
     return metrics
 

@@ -136,7 +136,6 @@ def test_fps_and_ring_bytes_of_a_recording(tmp_path: Path) -> None:
 
     class Recording:  # what the metrics read of a recorder: its path and its ring
         def __init__(self) -> None:
-            self.path = folder
             self.ring: Ring | None = Ring(folder, r"edgeseg-\d+\.mp4", 5000)
 
         def write(self, *args: Any) -> None: ...
@@ -299,3 +298,32 @@ def test_with_stream_metrics_are_on_its_address(model: Path, tmp_path: Path) -> 
     session = build_session(RunOptions(**base, stream="127.0.0.1:0", metrics="127.0.0.1:1"))  # type: ignore[arg-type]
     session.close()
     assert [s.frames for s in session.sinks if isinstance(s, MjpegServer)] == [True, False]
+
+
+def test_the_outputs_give_the_metrics_what_they_read(tmp_path: Path) -> None:
+    """The recorder, the CSV and the mask sinks are BoundedOutputs (they have a ring): the
+    one interface the metrics read them through. A recorder that stops being one loses its
+    rows in /metrics, so this fails first."""
+    from edgeseg.runtime.metrics import BoundedOutput
+    from edgeseg.runtime.sinks import MaskSink, VideoSink
+
+    outputs = [
+        VideoSink(f"{tmp_path / 'rec'}/", fps=10, segment_seconds=1.0, max_bytes="10M"),
+        CsvSink(tmp_path / "f.csv", ("frame",), max_bytes=100_000),
+        MaskSink(tmp_path / "masks", max_bytes="1M"),
+    ]
+    try:
+        for sink in outputs:
+            assert isinstance(sink, BoundedOutput), type(sink).__name__
+            assert sink.ring is not None and sink.ring.max_bytes
+        metrics = RunMetrics(sys_root=tmp_path)
+        metrics.watch_outputs(outputs)
+        fam = parse(metrics.exposition())
+        for name in ("recording", "csv", "mask"):
+            assert sample(fam, "edgeseg_ring_max_bytes", output=name) > 0, name
+        for folder in (tmp_path / "rec", tmp_path, tmp_path / "masks"):
+            assert sample(fam, "edgeseg_disk_free_bytes", path=str(folder)) > 0, folder
+        assert sample(fam, "edgeseg_recorder_bytes") == 0
+    finally:
+        for sink in outputs:
+            sink.close()

@@ -19,7 +19,7 @@ alone on ``--metrics HOST:PORT``). What it exports:
 ``edgeseg_camera_outages_total``       times the source was lost
 ``edgeseg_camera_lost_seconds_total``  seconds without the source, the current outage included
 ``edgeseg_camera_up``                  1 while frames flow, 0 while the source is lost
-``edgeseg_recorder_bytes``             the recording's closed files on disk
+``edgeseg_recorder_bytes``             the recording's closed segments on disk
 ``edgeseg_ring_bytes{output}``         each bounded output's files (recording, masks, csv) …
 ``edgeseg_ring_max_bytes{output}``     … and its bound
 ``edgeseg_ring_deleted_files_total``   files the bound deleted
@@ -30,13 +30,13 @@ alone on ``--metrics HOST:PORT``). What it exports:
 =====================================  ========================================================
 
 The outputs are read through one small interface, :class:`BoundedOutput` (a sink with a
-``path`` and a ``ring``, a :class:`~edgeseg.runtime.storage.Ring`: its ``total``,
-``max_bytes`` and ``deleted``); nothing else of a sink is looked at.
+``ring``, a :class:`~edgeseg.runtime.storage.Ring`: its ``folder``, ``total``, ``max_bytes``
+and ``deleted``); nothing else of a sink is looked at. A recording into one file (no ring)
+has no ``edgeseg_recorder_bytes``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections import deque
@@ -77,9 +77,9 @@ def parse_metrics_address(text: str) -> tuple[str, int]:
 
 @runtime_checkable
 class BoundedOutput(Protocol):
-    """What the metrics read of an output: where it writes, and its ring (None: unbounded)."""
+    """What the metrics read of an output: its ring (None: unbounded), whose ``folder``,
+    ``total``, ``max_bytes`` and ``deleted`` they export."""
 
-    path: Path
     ring: Ring | None
 
 
@@ -159,8 +159,8 @@ class RunMetrics(SinkBase):
         """The outputs whose rings are exported, and the folders whose free space is."""
         self._outputs = [s for s in sinks if s is not self and isinstance(s, BoundedOutput)]
         seen: list[Path] = []
-        paths = [Path(s.path) for s in self._outputs]
-        for folder in [*folders, *(p if p.is_dir() else p.parent for p in paths)]:
+        rings = [s.ring.folder for s in self._outputs if s.ring is not None]
+        for folder in [*folders, *rings]:
             if folder not in seen:
                 seen.append(folder)
         self._folders = seen or [Path.cwd()]
@@ -270,13 +270,8 @@ class _Live:
                 if r.max_bytes is not None:
                     bound.add_metric([name], float(r.max_bytes))
                 deleted.add_metric([name], float(r.deleted))
-            if name == "recording":
-                if r is not None:
-                    recorder.add_metric([], float(r.total))
-                else:
-                    # A single file that is not there yet (it appears when it closes).
-                    with contextlib.suppress(OSError):
-                        recorder.add_metric([], float(Path(sink.path).stat().st_size))
+            if name == "recording" and r is not None:
+                recorder.add_metric([], float(r.total))
         yield from (f for f in (recorder, ring, bound, deleted) if f.samples)
         free = GaugeMetricFamily(
             "edgeseg_disk_free_bytes", "Free space where the outputs go.", labels=["path"]
