@@ -22,7 +22,9 @@ With --scrape, instead: does scraping /metrics cost the run speed? `edgeseg run`
 --metrics on loopback, --scrape-frames frames a run, alternately scraped every second (a GET of
 /metrics, as a Prometheus server does) and not scraped, --pairs times each (default 3); each
 run's FPS is the median of its windows of 100 frames after the first 200 (from the CSV's
-timestamps); printed: the medians of each mode and their ratio, checked against <= 2% change.
+timestamps); printed: the medians of each mode and their ratio, checked against <= 2% change,
+and beside them the CPU time a frame of the run's process (/proc), which the load of others on
+a shared machine blurs far less, and the CPU one scrape costs, measured in-process.
 
     python benchmarks/soak.py --scrape [--pairs 3] [--scrape-frames 2000]
 """
@@ -125,9 +127,21 @@ def folder_bytes(folder: Path) -> int:
     return total
 
 
-def scraped_run(model: Path, tmp: Path, frames: int, scrape: bool, k: int) -> tuple[float, int]:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (/proc/PID/stat), None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scraped_run(
+    model: Path, tmp: Path, frames: int, scrape: bool, k: int
+) -> tuple[float, int, float]:
     """One `edgeseg run` with /metrics served, scraped every second or not: (its FPS, the
-    scrapes that answered)."""
+    scrapes that answered, its CPU milliseconds a frame after the first 200 frames: what
+    the machine's other load blurs far less than the FPS)."""
     table, port = tmp / f"scrape-{k}.csv", free_port()
     cmd = [
         sys.executable, "-m", "edgeseg.cli.main", "run", str(model),
@@ -137,8 +151,12 @@ def scraped_run(model: Path, tmp: Path, frames: int, scrape: bool, k: int) -> tu
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     answered = 0
     last = b""
+    marks: list[tuple[int, float]] = []  # (frames written, CPU seconds), from frame 200 on
     while proc.poll() is None:
         time.sleep(1.0)
+        n, used = csv_rows(table), cpu_seconds(proc.pid)
+        if n >= 200 and used is not None and proc.poll() is None:
+            marks.append((n, used))
         if scrape:
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
@@ -155,7 +173,9 @@ def scraped_run(model: Path, tmp: Path, frames: int, scrape: bool, k: int) -> tu
     with table.open() as f:
         stamps = [float(r["timestamp_s"]) for r in csv.DictReader(f)]
     windows = [100 / (stamps[i + 99] - stamps[i]) for i in range(200, len(stamps) - 99, 100)]
-    return statistics.median(windows), answered
+    (n0, c0), (n1, c1) = marks[0], marks[-1]
+    cpu_ms = (c1 - c0) / (n1 - n0) * 1000 if n1 > n0 else float("nan")
+    return statistics.median(windows), answered, cpu_ms
 
 
 def scrape_cpu_ms(scrapes: int = 200) -> float:
@@ -185,20 +205,28 @@ def scrape_main(model: Path, tmp: Path, frames: int, pairs: int) -> int:
         f"every second that is {cost / 10:.3f}% of one core"
     )
     fps: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}
     k = 0
     for pair in range(pairs):
         # Alternate which mode goes first, so a drift of the machine favours neither.
         for scrape in (pair % 2 == 0, pair % 2 != 0):
-            value, answered = scraped_run(model, tmp, frames, scrape, k)
+            value, answered, cpu_ms = scraped_run(model, tmp, frames, scrape, k)
             k += 1
             fps[scrape].append(value)
-            print(f"run {k}: {'scraped' if scrape else 'not scraped'} {value:.2f} FPS"
+            cpu[scrape].append(cpu_ms)
+            print(f"run {k}: {'scraped' if scrape else 'not scraped'} {value:.2f} FPS, "
+                  f"{cpu_ms:.2f} ms CPU a frame"
                   + (f" ({answered} scrapes)" if scrape else ""))  # fmt: skip
     with_, without = statistics.median(fps[True]), statistics.median(fps[False])
     change = with_ / without - 1
     print(
         f"median FPS scraped every second {with_:.2f}, not scraped {without:.2f}: "
         f"{change:+.1%} ({pairs} runs each, {frames} frames of 512², {os.cpu_count()} cores)"
+    )
+    cpu_with, cpu_without = statistics.median(cpu[True]), statistics.median(cpu[False])
+    print(
+        f"median CPU a frame scraped {cpu_with:.2f} ms, not scraped {cpu_without:.2f} ms: "
+        f"{cpu_with / cpu_without - 1:+.1%}"
     )
     ok = abs(change) <= 0.02
     print(f"{'PASS' if ok else 'FAIL'}  FPS change with /metrics scraped every second <= 2%")
