@@ -78,6 +78,14 @@ def test_system_unit_text() -> None:
     assert "Type=simple" not in service
 
 
+def test_install_takes_the_watchdog_period(dirs: dict[str, Path]) -> None:
+    result = runner.invoke(app, ["service", "install", "--dry-run", "--watchdog-sec", "90"])
+    assert result.exit_code == 0, result.output
+    assert "WatchdogSec=90" in result.stdout and "Type=notify" in result.stdout
+    bad = runner.invoke(app, ["service", "install", "--dry-run", "--watchdog-sec", "0"])
+    assert bad.exit_code == 2
+
+
 def test_unit_watchdog_and_start_timeout_are_settable() -> None:
     config = Path("/etc/edgeseg/edgeseg.toml")
     spec = UnitSpec("e", config, "/py", run_as="pi", watchdog_seconds=120, start_seconds=900)
