@@ -267,6 +267,24 @@ def test_recordings_listing_and_files(live: MjpegServer) -> None:
     assert "partial" not in page and "notes.txt" not in page
     with urllib.request.urlopen(live.base_url + "recordings/edgeseg-000001.mp4", timeout=10) as r:
         assert r.headers["Content-Type"] == "video/mp4" and len(r.read()) == 2000
+    # A browser's <video> seeks with byte ranges.
+    req = urllib.request.Request(
+        live.base_url + "recordings/edgeseg-000001.mp4", headers={"Range": "bytes=100-199"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 206 and r.headers["Content-Range"] == "bytes 100-199/2000"
+        assert len(r.read()) == 100 and r.headers["Accept-Ranges"] == "bytes"
+    req = urllib.request.Request(
+        live.base_url + "recordings/edgeseg-000001.mp4", headers={"Range": "bytes=-300"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.headers["Content-Range"] == "bytes 1700-1999/2000" and len(r.read()) == 300
+    req = urllib.request.Request(
+        live.base_url + "recordings/edgeseg-000001.mp4", headers={"Range": "bytes=5000-"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 416
     for bad in ("recordings/..%2F..%2Fetc%2Fpasswd", "recordings/notes.txt",
                 "recordings/.edgeseg-000003.partial.mp4"):  # fmt: skip
         with pytest.raises(urllib.error.HTTPError) as err:

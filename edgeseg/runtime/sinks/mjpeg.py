@@ -115,6 +115,7 @@ _WILDCARDS = ("", "0.0.0.0", "::", "::0")
 _SIOCGIFADDR = 0x8915  # Linux: an interface's IPv4 address
 # Seconds of history kept for the page's chart (one point a second).
 _HISTORY_S = 300
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 class MetricsSource(Protocol):
@@ -326,17 +327,39 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with handle:
             size = os.fstat(handle.fileno()).st_size
+            first, last = 0, size - 1
+            # One byte range (what a browser's <video> asks for to seek), else the whole file.
+            wanted = _RANGE.fullmatch((self.headers.get("Range") or "").strip())
+            if wanted and (wanted.group(1) or wanted.group(2)):
+                if wanted.group(1):
+                    first = int(wanted.group(1))
+                    last = min(int(wanted.group(2)), size - 1) if wanted.group(2) else size - 1
+                else:  # the last N bytes
+                    first = max(0, size - int(wanted.group(2)))
+                if first > last or first >= size:
+                    self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(HTTPStatus.PARTIAL_CONTENT)
+                self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+            else:
+                self.send_response(HTTPStatus.OK)
             kind = {".mp4": "video/mp4", ".mkv": "video/x-matroska", ".avi": "video/x-msvideo"}
-            self.send_response(HTTPStatus.OK)
             self.send_header(
                 "Content-Type", kind.get(Path(name).suffix, "application/octet-stream")
             )
-            self.send_header("Content-Length", str(size))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(max(0, last - first + 1)))
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
+            handle.seek(first)
+            left = last - first + 1
             with contextlib.suppress(OSError):
-                while chunk := handle.read(1 << 16):
+                while left > 0 and (chunk := handle.read(min(1 << 16, left))):
                     self.wfile.write(chunk)
+                    left -= len(chunk)
 
     def _send(self, body: bytes, content_type: str) -> None:
         self.send_response(HTTPStatus.OK)
