@@ -17,6 +17,16 @@ Printed, and checked against the issue's targets:
 - the recording folder never held more than its bound, and it rotated (segments deleted).
 
     python benchmarks/soak.py [--frames 10000] [--model unet_int8.tflite] [--ring-mb 48]
+
+With --scrape, instead: does scraping /metrics cost the run speed? `edgeseg run` with --csv and
+--metrics on loopback, --scrape-frames frames a run, alternately scraped every second (a GET of
+/metrics, as a Prometheus server does) and not scraped, --pairs times each (default 3); each
+run's FPS is the median of its windows of 100 frames after the first 200 (from the CSV's
+timestamps); printed: the medians of each mode and their ratio, checked against <= 2% change,
+and beside them the CPU time a frame of the run's process (/proc), which the load of others on
+a shared machine blurs far less, and the CPU one scrape costs, measured in-process.
+
+    python benchmarks/soak.py --scrape [--pairs 3] [--scrape-frames 2000]
 """
 
 from __future__ import annotations
@@ -117,14 +127,125 @@ def folder_bytes(folder: Path) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (/proc/PID/stat), None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scraped_run(
+    model: Path, tmp: Path, frames: int, scrape: bool, k: int
+) -> tuple[float, int, float]:
+    """One `edgeseg run` with /metrics served, scraped every second or not: (its FPS, the
+    scrapes that answered, its CPU milliseconds a frame after the first 200 frames: what
+    the machine's other load blurs far less than the FPS)."""
+    table, port = tmp / f"scrape-{k}.csv", free_port()
+    cmd = [
+        sys.executable, "-m", "edgeseg.cli.main", "run", str(model),
+        "--source", f"synthetic://?size=512x512&frames={frames}&seed=11",
+        "--headless", "--overlap", "0", "--csv", str(table), "--metrics", f"127.0.0.1:{port}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    answered = 0
+    last = b""
+    marks: list[tuple[int, float]] = []  # (frames written, CPU seconds), from frame 200 on
+    while proc.poll() is None:
+        time.sleep(1.0)
+        n, used = csv_rows(table), cpu_seconds(proc.pid)
+        if n >= 200 and used is not None and proc.poll() is None:
+            marks.append((n, used))
+        if scrape:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    last = r.read()
+                answered += 1
+    if proc.returncode != 0:
+        err = proc.stderr.read() if proc.stderr else ""
+        raise SystemExit(f"edgeseg run failed ({proc.returncode}): {err.strip()[-2000:]}")
+    if scrape:  # what was scraped is the Prometheus text format
+        from prometheus_client.parser import text_string_to_metric_families
+
+        names = {f.name for f in text_string_to_metric_families(last.decode())}
+        assert "edgeseg_frames" in names and "edgeseg_stage_seconds" in names, names
+    with table.open() as f:
+        stamps = [float(r["timestamp_s"]) for r in csv.DictReader(f)]
+    windows = [100 / (stamps[i + 99] - stamps[i]) for i in range(200, len(stamps) - 99, 100)]
+    (n0, c0), (n1, c1) = marks[0], marks[-1]
+    cpu_ms = (c1 - c0) / (n1 - n0) * 1000 if n1 > n0 else float("nan")
+    return statistics.median(windows), answered, cpu_ms
+
+
+def scrape_cpu_ms(scrapes: int = 200) -> float:
+    """CPU milliseconds one scrape of /metrics costs (server and client, both in this process,
+    after 2,000 frames were counted): a bound that the machine's load does not blur."""
+    from edgeseg.runtime.metrics import RunMetrics
+    from edgeseg.runtime.sinks import FrameRecord, MjpegServer
+
+    metrics = RunMetrics()
+    for i in range(2000):
+        metrics.write(i, None, None, FrameRecord(i, i / 40, 1.0, 20.0, 2.0, 3.0, 30.0, 5, 0))  # type: ignore[arg-type]
+    with MjpegServer(port=0, metrics=metrics, frames=False) as server:
+        costs = []
+        for _ in range(scrapes):
+            t = time.process_time()
+            with urllib.request.urlopen(server.url, timeout=5) as r:
+                r.read()
+            costs.append(time.process_time() - t)
+    return statistics.median(costs) * 1000
+
+
+def scrape_main(model: Path, tmp: Path, frames: int, pairs: int) -> int:
+    """Alternate scraped and unscraped runs; compare their median FPS."""
+    cost = scrape_cpu_ms()
+    print(
+        f"one scrape of /metrics: {cost:.2f} ms of CPU (median of 200, server and client); "
+        f"every second that is {cost / 10:.3f}% of one core"
+    )
+    fps: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+    k = 0
+    for pair in range(pairs):
+        # Alternate which mode goes first, so a drift of the machine favours neither.
+        for scrape in (pair % 2 == 0, pair % 2 != 0):
+            value, answered, cpu_ms = scraped_run(model, tmp, frames, scrape, k)
+            k += 1
+            fps[scrape].append(value)
+            cpu[scrape].append(cpu_ms)
+            print(f"run {k}: {'scraped' if scrape else 'not scraped'} {value:.2f} FPS, "
+                  f"{cpu_ms:.2f} ms CPU a frame"
+                  + (f" ({answered} scrapes)" if scrape else ""))  # fmt: skip
+    with_, without = statistics.median(fps[True]), statistics.median(fps[False])
+    change = with_ / without - 1
+    print(
+        f"median FPS scraped every second {with_:.2f}, not scraped {without:.2f}: "
+        f"{change:+.1%} ({pairs} runs each, {frames} frames of 512², {os.cpu_count()} cores)"
+    )
+    cpu_with, cpu_without = statistics.median(cpu[True]), statistics.median(cpu[False])
+    print(
+        f"median CPU a frame scraped {cpu_with:.2f} ms, not scraped {cpu_without:.2f} ms: "
+        f"{cpu_with / cpu_without - 1:+.1%}"
+    )
+    ok = abs(change) <= 0.02
+    print(f"{'PASS' if ok else 'FAIL'}  FPS change with /metrics scraped every second <= 2%")
+    return 0 if ok else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=10_000)
     ap.add_argument("--model", type=Path)
     ap.add_argument("--ring-mb", type=float, default=48.0)
+    ap.add_argument("--scrape", action="store_true", help="scraped vs not (see above)")
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--scrape-frames", type=int, default=2000)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
     model = args.model or build_model(tmp / "bright_int8.tflite")
+    if args.scrape:
+        return scrape_main(model, tmp, args.scrape_frames, max(3, args.pairs))
     rec, table = tmp / "recordings", tmp / "frames.csv"
     port = free_port()
     ring = int(args.ring_mb * 1024 * 1024)

@@ -31,6 +31,7 @@ _EXTRA_FOR = {
     "highdicom": ("dicom", "highdicom"),
     "dicomweb_client": ("dicom", "dicomweb-client"),
     "requests": ("dicom", "requests"),
+    "prometheus_client": ("runtime", "prometheus_client"),
 }
 
 

@@ -284,12 +284,30 @@ class RunOptions:
             "and kept in ~/.config/edgeseg/stream-token).",
         ),
     )
+    metrics: str | None = field(
+        default=None,
+        metadata=_option(
+            "--metrics",
+            help="Serve Prometheus metrics at http://[HOST:]PORT/metrics without the stream page "
+            "(binds 127.0.0.1 unless a host is given; off loopback it needs the stream token). "
+            "With --stream, /metrics is also on the stream's address.",
+        ),
+    )
     retry: bool = field(
         default=True,
         metadata=_option(
             "--retry/--no-retry",
             help="A live source that stops delivering (unplugged, hung, dropped) is reopened with "
             "back-off until it comes back; --no-retry ends the run instead.",
+        ),
+    )
+    wait_for_source: bool = field(
+        default=False,
+        metadata=_option(
+            "--wait-for-source",
+            help="A camera or network stream that is not there at start (not plugged in yet, a "
+            "server still booting) is waited for and opened when it comes, as a lost one is "
+            "reopened, instead of ending the run (the service unit sets it).",
         ),
     )
     read_timeout: float = field(

@@ -61,6 +61,11 @@ class UnitSpec:
         user_unit: a user unit (``systemctl --user``) rather than a system unit.
         run_as: the user a system unit runs as (ignored for a user unit).
         groups: supplementary groups of a system unit (``video`` for cameras).
+        watchdog_seconds: ``WatchdogSec``: systemd restarts a run that has not shown
+            progress (a frame rendered, or a lost camera being reopened) for this long; it
+            must exceed the slowest frame (edgeseg pets every half period).
+        start_seconds: ``TimeoutStartSec``: from the start to READY (the model loaded,
+            ``--backend auto`` measured, the source open or being reopened).
     """
 
     name: str
@@ -69,6 +74,8 @@ class UnitSpec:
     user_unit: bool = False
     run_as: str | None = None
     groups: tuple[str, ...] = ("video",)
+    watchdog_seconds: int = 30
+    start_seconds: int = 300
 
 
 def check_unit_name(name: str) -> str:
@@ -109,10 +116,17 @@ def unit_path(name: str, user_unit: bool) -> Path:
 
 def unit_text(spec: UnitSpec) -> str:
     """The unit file: `edgeseg run --config FILE` with this interpreter, restarted on failure
-    forever (5 s apart), logging to the journal, started at boot."""
+    forever (5 s apart), logging to the journal, started at boot. ``Type=notify``: edgeseg
+    says READY once the model is loaded and the source open (or being reopened), and pets
+    ``WatchdogSec`` while frames flow (:mod:`edgeseg.runtime.notify`): a run that hangs is
+    restarted."""
+    if spec.watchdog_seconds < 1 or spec.start_seconds < 1:
+        raise DataError("a service's watchdog and start timeout must be at least 1 second")
     if not spec.config.is_absolute():
         raise DataError(f"a service needs the absolute path of its config, got {spec.config}")
+    # A camera absent at boot is waited for (the run is READY meanwhile), not a restart loop.
     command = [spec.python, "-m", "edgeseg.cli.main", "run", "--config", str(spec.config)]
+    command.append("--wait-for-source")
     lines = [
         f"{MARKER}; `edgeseg service uninstall` removes it.",
         "# Settings live in the config file below; `edgeseg config show --config FILE`.",
@@ -124,7 +138,11 @@ def unit_text(spec: UnitSpec) -> str:
         "StartLimitIntervalSec=0",
         "",
         "[Service]",
-        "Type=simple",
+        "Type=notify",
+        # Only edgeseg's own process may notify (not a child it runs, such as a measurement).
+        "NotifyAccess=main",
+        f"TimeoutStartSec={spec.start_seconds}",
+        f"WatchdogSec={spec.watchdog_seconds}",
         "ExecStart=" + " ".join(exec_quote(a) for a in command),
         "WorkingDirectory=/",
     ]

@@ -125,6 +125,7 @@ class Session:
     retry: bool = True
     read_timeout: float = 5.0
     messages: list[str] = field(default_factory=list)
+    metrics: Any = None  # the run's RunMetrics (--stream, --metrics), else None
 
     @property
     def description(self) -> str:
@@ -137,8 +138,13 @@ class Session:
         """Run until the source ends, ``max_frames``, ``stop`` or (with ``handle_signals``, in
         the main thread) SIGINT/SIGTERM; every sink is closed and a summary returned."""
         from edgeseg.runtime.capture import CaptureThread
+        from edgeseg.runtime.notify import Notifier, Watchdog
 
         stop = stop or threading.Event()
+        # Under a Type=notify unit ($NOTIFY_SOCKET): READY once the source is open (or being
+        # reopened), watchdog pets while frames flow, STATUS lines, STOPPING at the end.
+        notifier = Notifier()
+        watchdog: list[Watchdog] = []
         with _signals_set(stop) if handle_signals else _nothing():
             capture = CaptureThread(
                 self.stream,
@@ -146,10 +152,13 @@ class Session:
                 retry=self.retry,
                 read_timeout=self.read_timeout,
             ).start()
+            if notifier.enabled:
+                dog = Watchdog(notifier, stop=stop, in_flight=lambda: capture.delivered)
+                watchdog.append(dog.start(self.description))
             return run_pipeline(
                 capture,
                 self.segmenters,
-                self.sinks,
+                [*self.sinks, *watchdog],
                 stop=stop,
                 render=self.render,
                 source=self.stream.info.description,
@@ -244,7 +253,7 @@ def build_session(
             warn(
                 f"--window {window_spec(window)}: the model was calibrated with {meta.dicom_window}"
             )
-        stream = early or open_stream(uri, width=o.width, height=o.height, fps=o.fps, window=window)
+        stream = early or _open_or_wait(uri, o, warn, messages, window)
         if o.pixel_size is None and getattr(stream, "pixel_sizes", None):
             for sink in sinks:  # DICOM: each slice's own Pixel Spacing for object areas
                 if hasattr(sink, "pixel_sizes"):
@@ -292,7 +301,34 @@ def build_session(
         retry=o.retry,
         read_timeout=o.read_timeout,
         messages=messages,
+        metrics=_describe_metrics(sinks, o, opened, described),
     )
+
+
+def _describe_metrics(sinks: Sequence[Sink], o: RunOptions, opened: Opened, backend: str) -> Any:
+    """The run's RunMetrics (when --stream or --metrics made one), told what runs and what
+    the outputs are."""
+    from edgeseg.runtime.metrics import RunMetrics
+    from edgeseg.runtime.sinks import is_folder_target
+
+    metrics = next((s for s in sinks if isinstance(s, RunMetrics)), None)
+    if metrics is not None:
+        metrics.describe(
+            model=opened.model.name,
+            runtime=opened.runtime,
+            device=opened.device,
+            accelerator=opened.accelerator,
+            backend=backend,
+        )
+        files = [
+            o.csv,
+            o.objects,
+            o.record if o.record and not is_folder_target(o.record) else None,
+        ]
+        folders = [p.parent for p in files if p is not None]
+        folders += [p for p in (o.save_masks, o.record) if p is not None and p not in files]
+        metrics.watch_outputs(sinks, folders=folders)
+    return metrics
 
 
 def _auto_measures(model: Path, backend: str | None, delegate: str) -> bool:
@@ -451,11 +487,25 @@ def _open_sinks(
 
     sinks: list[Sink] = []
     try:
+        metrics = _run_metrics(o, messages, warn)
+        if metrics is not None:
+            sinks.append(metrics)
+        recordings = o.record if o.record and is_folder_target(o.record) else None
         if o.stream:
             host, port = parse_stream_address(o.stream)
-            server = MjpegServer(host=host, port=port, token=o.stream_token)
+            server = MjpegServer(
+                host=host, port=port, token=o.stream_token, metrics=metrics, recordings=recordings
+            )
             sinks.append(server)
-            messages.append(f"streaming at {server.url}")
+            messages.append("streaming at " + ", ".join(server.urls))
+            warn(messages[-1])
+        if o.metrics and (not o.stream or parse_stream_address(o.stream) != _address(o.metrics)):
+            host, port = _address(o.metrics)
+            alone = MjpegServer(
+                host=host, port=port, token=o.stream_token, metrics=metrics, frames=False
+            )
+            sinks.append(alone)
+            messages.append("metrics at " + ", ".join(alone.urls))
             warn(messages[-1])
         if o.csv:
             sinks.append(CsvSink(o.csv, CSV_FIELDS, max_bytes=o.csv_max_bytes))
@@ -515,6 +565,51 @@ def _prepare_recording(
             for line in found:
                 messages.append(f"warning: {line}")
                 warn(messages[-1])
+
+
+def _open_or_wait(
+    uri: str, o: RunOptions, warn: Callable[[str], None], messages: list[str], window: Any = None
+) -> Stream:
+    """The source opened; with --wait-for-source (and --retry), a live source that does not
+    open yet is a PendingStream the capture keeps reopening."""
+    from edgeseg.runtime.pending import PendingStream, waits_for
+    from edgeseg.runtime.streams import open_stream
+
+    def reopen() -> Stream:
+        return open_stream(uri, width=o.width, height=o.height, fps=o.fps, window=window)
+
+    try:
+        return reopen()
+    except DataError as exc:
+        if not (o.wait_for_source and o.retry and waits_for(uri)):
+            raise
+        messages.append(f"waiting for the source: {exc}")
+        warn(messages[-1])
+        return PendingStream(uri, exc, reopen)
+
+
+def _address(text: str) -> tuple[str, int]:
+    from edgeseg.runtime.metrics import parse_metrics_address
+
+    return parse_metrics_address(text)
+
+
+def _run_metrics(o: RunOptions, messages: list[str], warn: Callable[[str], None]) -> Any:
+    """A RunMetrics for --metrics (required) or --stream (where prometheus_client is
+    installed; without it the stream has no /metrics, and says so)."""
+    from edgeseg.errors import MissingDependencyError
+    from edgeseg.runtime.metrics import RunMetrics
+
+    if not (o.metrics or o.stream):
+        return None
+    try:
+        return RunMetrics()
+    except MissingDependencyError as exc:
+        if o.metrics:
+            raise
+        messages.append(f"no /metrics on the stream: {exc}")
+        warn(messages[-1])
+        return None
 
 
 @contextmanager

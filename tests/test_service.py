@@ -64,19 +64,43 @@ def test_system_unit_text() -> None:
     unit, service, install = (_section(text, s) for s in ("Unit", "Service", "Install"))
     assert "StartLimitIntervalSec=0" in unit  # in [Unit]: never give up restarting
     assert {"After=network-online.target", "Wants=network-online.target"} <= set(unit)
-    assert f"ExecStart={sys.executable} -m edgeseg.cli.main run --config {config}" in service
+    run = f"{sys.executable} -m edgeseg.cli.main run --config {config} --wait-for-source"
+    assert f"ExecStart={run}" in service
     assert {"Restart=on-failure", "RestartSec=5", "WorkingDirectory=/", "User=pi"} <= set(service)
     assert {"SupplementaryGroups=video", "StandardOutput=journal"} <= set(service)
     assert "StandardError=journal" in service
     assert install == ["WantedBy=multi-user.target"]
     assert not any(line.startswith("RestartSteps") for line in service)  # systemd 252
+    # systemd is told when the run is ready and restarts one that stops moving.
+    assert {"Type=notify", "NotifyAccess=main", "WatchdogSec=30", "TimeoutStartSec=300"} <= set(
+        service
+    )
+    assert "Type=simple" not in service
+
+
+def test_install_takes_the_watchdog_period(dirs: dict[str, Path]) -> None:
+    result = runner.invoke(app, ["service", "install", "--dry-run", "--watchdog-sec", "90"])
+    assert result.exit_code == 0, result.output
+    assert "WatchdogSec=90" in result.stdout and "Type=notify" in result.stdout
+    bad = runner.invoke(app, ["service", "install", "--dry-run", "--watchdog-sec", "0"])
+    assert bad.exit_code == 2
+
+
+def test_unit_watchdog_and_start_timeout_are_settable() -> None:
+    config = Path("/etc/edgeseg/edgeseg.toml")
+    spec = UnitSpec("e", config, "/py", run_as="pi", watchdog_seconds=120, start_seconds=900)
+    service = _section(unit_text(spec), "Service")
+    assert {"WatchdogSec=120", "TimeoutStartSec=900"} <= set(service)
+    with pytest.raises(DataError, match="at least 1 second"):
+        unit_text(UnitSpec("e", config, "/py", run_as="pi", watchdog_seconds=0))
 
 
 def test_user_unit_text() -> None:
     config = Path("/home/pi/.config/edgeseg/edgeseg.toml")
     text = unit_text(UnitSpec("cam", config, "/venv/bin/python", user_unit=True, run_as="x"))
     service = _section(text, "Service")
-    assert f"ExecStart=/venv/bin/python -m edgeseg.cli.main run --config {config}" in service
+    run = f"/venv/bin/python -m edgeseg.cli.main run --config {config} --wait-for-source"
+    assert f"ExecStart={run}" in service
     assert not [ln for ln in service if ln.startswith(("User=", "SupplementaryGroups="))]
     assert "Restart=on-failure" in service
     assert _section(text, "Install") == ["WantedBy=default.target"]

@@ -510,7 +510,15 @@ def test_mjpeg_off_loopback_needs_the_token(tmp_path: Path) -> None:
     folder = tmp_path / "config" / "edgeseg"
     with MjpegServer(host="0.0.0.0", port=0, token_folder=folder) as server:
         token = server.token
-        assert token and server.url == f"http://0.0.0.0:{server.port}/?token={token}"
+        # Addresses others can open: the host name, then the interfaces', never 0.0.0.0.
+        assert (
+            token
+            and server.urls[0] == f"http://{socket.gethostname()}:{server.port}/?token={token}"
+        )
+        assert server.url == server.urls[0]
+        assert all(
+            "0.0.0.0" not in u and u.endswith(f":{server.port}/?token={token}") for u in server.urls
+        )
         server.write(0, rendered(0), labels_for(), RECORD)
         server.status("camera lost, retrying since 14:02:11")
         for path in ("/", "/frame.jpg", "/stream.mjpg", "/stats.json", "/nothing"):

@@ -64,6 +64,13 @@ def install(
         None, "--run-as", help="User of a system unit (default: who ran sudo, else you)."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the unit; write nothing."),
+    watchdog_sec: int = typer.Option(
+        30,
+        "--watchdog-sec",
+        min=1,
+        help="systemd restarts a run that shows no progress for this long (WatchdogSec); "
+        "make it several times the slowest frame.",
+    ),
 ) -> None:
     """Write a unit that runs `edgeseg run --config FILE` at boot with this Python.
 
@@ -86,7 +93,9 @@ def install(
         _note(f"warning: the model {model} does not exist (yet)")
     owner = None if user else run_as_user(run_as)
     python = str(Path(sys.executable).absolute())  # not resolved: a venv's python is a link
-    spec = UnitSpec(name, config_path, python, user_unit=user, run_as=owner)
+    spec = UnitSpec(
+        name, config_path, python, user_unit=user, run_as=owner, watchdog_seconds=watchdog_sec
+    )
     target, text, existed = install_unit(spec, dry_run=dry_run)
     if dry_run:
         _say(f"# would write {target}")

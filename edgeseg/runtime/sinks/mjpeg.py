@@ -1,6 +1,8 @@
-"""The MJPEG sink: rendered frames served over HTTP with a page, live stats and the source's
-status (:class:`MjpegServer`), and what guards it: the address rule (:func:`is_loopback`,
-:func:`parse_stream_address`) and the token kept on disk (:func:`stream_token`)."""
+"""The MJPEG sink: rendered frames served over HTTP with a page, live stats, a chart and the
+source's status (:class:`MjpegServer`), the run's ``/metrics`` and the recordings' folder; what
+guards it: the address rule (:func:`is_loopback`, :func:`parse_stream_address`) and the token
+kept on disk (:func:`stream_token`); and the addresses others can open it at
+(:func:`reachable_hosts`)."""
 
 from __future__ import annotations
 
@@ -17,14 +19,17 @@ import socket
 import socketserver
 import stat
 import struct
+import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Mapping
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote
 
 import numpy as np
 
@@ -32,8 +37,17 @@ from edgeseg.errors import DataError
 from edgeseg.optional import cv2
 from edgeseg.paths import atomic_path
 from edgeseg.runtime.sinks.base import Record, SinkBase, os_reason, record_fields
+from edgeseg.runtime.sinks.page import listing_page, stream_page
 
-__all__ = ["MjpegServer", "is_loopback", "parse_stream_address", "stream_token", "token_dir"]
+__all__ = [
+    "MetricsSource",
+    "MjpegServer",
+    "is_loopback",
+    "parse_stream_address",
+    "reachable_hosts",
+    "stream_token",
+    "token_dir",
+]
 
 
 def parse_stream_address(text: str) -> tuple[str, int]:
@@ -72,34 +86,6 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>edgeseg</title>
-<style>
-body{margin:0;background:#111;color:#ddd;font:14px system-ui,sans-serif}
-img{display:block;max-width:100vw;max-height:calc(100vh - 2.5em);margin:0 auto}
-#stats{padding:.5em 1em;font-family:ui-monospace,monospace;white-space:pre}
-#status{padding:.5em 1em;background:#7a4b00;color:#fff}
-</style></head>
-<body><div id="status" hidden></div>
-<img src="/stream.mjpg@QUERY@" alt="edgeseg stream"><div id="stats">waiting for frames</div>
-<script>
-const el = document.getElementById("stats");
-const st = document.getElementById("status");
-async function poll() {
-  try {
-    const r = await fetch("/stats.json@QUERY@", {cache: "no-store"});
-    const s = await r.json();
-    st.textContent = s.status || "";
-    st.hidden = !s.status;
-    delete s.status;
-    el.textContent = Object.entries(s).map(([k, v]) => k + " " + v).join("   ")
-      || "waiting for frames";
-  } catch (e) { el.textContent = "stream stopped"; }
-  setTimeout(poll, 500);
-}
-poll();
-</script></body></html>
-"""
 _BOUNDARY = "edgesegframe"
 _STREAM_SNDBUF = 128 * 1024
 _TOKEN_COOKIE = "edgeseg_token"
@@ -123,6 +109,73 @@ def is_loopback(host: str) -> bool:
         return False
     mapped = getattr(addr, "ipv4_mapped", None)
     return bool(addr.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+_WILDCARDS = ("", "0.0.0.0", "::", "::0")
+_SIOCGIFADDR = 0x8915  # Linux: an interface's IPv4 address
+# Seconds of history kept for the page's chart (one point a second).
+_HISTORY_S = 300
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class MetricsSource(Protocol):
+    """What serves ``/metrics``: its text and content type
+    (:class:`~edgeseg.runtime.metrics.RunMetrics`)."""
+
+    content_type: str
+
+    def exposition(self) -> bytes: ...
+
+
+def _interface_ipv4() -> list[str]:
+    """The IPv4 addresses of this machine's interfaces, loopback left out (Linux ioctl)."""
+    if not sys.platform.startswith("linux"):
+        return []
+    import fcntl
+
+    found: list[str] = []
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = struct.pack("256s", name.encode()[:15])
+                raw = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, packed)
+            except OSError:
+                continue  # no IPv4 address on it, or it is down
+            addr = socket.inet_ntoa(raw[20:24])
+            if not ipaddress.ip_address(addr).is_loopback and addr not in found:
+                found.append(addr)
+    return found
+
+
+def _interface_ipv6(root: str = "/") -> list[str]:
+    """The global IPv6 addresses of this machine (``/proc/net/if_inet6``, scope 0)."""
+    found: list[str] = []
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(root, "proc/net/if_inet6").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 4 and parts[3] == "00":
+                addr = str(ipaddress.ip_address(bytes.fromhex(parts[0])))
+                if addr not in found:
+                    found.append(addr)
+    return found
+
+
+def reachable_hosts(bound: str) -> list[str]:
+    """Where others can open a server bound to ``bound``: for a wildcard (0.0.0.0, ::) this
+    machine's host name, then its interface addresses (IPv6 ones too for ::), loopback left
+    out; else ``bound`` itself. Never empty (falls back to ``bound``)."""
+    host = bound.strip().strip("[]")
+    if host not in _WILDCARDS:
+        return [host]
+    names: list[str] = []
+    with contextlib.suppress(OSError):
+        name = socket.gethostname()
+        if name and not is_loopback(name):
+            names.append(name)
+    names += _interface_ipv4()
+    if ":" in host:
+        names += _interface_ipv6()
+    return names or [host or "0.0.0.0"]
 
 
 def token_dir() -> Path:
@@ -218,11 +271,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(_UNAUTHORIZED)
             return
-        if path in ("/", "/index.html"):
+        if path == "/metrics" and sink.metrics is not None:
+            self._send(sink.metrics.exposition(), sink.metrics.content_type)
+        elif path == "/recordings" and sink.recordings is not None:
+            self.send_response(HTTPStatus.MOVED_PERMANENTLY)
+            self.send_header("Location", "/recordings/" + (f"?{query}" if query else ""))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path.startswith("/recordings/") and sink.recordings is not None:
+            self._recording(sink, unquote(path[len("/recordings/") :]))
+        elif not sink.frames:
+            self.send_error(HTTPStatus.NOT_FOUND)
+        elif path in ("/", "/index.html"):
             q = f"?token={sink.token}" if sink.token else ""
-            self._send(_PAGE.replace("@QUERY@", q).encode(), "text/html; charset=utf-8")
+            page = stream_page(
+                q, metrics=sink.metrics is not None, recordings=sink.recordings is not None
+            )
+            self._send(page, "text/html; charset=utf-8")
         elif path == "/stats.json":
             self._send(sink._stats_json(), "application/json")
+        elif path == "/history.json":
+            self._send(sink._history_json(), "application/json")
         elif path == "/frame.jpg":
             _, jpeg = sink._latest_jpeg()
             if jpeg is None:
@@ -236,6 +305,61 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(sink)
         else:
             self.send_error(HTTPStatus.NOT_FOUND)
+
+    def _recording(self, sink: MjpegServer, name: str) -> None:
+        """The folder's listing (``name`` empty) or one of its closed files."""
+        folder = sink.recordings
+        assert folder is not None
+        q = f"?token={sink.token}" if sink.token else ""
+        files = sink._recorded_files()
+        if not name:
+            page = listing_page(str(folder), files, q)
+            self._send(page, "text/html; charset=utf-8")
+            return
+        # Only a file the listing shows: no path of the client's making is ever opened.
+        if name not in {f[0] for f in files}:
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return
+        try:
+            handle = (folder / name).open("rb")
+        except OSError:
+            self.send_error(HTTPStatus.NOT_FOUND)  # deleted by the ring meanwhile
+            return
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            first, last = 0, size - 1
+            # One byte range (what a browser's <video> asks for to seek), else the whole file.
+            wanted = _RANGE.fullmatch((self.headers.get("Range") or "").strip())
+            if wanted and (wanted.group(1) or wanted.group(2)):
+                if wanted.group(1):
+                    first = int(wanted.group(1))
+                    last = min(int(wanted.group(2)), size - 1) if wanted.group(2) else size - 1
+                else:  # the last N bytes
+                    first = max(0, size - int(wanted.group(2)))
+                if first > last or first >= size:
+                    self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(HTTPStatus.PARTIAL_CONTENT)
+                self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+            else:
+                self.send_response(HTTPStatus.OK)
+            kind = {".mp4": "video/mp4", ".mkv": "video/x-matroska", ".avi": "video/x-msvideo"}
+            self.send_header(
+                "Content-Type", kind.get(Path(name).suffix, "application/octet-stream")
+            )
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(max(0, last - first + 1)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            handle.seek(first)
+            left = last - first + 1
+            with contextlib.suppress(OSError):
+                while left > 0 and (chunk := handle.read(min(1 << 16, left))):
+                    self.wfile.write(chunk)
+                    left -= len(chunk)
 
     def _send(self, body: bytes, content_type: str) -> None:
         self.send_response(HTTPStatus.OK)
@@ -303,6 +427,18 @@ class MjpegServer(SinkBase):
     (see :attr:`port`, :attr:`url`). A frame is JPEG-encoded at most once, right in
     :meth:`write` while a stream client is connected, otherwise only when someone asks.
 
+    - ``/history.json``: the page's chart: ``{"fps", "outages", "points": [[age_s, fps,
+      objects], …]}``, one point a second over the last five minutes, oldest first;
+    - ``/metrics``: ``metrics``' text (a :class:`MetricsSource`), when given;
+    - ``/recordings/``: a listing of the video files in ``recordings`` (a folder; hidden
+      files, such as the segment being written, left out), each file served as it is.
+
+    ``frames=False`` serves only ``/metrics`` (``--metrics HOST:PORT`` without ``--stream``):
+    frames written are ignored, the page and the stream answer 404.
+
+    :attr:`urls` are the addresses others can open (:func:`reachable_hosts`: for 0.0.0.0 the
+    host name and interface addresses), each with the token; :attr:`url` is the first.
+
     Bound to a loopback address (127.0.0.0/8, ::1, localhost) the stream is open. Bound to
     any other address it needs a token: ``token``, or the one kept in ``token_folder``
     (default ``$XDG_CONFIG_HOME/edgeseg``, see :func:`stream_token`: made on first use, mode
@@ -321,6 +457,9 @@ class MjpegServer(SinkBase):
         token: str | None = None,
         require_token: bool | None = None,
         token_folder: str | Path | None = None,
+        metrics: MetricsSource | None = None,
+        recordings: str | Path | None = None,
+        frames: bool = True,
     ) -> None:
         if not 1 <= quality <= 100:
             raise DataError(f"JPEG quality must be between 1 and 100, got {quality}")
@@ -340,6 +479,12 @@ class MjpegServer(SinkBase):
         self._record: dict[str, Any] = {}
         self._status: str | None = None
         self._clients: set[socket.socket] = set()
+        self.metrics = metrics
+        self.recordings = Path(recordings) if recordings is not None else None
+        self.frames = bool(frames)
+        self._times: deque[float] = deque(maxlen=10)  # when the last frames were written
+        self._history: deque[tuple[float, float, int]] = deque(maxlen=_HISTORY_S)
+        self._outages = 0
         cls = _Server6 if ":" in host else _Server
         try:
             self._server = cls((host, port), _Handler)
@@ -363,7 +508,14 @@ class MjpegServer(SinkBase):
         self.port: int = self._server.server_address[1]
         shown = f"[{host}]" if ":" in host else host
         self.base_url = f"http://{shown}:{self.port}/"
-        self.url = self.base_url + (f"?token={self.token}" if self.token else "")
+        tail = f"?token={self.token}" if self.token else ""
+        if not self.frames:
+            tail = "metrics" + tail
+        self.urls = [
+            f"http://{f'[{h}]' if ':' in h else h}:{self.port}/{tail}"
+            for h in reachable_hosts(bound)
+        ]
+        self.url = self.urls[0]
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.2},
@@ -376,6 +528,8 @@ class MjpegServer(SinkBase):
         """The source's state, shown on the page and in ``/stats.json`` (``"status"``):
         None while frames flow, else e.g. ``"camera lost, retrying since 14:02:11"``."""
         with self._cond:
+            if message is not None and self._status is None:
+                self._outages += 1
             self._status = None if message is None else str(message)
 
     @property
@@ -386,7 +540,10 @@ class MjpegServer(SinkBase):
 
     def write(self, index: int, rendered: np.ndarray, labels: np.ndarray, record: Record) -> None:
         frame = self._rendered(rendered)
+        if not self.frames:
+            return
         stats = _json_value(dict(record_fields(record)))
+        self._note(stats)
         if self._clients:  # someone is watching: encode once, here, for all of them
             jpeg, raw = self._encode(frame), None
         else:  # nobody is: keep a copy, encoded only if asked for
@@ -424,6 +581,53 @@ class MjpegServer(SinkBase):
         with self._cond:
             self._cond.wait_for(lambda: self._seq != seen or self.closed, timeout)
             return None if self.closed else self._seq
+
+    def _note(self, stats: Mapping[str, Any]) -> None:
+        """Keep the chart's points: one a second (the last frame of that second)."""
+        now = time.monotonic()
+        objects = stats.get("objects")
+        with self._cond:
+            self._times.append(now)
+            fps = self._fps(now)
+            point = (now, fps, int(objects) if isinstance(objects, (int, float)) else 0)
+            if self._history and int(self._history[-1][0]) == int(now):
+                self._history[-1] = point
+            else:
+                self._history.append(point)
+
+    def _fps(self, now: float) -> float:
+        """(with the lock held) Frames per second over the last 10 frames; 0 after 5 s of none."""
+        t = self._times
+        if len(t) < 2 or now - t[-1] > 5.0 or t[-1] <= t[0]:
+            return 0.0
+        return (len(t) - 1) / (t[-1] - t[0])
+
+    def _history_json(self) -> bytes:
+        now = time.monotonic()
+        with self._cond:
+            points = [[round(now - t, 1), round(f, 2), n] for t, f, n in self._history]
+            fps, outages = self._fps(now), self._outages
+        points = [p for p in points if p[0] <= _HISTORY_S]
+        return json.dumps({"fps": round(fps, 2), "outages": outages, "points": points}).encode()
+
+    def _recorded_files(self) -> list[tuple[str, int, float]]:
+        """The recordings' video files (name, bytes, mtime), newest first; hidden ones (the
+        segment being written) left out."""
+        folder = self.recordings
+        if folder is None:
+            return []
+        found = []
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                if entry.name.startswith(".") or Path(entry.name).suffix.lower() not in (
+                    ".mp4", ".mkv", ".avi", ".mov", ".webm",
+                ):  # fmt: skip
+                    continue
+                with contextlib.suppress(OSError):
+                    if entry.is_file(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        found.append((entry.name, st.st_size, st.st_mtime))
+        return sorted(found, key=lambda f: (f[2], f[0]), reverse=True)
 
     def _stats_json(self) -> bytes:
         with self._cond:
