@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edgeseg.core.metadata import ModelMetadata
@@ -69,6 +70,24 @@ def export_onnx(
     entry.value = json.dumps({"metadata": meta.to_dict(), **(extra or {})})
     proto.producer_name = "edgeseg"
     return OnnxExport(proto.SerializeToString(), opset, time.perf_counter() - start)
+
+
+def export_imported_onnx(
+    source: str | Path, meta: ModelMetadata, *, extra: dict[str, Any] | None = None
+) -> OnnxExport:
+    """An imported model's prepared ONNX (NCHW, probabilities) as edgeseg's ONNX artefact:
+    the same graph with NHWC ``image`` (1, H, W, C) in and ``mask`` (1, h, w, K) out (two
+    exact Transposes) and the metadata, without a round trip through TensorFlow."""
+    from edgeseg.model.onnx_graph import nhwc_wrapped, opset_of
+
+    onnx = require("onnx")
+    start = time.perf_counter()
+    proto = nhwc_wrapped(onnx.load(str(source)), INPUT_NAME, OUTPUT_NAME)
+    entry = proto.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = json.dumps({"metadata": meta.to_dict(), **(extra or {})})
+    proto.producer_name = "edgeseg"
+    return OnnxExport(proto.SerializeToString(), opset_of(proto), time.perf_counter() - start)
 
 
 def op_histogram(data: bytes) -> dict[str, int]:

@@ -97,6 +97,10 @@ class ConvertRequest:
     compiler_timeout: float = DEFAULT_COMPILER_TIMEOUT
     # Whole-frame artefacts: (H, W) camera frame sizes, "HxW" strings or "auto".
     frame_sizes: tuple[Any, ...] = ()
+    # An ONNX model (model.importers): what its output holds (logits|sigmoid|softmax; None:
+    # read from the graph) and which output to convert (None: the first).
+    activation: str | None = None
+    output: str | None = None
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,10 @@ class _Inputs:
     tiles: np.ndarray | None  # calibration tiles: float32 (N, H, W, C) inputs; None: no set
     frame_calib: dict[str, Any]  # frame tag → calibration set of whole frames (int8)
     calib_info: dict[str, Any] | None  # the report's calibration entry
+    # An imported model: the prepared ONNX on onnxruntime (the float reference), its notes.
+    reference: Callable[[np.ndarray], np.ndarray] | None = None
+    imported_onnx: Path | None = None  # the prepared ONNX (NCHW), exported as the ONNX artefact
+    import_notes: tuple[str, ...] = ()
 
     @property
     def instance(self) -> bool:
@@ -360,7 +368,8 @@ def _load_inputs(req: ConvertRequest, checked: _Checked, say: Callable[[str], No
     src = open_calibration_source(req.calib) if opens else None
     try:
         say(f"loading {req.model}")
-        loaded = load_model(req.model, trust_model=req.trust_model)
+        imported = _import(req, say)
+        loaded = imported.loaded if imported else load_model(req.model, trust_model=req.trust_model)
         meta = apply_flags(
             read_sidecar(req.model), loaded.input_shape, loaded.output_shape, **req.flags
         )
@@ -391,7 +400,33 @@ def _load_inputs(req: ConvertRequest, checked: _Checked, say: Callable[[str], No
         tiles=calib_set.tiles if calib_set is not None else None,
         frame_calib=frame_calib,
         calib_info=calib_info,
+        reference=imported.predict if imported else None,
+        imported_onnx=imported.onnx_path if imported else None,
+        import_notes=imported.notes if imported else (),
     )
+
+
+def _import(req: ConvertRequest, say: Callable[[str], None]) -> Any:
+    """An ONNX model imported (:func:`edgeseg.model.importers.import_onnx`), or None for a
+    Keras model."""
+    from edgeseg.core.metadata import read_sidecar
+    from edgeseg.model.importers import ImportOptions, import_onnx, is_imported
+
+    if not is_imported(req.model):
+        if req.activation is not None or req.output is not None:
+            raise DataError("--activation and --output apply to an ONNX model")
+        return None
+    if req.keep_float:
+        raise DataError("--keep-float names Keras layers; an ONNX model has none to keep")
+    sidecar = read_sidecar(req.model)
+    size = req.flags.get("input_size") or (sidecar.input_size if sidecar else None)
+    opts = ImportOptions(
+        activation=req.activation,
+        output=req.output,
+        input_size=size,
+        edgetpu=any(r.edgetpu for r in req.recipes),
+    )
+    return import_onnx(req.model, opts, say=say)
 
 
 def _frame_plans(
@@ -481,7 +516,7 @@ def _float_reference(
 
     heldout, meta = inputs.heldout, inputs.meta
     say(f"segmenting {len(heldout.frames)} held-out frames with the float model")
-    float_model = CallableBackend(inputs.loaded.predict, meta, path=req.model)
+    float_model = CallableBackend(inputs.reference or inputs.loaded.predict, meta, path=req.model)
     float_labels = label_maps(heldout.frames, float_model, meta)
     float_truth = overlap(float_labels, heldout.truths, meta) if heldout.truths else None
     float_instances_truth = None
@@ -601,7 +636,7 @@ def _onnx_artefacts(
     stem = inputs.stem
     report, path = _onnx_step(
         inputs.loaded, inputs.meta, stem, _extra_base(req, inputs.sha), inputs.heldout,
-        ref.float_labels, ref.fp32_size, req, say,
+        ref.float_labels, ref.fp32_size, req, say, source_onnx=inputs.imported_onnx,
     )  # fmt: skip
     outputs.add(report, path)
     for plan in inputs.plans:
@@ -637,6 +672,7 @@ def _parity_report(
         artefacts=tuple(outputs.artefacts),
         float_instances_truth=ref.float_instances_truth,
         frame_notes=tuple(outputs.frame_notes),
+        import_notes=inputs.import_notes,
     )
 
 
@@ -949,6 +985,7 @@ def _onnx_step(
     say: Callable[[str], None],
     frame: FramePlan | None = None,
     tiled_sibling: str | None = None,
+    source_onnx: Path | None = None,
 ) -> tuple[ArtefactReport, Path]:
     """Export ONNX, run it on onnxruntime's CPU provider, and score it like any artefact.
 
@@ -964,7 +1001,12 @@ def _onnx_step(
     if frame is not None:
         meta = meta.with_updates(provenance={**meta.provenance, "tiled_sibling": tiled_sibling})
         extra["frame_size"] = list(frame.frame_size)
-    export = export_onnx(loaded, meta, extra=extra)
+    if source_onnx is not None:  # an imported model: its own ONNX graph, NHWC at the edges
+        from edgeseg.convert.onnx import export_imported_onnx
+
+        export = export_imported_onnx(source_onnx, meta, extra=extra)
+    else:
+        export = export_onnx(loaded, meta, extra=extra)
     path = atomic_write(req.out / f"{stem}{tag}.onnx", export.data)
     backend = OnnxBackend(path, provider="cpu", threads=req.threads)
     say(f"checking {path.name} on the held-out frames ({backend.runtime})")

@@ -382,3 +382,39 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
 
 def ops_used(model: Any) -> Iterable[str]:
     return sorted({n.op_type for n in model.graph.node})
+
+
+def nhwc_wrapped(model: Any, input_name: str, output_name: str) -> Any:
+    """``model`` (NCHW, batch 1) with an NHWC ``input_name`` and an NHWC ``output_name``
+    around it (two Transpose nodes; exact), as every edgeseg ONNX artefact takes and gives.
+
+    The graph's own input and output are renamed inside it."""
+    onnx, helper = require("onnx"), require("onnx.helper")
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inp = _graph_inputs(model)[0]
+    out = graph.output[0]
+    n, c, h, w = _dims(inp)
+    _, k, oh, ow = _dims(out)
+    inner_in, inner_out = f"{inp.name}_nchw", f"{out.name}_nchw"
+    for node in graph.node:
+        node.input[:] = [inner_in if i == inp.name else i for i in node.input]
+        node.output[:] = [inner_out if o == out.name else o for o in node.output]
+    graph.node.insert(
+        0,
+        helper.make_node("Transpose", [input_name], [inner_in], perm=[0, 3, 1, 2], name="to_nchw"),
+    )
+    graph.node.append(
+        helper.make_node("Transpose", [inner_out], [output_name], perm=[0, 2, 3, 1], name="to_nhwc")
+    )
+    elem = inp.type.tensor_type.elem_type
+    new_in = helper.make_tensor_value_info(input_name, elem, [n, h, w, c])
+    new_out = helper.make_tensor_value_info(output_name, elem, [1, oh, ow, k])
+    kept_inputs = [i for i in graph.input if i.name != inp.name]
+    del graph.input[:]
+    graph.input.extend([new_in, *kept_inputs])
+    del graph.output[:]
+    graph.output.append(new_out)
+    del graph.value_info[:]
+    onnx.checker.check_model(model)
+    return model
