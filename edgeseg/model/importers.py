@@ -78,7 +78,8 @@ class ImportOptions:
 class ImportedModel:
     """An imported model: the SavedModel ``loaded`` for the converter, and the prepared ONNX
     ``onnx_path`` (NCHW ``(1, C, H, W)`` → ``(1, K, H, W)`` probabilities) for the reference.
-    ``notes``: what the import did, one line each, for the parity report."""
+    ``notes``: what the import did, one line each, for the parity report. ``activation``:
+    what the source model's output held (logits get a sigmoid/softmax appended)."""
 
     loaded: Any  # edgeseg.model.loading.LoadedModel
     onnx_path: Path
