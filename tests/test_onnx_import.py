@@ -258,3 +258,53 @@ def test_convert_onnx_unet_end_to_end(isbi: Path, tmp_path: Path) -> None:
 
     backend = OnnxBackend(out / "milesial.onnx", provider="cpu")
     assert backend.input.shape == (1, 64, 64, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# --normalization imagenet | mean=…,std=… (PyTorch models)
+
+
+def test_normalization_meanstd_flags_and_preprocessing() -> None:
+    from edgeseg.core.metadata import (
+        IMAGENET_MEAN,
+        ModelMetadata,
+        apply_flags,
+        parse_normalization,
+    )
+    from edgeseg.core.preprocess import prepare
+
+    meta = apply_flags(None, (1, 8, 8, 3), (1, 8, 8, 2), normalization="imagenet")
+    assert meta.normalization == "meanstd" and meta.mean == IMAGENET_MEAN
+    frame = np.random.default_rng(8).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    want = (frame / np.float32(255) - np.array(IMAGENET_MEAN, np.float32)) / np.array(
+        (0.229, 0.224, 0.225), np.float32
+    )
+    np.testing.assert_allclose(prepare(frame, meta), want, rtol=1e-5, atol=1e-5)
+    again = ModelMetadata.from_json(meta.to_json())
+    assert again == meta
+    gray = apply_flags(None, (1, 8, 8, 1), (1, 8, 8, 1), normalization="mean=0.5,std=0.25")
+    assert (gray.mean, gray.std) == ((0.5,), (0.25,))
+    x = prepare(np.full((8, 8), 255, np.uint8), gray)
+    np.testing.assert_allclose(x, 2.0)
+    # older readers refuse unknown keys: unset mean/std stay out of the JSON
+    assert "mean" not in ModelMetadata(input_size=(8, 8)).to_dict()
+    for bad in ("mean=0.5", "mean=a,std=1", "zscore"):
+        with pytest.raises(DataError, match="--normalization"):
+            parse_normalization(bad)
+    with pytest.raises(ModelError, match="one per channel"):
+        apply_flags(None, (1, 8, 8, 1), (1, 8, 8, 1), normalization="imagenet")
+
+
+def test_sidecar_gives_an_onnx_model_its_metadata(tmp_path: Path) -> None:
+    """``<model>.edgeseg.json`` beside the ONNX (the format `train` writes) is read."""
+    from edgeseg.core.metadata import ModelMetadata, read_sidecar, write_sidecar
+
+    path = tmp_path / "unet.onnx"
+    unet_onnx(path, channels=3)
+    meta = ModelMetadata(
+        input_size=(32, 32), channels=3, channel_order="RGB", normalization="meanstd",
+        mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2),
+    )  # fmt: skip
+    write_sidecar(meta, path)
+    assert (tmp_path / "unet.edgeseg.json").is_file()
+    assert read_sidecar(path) == meta
