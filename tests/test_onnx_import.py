@@ -251,6 +251,8 @@ def test_convert_onnx_unet_end_to_end(isbi: Path, tmp_path: Path) -> None:
     by = {a["recipe"]: a for a in report["artefacts"]}
     assert by["onnx"]["agreement"]["dice"] > 0.999
     assert by["int8"]["passed"]
+    assert by["onnx-int8"]["passed"] and "QuantizeLinear" in by["onnx-int8"]["ops"]
+    assert (out / "milesial_int8.onnx").is_file()
     notes = "\n".join(report["import_notes"])
     assert "Sigmoid appended" in notes and "opset 18 to 17" in notes
     assert "Not applied to an imported model" in notes
@@ -308,3 +310,21 @@ def test_sidecar_gives_an_onnx_model_its_metadata(tmp_path: Path) -> None:
     write_sidecar(meta, path)
     assert (tmp_path / "unet.edgeseg.json").is_file()
     assert read_sidecar(path) == meta
+
+
+def test_pytorch_file_without_torch_says_how_to_export(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is installed: the file would be exported")
+    model = tmp_path / "unet.pt2"
+    model.write_bytes(b"PK\x03\x04 not really a program")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    cv2 = pytest.importorskip("cv2")
+    cv2.imwrite(str(calib / "a.png"), np.zeros((40, 40), np.uint8))
+    cv2.imwrite(str(calib / "b.png"), np.zeros((40, 40), np.uint8))
+    result = runner.invoke(
+        app, ["convert", str(model), "--fp16", "--calib", str(calib), "--out", str(tmp_path / "o")]
+    )
+    one_line_error(result, "torch is not installed", "torch.onnx.export", "opset_version=17")

@@ -410,7 +410,7 @@ def _import(req: ConvertRequest, say: Callable[[str], None]) -> Any:
     """An ONNX model imported (:func:`edgeseg.model.importers.import_onnx`), or None for a
     Keras model."""
     from edgeseg.core.metadata import read_sidecar
-    from edgeseg.model.importers import ImportOptions, import_onnx, is_imported
+    from edgeseg.model.importers import ImportOptions, import_model, is_imported
 
     if not is_imported(req.model):
         if req.activation is not None or req.output is not None:
@@ -426,7 +426,9 @@ def _import(req: ConvertRequest, say: Callable[[str], None]) -> Any:
         input_size=size,
         edgetpu=any(r.edgetpu for r in req.recipes),
     )
-    return import_onnx(req.model, opts, say=say)
+    order = req.flags.get("channel_order") or (sidecar.channel_order if sidecar else None)
+    channels = None if order is None else (1 if str(order).upper() == "GRAY" else 3)
+    return import_model(req.model, opts, channels=channels, say=say)
 
 
 def _frame_plans(
@@ -639,6 +641,10 @@ def _onnx_artefacts(
         ref.float_labels, ref.fp32_size, req, say, source_onnx=inputs.imported_onnx,
     )  # fmt: skip
     outputs.add(report, path)
+    int8 = next((r for r in req.recipes if r.precision == "int8"), None)
+    if int8 is not None and inputs.tiles is not None:
+        report, path = _onnx_int8_step(path, int8, inputs, ref, req, say)
+        outputs.add(report, path)
     for plan in inputs.plans:
         try:
             report, path = _onnx_step(
@@ -1038,6 +1044,71 @@ def _onnx_step(
         frame_size=frame.frame_size if frame is not None else None,
     )
     return report, path
+
+
+def _onnx_int8_step(
+    float_path: Path,
+    recipe: Recipe,
+    inputs: _Inputs,
+    ref: _Reference,
+    req: ConvertRequest,
+    say: Callable[[str], None],
+) -> tuple[ArtefactReport, Path]:
+    """``<stem>_int8.onnx``: the float ONNX artefact as static int8 QDQ, calibrated on the
+    int8 recipes' calibration tiles, scored on onnxruntime and gated like the int8 TFLite
+    artefact (``*_int8.rejected.onnx`` when it fails)."""
+    from edgeseg.convert.onnx import op_histogram as onnx_op_histogram
+    from edgeseg.convert.onnx import quantize_onnx
+    from edgeseg.runtime.backends import OnnxBackend
+
+    stem, meta = inputs.stem, inputs.meta
+    say("quantizing the ONNX model to int8 (QDQ)")
+    extra = {**_extra_base(req, inputs.sha), "recipe": {"name": "onnx-int8"}}
+    assert inputs.tiles is not None  # the caller checks
+    source, eq_notes = float_path.read_bytes(), []
+    keras_model = inputs.loaded.keras_model
+    if keras_model is not None and recipe.equalize:
+        # As for the int8 TFLite artefact: skip ranges equalized first (exact in float), or
+        # one wide-range skip input leaves its concatenation too few int8 steps.
+        from edgeseg.convert.equalize import equalize
+        from edgeseg.convert.onnx import export_onnx
+
+        eq = equalize(keras_model, inputs.tiles)
+        if eq.changed:
+            source = export_onnx(replace(inputs.loaded, keras_model=eq.model), meta).data
+            eq_notes.append(
+                f"range equalization: {len(eq.scalings)} skip(s) rescaled before quantizing"
+            )
+    export = quantize_onnx(source, inputs.tiles, extra=extra)
+    path = atomic_write(req.out / f"{stem}_int8.onnx", export.data)
+    backend = OnnxBackend(path, provider="cpu", threads=req.threads)
+    say(f"checking {path.name} on the held-out frames ({backend.runtime})")
+    labels = label_maps(inputs.heldout.frames, backend, meta)
+    gate, gate_on = _gate(recipe, req, inputs.instance)
+    report = ArtefactReport(
+        recipe="onnx-int8",
+        path=str(path),
+        size_bytes=len(export.data),
+        size_ratio=len(export.data) / ref.fp32_size,
+        ops=onnx_op_histogram(export.data),
+        agreement=overlap(labels, ref.float_labels, meta),
+        truth=overlap(labels, inputs.heldout.truths, meta) if inputs.heldout.truths else None,
+        gate=gate,
+        seconds=export.seconds,
+        input_type="float32",
+        notes=(
+            f"static int8 QDQ (onnxruntime.quantization, opset {export.opset}): onnxruntime "
+            "and OpenVINO run it; TensorRT builds an int8 engine from its Q/DQ scales",
+            *eq_notes,
+            *ref.gate_notes,
+        ),
+        **_instance_fields(labels, ref.float_labels, inputs.heldout, inputs.instance),
+        gate_on=gate_on,
+    )
+    if report.passed:
+        return report, path
+    rejected = publish(path, path.with_name(f"{stem}_int8.rejected.onnx"))
+    return replace(report, path=str(rejected)), rejected
 
 
 def _edgetpu_step(

@@ -39,11 +39,16 @@ __all__ = [
     "ImportOptions",
     "ImportedModel",
     "import_cache_dir",
+    "import_model",
     "import_onnx",
     "is_imported",
+    "torch_to_onnx",
 ]
 
-IMPORTED_SUFFIXES = (".onnx",)
+#: PyTorch files: a ``torch.export`` program (.pt2) or TorchScript (.pt, .pth, .ts).
+TORCH_SUFFIXES = (".pt2", ".pt", ".pth", ".ts", ".torchscript")
+IMPORTED_SUFFIXES = (".onnx", *TORCH_SUFFIXES)
+TORCH_OPSET = 17
 #: Bumped when a pre-pass changes what is cached.
 PREPARE_VERSION = 1
 #: Largest |SavedModel - onnxruntime| accepted on the probe tiles (probabilities).
@@ -153,10 +158,89 @@ def _require_onnx2tf() -> None:
         )
 
 
-def import_onnx(
-    path: str | Path, opts: ImportOptions = ImportOptions(), *, say: Any = lambda _m: None
+def import_model(
+    path: str | Path,
+    opts: ImportOptions = ImportOptions(),
+    *,
+    channels: int | None = None,
+    say: Any = lambda _m: None,
 ) -> ImportedModel:
-    """Import the ONNX model ``path`` (see the module docstring).
+    """An ONNX file (:func:`import_onnx`), or a PyTorch file exported to ONNX first
+    (:func:`torch_to_onnx`, when torch is installed), cached by the PyTorch file's sha256."""
+    path = Path(path)
+    if path.suffix.lower() not in TORCH_SUFFIXES:
+        return import_onnx(path, opts, say=say)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    sha = file_sha256(path)
+    with tempfile.TemporaryDirectory(prefix="edgeseg-torch-") as tmp:
+        onnx_path = Path(tmp) / f"{path.stem}.onnx"
+        say(f"{path.name}: exporting to ONNX with torch (opset {TORCH_OPSET}, batch 1)")
+        torch_to_onnx(path, onnx_path, input_size=opts.input_size, channels=channels)
+        return import_onnx(onnx_path, opts, say=say, sha=sha)
+
+
+def torch_to_onnx(
+    path: Path, out: Path, *, input_size: tuple[int, int] | None, channels: int | None
+) -> Path:
+    """A ``torch.export`` program (its own example input) or a TorchScript module (an input
+    of ``input_size`` and ``channels``) as ONNX at opset 17 with a static batch of 1.
+
+    Raises:
+        MissingDependencyError: torch is not installed (the line says how to export).
+        ModelError: the file does not load or export.
+    """
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependencyError(
+            f"{path} is a PyTorch file and torch is not installed here; export it to ONNX "
+            "where the model was trained: torch.onnx.export(model.eval(), torch.zeros(1, C, H, "
+            "W), 'unet.onnx', opset_version=17), then convert unet.onnx"
+        ) from None
+    try:
+        if path.suffix.lower() == ".pt2":
+            program = torch.export.load(str(path))
+            module, args = program.module(), tuple(program.example_inputs[0])
+        else:
+            if input_size is None or channels is None:
+                raise ModelError(
+                    f"{path} is TorchScript, which holds no input shape: give --input-size HxW "
+                    "and --channel-order GRAY|RGB"
+                )
+            module = torch.jit.load(str(path), map_location="cpu")
+            args = (torch.zeros(1, channels, *input_size),)
+        module.eval()
+        kwargs: dict[str, Any] = {
+            "opset_version": TORCH_OPSET,
+            "input_names": ["input"],
+            "output_names": ["logits"],
+        }
+        try:
+            torch.onnx.export(module, args, str(out), dynamo=False, **kwargs)
+        except TypeError:  # a torch without the dynamo argument
+            torch.onnx.export(module, args, str(out), **kwargs)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"could not export {path} to ONNX with torch: {_one(exc)}") from exc
+    return out
+
+
+def _one(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]
+
+
+def import_onnx(
+    path: str | Path,
+    opts: ImportOptions = ImportOptions(),
+    *,
+    say: Any = lambda _m: None,
+    sha: str | None = None,
+) -> ImportedModel:
+    """Import the ONNX model ``path`` (see the module docstring); ``sha``: the cache key's
+    file hash when ``path`` was made from another file (a PyTorch export).
 
     Raises:
         ModelError: not ONNX, not image-to-mask, an op that does not convert (named with its
@@ -173,7 +257,7 @@ def import_onnx(
     onnx_graph.check_ops(model, edgetpu=opts.edgetpu, path=path)
     require("onnxruntime")
     _require_onnx2tf()
-    folder = import_cache_dir() / _cache_key(file_sha256(path), opts)
+    folder = import_cache_dir() / _cache_key(sha or file_sha256(path), opts)
     if (folder / "notes.json").is_file():
         try:
             record = json.loads((folder / "notes.json").read_text())
