@@ -18,8 +18,8 @@ ort = pytest.importorskip("onnxruntime")
 from onnx_unets import single_op_onnx, unet_onnx  # noqa: E402
 
 from edgeseg.cli.main import app  # noqa: E402
+from edgeseg.core import onnx_graph  # noqa: E402
 from edgeseg.errors import DataError, ModelError  # noqa: E402
-from edgeseg.model import onnx_graph  # noqa: E402
 
 runner = CliRunner()
 
@@ -328,3 +328,56 @@ def test_pytorch_file_without_torch_says_how_to_export(tmp_path: Path) -> None:
         app, ["convert", str(model), "--fp16", "--calib", str(calib), "--out", str(tmp_path / "o")]
     )
     one_line_error(result, "torch is not installed", "torch.onnx.export", "opset_version=17")
+
+
+# --------------------------------------------------------------------------------------------
+# run / eval / bench take the source ONNX itself (NCHW, logits, dynamic H/W)
+
+
+def test_source_onnx_runs_on_onnxruntime_and_openvino(isbi: Path, tmp_path: Path) -> None:
+    """A PyTorch-style ONNX (NCHW, logits, dynamic H/W) with a sidecar giving the tile size is
+    opened by both ONNX runtimes as its NHWC-probabilities copy: the label maps equal those of
+    onnxruntime on the source graph with the sigmoid applied by numpy."""
+    from edgeseg.convert.parity import label_maps
+    from edgeseg.core.backend import CallableBackend
+    from edgeseg.core.metadata import ModelMetadata, write_sidecar
+    from edgeseg.imageio import read_image
+    from edgeseg.runtime.backends import open_model
+
+    path = tmp_path / "src.onnx"
+    model = unet_onnx(path, size=None, base=4, depth=2, up="align_corners")
+    meta = ModelMetadata(input_size=(64, 64), normalization="percentile", foreground_value=0)
+    write_sidecar(meta, path)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    def reference(tiles: np.ndarray) -> np.ndarray:
+        out = [sess.run(None, {"input": t.transpose(2, 0, 1)[None]})[0] for t in tiles]
+        return 1 / (1 + np.exp(-np.concatenate(out).transpose(0, 2, 3, 1)))
+
+    frames = [read_image(p)[:150, :170] for p in sorted((isbi / "images").iterdir())[:2]]
+    want = label_maps(frames, CallableBackend(reference, meta), meta)
+    runtimes = ["onnxruntime"]
+    try:
+        import openvino  # noqa: F401
+
+        runtimes.append("openvino")
+    except ImportError:
+        pass
+    for runtime in runtimes:
+        opened = open_model(path, backend=runtime)
+        assert opened.meta == meta
+        got = label_maps(frames, opened.backend, opened.meta)
+        agree = np.mean([np.mean(a == b) for a, b in zip(got, want, strict=True)])
+        assert agree > 0.999, (runtime, agree)
+    # bench describes (and measures) what open_backend runs, under the source's name
+    from edgeseg.bench.latency import model_info
+
+    info = model_info(path)
+    assert info.name == "src" and info.input_shape == (1, 64, 64, 1) and info.has_metadata
+    # no sidecar: a dynamic model has no tile size, said in one line
+    bare = tmp_path / "bare.onnx"
+    unet_onnx(bare, size=None)
+    result = runner.invoke(
+        app, ["eval", str(bare), "--data", str(isbi), "--backend", "onnxruntime"]
+    )
+    one_line_error(result, "takes any image size", "bare.edgeseg.json")

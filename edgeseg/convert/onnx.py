@@ -81,7 +81,7 @@ def export_imported_onnx(
     """An imported model's prepared ONNX (NCHW, probabilities) as edgeseg's ONNX artefact:
     the same graph with NHWC ``image`` (1, H, W, C) in and ``mask`` (1, h, w, K) out (two
     exact Transposes) and the metadata, without a round trip through TensorFlow."""
-    from edgeseg.model.onnx_graph import nhwc_wrapped, opset_of
+    from edgeseg.core.onnx_graph import nhwc_wrapped, opset_of
 
     onnx = require("onnx")
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 one form ``convert`` works on, a TensorFlow SavedModel with NHWC image in and probabilities
 out (:class:`edgeseg.model.loading.LoadedModel`).
 
-The route: :mod:`edgeseg.model.onnx_graph`'s pre-passes (one output, batch 1, the tile size,
+The route: :mod:`edgeseg.core.onnx_graph`'s pre-passes (one output, batch 1, the tile size,
 opset 17 for an align_corners Resize, onnxsim, Pad(0)+MaxPool, a Sigmoid/Softmax after
 logits) → onnx2tf in a child process (:mod:`edgeseg.model.onnx2tf_child`) → the SavedModel,
 checked against onnxruntime on the prepared ONNX before it is used. The result is cached in
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from edgeseg import child
+from edgeseg.core import onnx_graph
 from edgeseg.errors import MissingDependencyError, ModelError
-from edgeseg.model import onnx_graph
 from edgeseg.optional import require
 from edgeseg.paths import file_sha256, publish
 
@@ -320,7 +320,7 @@ def _prepare(
     notes: list[str],
     path: Path,
 ) -> tuple[Any, str]:
-    """The pre-passes of :mod:`edgeseg.model.onnx_graph`, each noted."""
+    """The pre-passes of :mod:`edgeseg.core.onnx_graph`, each noted."""
     if len(info.outputs) > 1:
         model = onnx_graph.keep_output(model, info.output_name)
         notes.append(f"output {info.output_name!r} converted (of {', '.join(info.outputs)})")
