@@ -21,7 +21,6 @@ from typing import Any
 from edgeseg.core import onnx_graph
 from edgeseg.core.metadata import read_sidecar
 from edgeseg.errors import ModelError
-from edgeseg.optional import require
 from edgeseg.paths import atomic_write, file_sha256
 
 __all__ = ["adapt_onnx", "is_source_onnx"]
@@ -58,7 +57,12 @@ def adapt_onnx(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".onnx" or not path.is_file():
         return path
-    onnx = require("onnx")
+    try:
+        import onnx
+    except ImportError:
+        # A device with onnxruntime alone: edgeseg's own artefacts open as they are, and a
+        # source ONNX meets the runtime's shape checks (channels 1 or 3) unadapted.
+        return path
     try:
         model = onnx.load(str(path))
     except Exception:
