@@ -18,6 +18,7 @@ Layouts: ONNX images are NCHW ``(1, C, H, W)``; the masks ``(1, K, H, W)``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -417,4 +418,16 @@ def nhwc_wrapped(model: Any, input_name: str, output_name: str) -> Any:
     graph.output.append(new_out)
     del graph.value_info[:]
     onnx.checker.check_model(model)
+    return model
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.]")
+
+
+def safe_node_names(model: Any) -> Any:
+    """Every node named ``n<index>_<name with [A-Za-z0-9_.] only>``: PyTorch names nodes
+    ``/up1/Resize``, which TensorFlow refuses as a layer name (its pattern wants a letter or
+    digit first) under the Keras 2 bundled with TensorFlow."""
+    for i, node in enumerate(model.graph.node):
+        node.name = f"n{i}_{_UNSAFE.sub('_', node.name).strip('_')}"[:120]
     return model

@@ -20,6 +20,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -345,6 +346,7 @@ def _prepare(
         "layout: the ONNX model is NCHW; the converted artefacts are NHWC. Not applied to an "
         "imported model: " + "; ".join(KERAS_ONLY_STEPS)
     )
+    model = onnx_graph.safe_node_names(model)
     require("onnx").checker.check_model(model)
     return model, activation
 
@@ -369,9 +371,18 @@ def _agreement(loaded: Any, onnx_path: Path, channels: int | None) -> float:
     return worst
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _last_error(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    """The child's failure in one line: onnx2tf's ``ERROR:`` lines, else a Python
+    exception's last line, else its last line."""
+    lines = [_ANSI.sub("", ln).strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(("I0000", "W0000", "WARNING: All"))]
+    flagged = [ln.removeprefix("ERROR:").strip() for ln in lines if ln.startswith("ERROR:")]
+    if flagged:
+        return " ".join(flagged[:2])[:300]
     for ln in reversed(lines):
-        if "Error" in ln or "error" in ln:
+        if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", ln):
             return ln[:300]
     return lines[-1][:300] if lines else "no output"
