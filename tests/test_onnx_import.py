@@ -249,7 +249,7 @@ def test_convert_onnx_unet_end_to_end(isbi: Path, tmp_path: Path) -> None:
     result = runner.invoke(
         app,
         ["convert", str(path), "--int8", "--onnx", "--calib", str(isbi / "images"),
-         "--n", "30", "--out", str(out)],
+         "--n", "30", "--frame-size", "80x90", "--out", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((out / "milesial_parity.json").read_text())
@@ -261,6 +261,7 @@ def test_convert_onnx_unet_end_to_end(isbi: Path, tmp_path: Path) -> None:
     notes = "\n".join(report["import_notes"])
     assert "Sigmoid appended" in notes and "opset 18 to 17" in notes
     assert "Not applied to an imported model" in notes
+    assert any("80x90: an imported model" in n for n in report["frame_notes"])
     from edgeseg.runtime.backends import OnnxBackend
 
     backend = OnnxBackend(out / "milesial.onnx", provider="cpu")
@@ -386,3 +387,21 @@ def test_source_onnx_runs_on_onnxruntime_and_openvino(isbi: Path, tmp_path: Path
         app, ["eval", str(bare), "--data", str(isbi), "--backend", "onnxruntime"]
     )
     one_line_error(result, "takes any image size", "bare.edgeseg.json")
+
+
+def test_calibration_set_of_other_mean_std_is_refused(tmp_path: Path) -> None:
+    from edgeseg.convert.calibration import build_calibration
+    from edgeseg.core.metadata import apply_flags
+
+    cv2 = pytest.importorskip("cv2")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(9)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    meta = apply_flags(None, (1, 32, 32, 3), (1, 32, 32, 1), normalization="imagenet")
+    calib, _ = build_calibration(folder, meta, 4)
+    calib.check_fits(meta)
+    other = meta.with_updates(std=(0.5, 0.5, 0.5))
+    with pytest.raises((DataError, ModelError), match="std"):
+        calib.check_fits(other)

@@ -378,6 +378,13 @@ def _load_inputs(req: ConvertRequest, checked: _Checked, say: Callable[[str], No
         if req.val is not None:
             heldout = _heldout_from_val(req.val, meta, req.max_heldout_frames)
         plans, refusals = _frame_plans(req, checked, loaded, meta, src, say)
+        if imported is not None:  # the generic note names Keras models: say it for ONNX
+            refusals = [
+                f"{r.split(':', 1)[0]}: an imported model is converted at one input size; "
+                "convert an ONNX export of that size (or a dynamic-H/W export with "
+                "--input-size HxW) for whole frames; kept the tiled artefacts only"
+                for r in refusals
+            ]
         calib_set, heldout, frame_calib = _calibrate(req, checked, meta, src, heldout, plans, say)
     finally:
         if src is not None:
