@@ -23,6 +23,8 @@ _EXTRA_FOR = {
     "onnxruntime": ("onnx", "onnxruntime"),
     "tf2onnx": ("onnx", "tf2onnx"),
     "openvino": ("openvino", "OpenVINO"),
+    "onnx": ("onnx", "onnx"),
+    "onnxsim": ("onnx-import", "onnxsim"),
     "dask": ("batch", "Dask"),
     "distributed": ("batch", "dask.distributed"),
     "zarr": ("batch", "Zarr"),

@@ -125,6 +125,11 @@ def test_convert_fp32_fp16_int8_with_parity(trap_model: Path, synth_data: Path, 
 
     assert by["onnx"]["agreement"]["dice"] > 0.999 and "Conv" in by["onnx"]["ops"]
     assert OnnxBackend(out / "trap.onnx").metadata() == read_sidecar(trap_model)
+    # --onnx --int8: static int8 QDQ ONNX beside it, equalized first like the int8 TFLite.
+    assert (
+        by["onnx-int8"]["agreement"]["dice"] >= 0.95 and "QuantizeLinear" in by["onnx-int8"]["ops"]
+    )
+    assert OnnxBackend(out / "trap_int8.onnx").metadata() == read_sidecar(trap_model)
     # The artefact is evaluated like any model, from its embedded metadata alone; on the
     # runtime the parity report measured (auto may pick another whose label maps agree to
     # Dice 0.999, not to the 1e-6 compared here).

@@ -54,3 +54,16 @@ def test_convert_extra_brings_tensorflow_and_runtime() -> None:
     assert {"tensorflow-cpu", "ai-edge-litert", "onnxruntime"} <= _extra_requirements(
         "all"
     ) | _extra_requirements("onnx")
+
+
+def test_onnx_import_extra_pins_onnx2tf_and_leaves_out_tf_keras() -> None:
+    """onnx2tf 1.28.x installs beside TensorFlow 2.21 and numpy 2 (1.29+ pins
+    tensorflow==2.19); tf-keras would bring the full `tensorflow` distribution beside
+    `tensorflow-cpu` on x86-64, so the importer does without it (onnx2tf_child)."""
+    names = _extra_requirements("onnx-import")
+    assert {"onnx2tf", "onnx", "onnxsim", "onnxruntime", "tensorflow-cpu"} <= names
+    assert not names & {"tf-keras", "tf_keras", "torch"}
+    pins = [r for r in _requirements() if r.startswith("onnx2tf")]
+    assert pins and all("==1.28.8" in r for r in pins), pins
+    assert "onnx2tf" in _extra_requirements("all")
+    assert not _extra_requirements("runtime") & {"onnx2tf", "torch", "tensorflow"}

@@ -287,7 +287,7 @@ def frame_range(
     Segmenter computes it on a whole frame (the same strided sample); None for ``scale``."""
     _fault_hook()
     _, meta, _ = segmenter(spec)
-    if meta.normalization == "scale":
+    if meta.normalization in ("scale", "meanstd"):  # a fixed range: no frame statistics
         return None
     array = _open(info.store, info.array_path)
     h, w = info.plane_shape

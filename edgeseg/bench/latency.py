@@ -233,7 +233,10 @@ def model_info(path: str | Path) -> ModelInfo:
 def _onnx_info(path: Path) -> ModelInfo:
     """Describe an ONNX model (the Jetson path) through onnxruntime's own loader."""
     from edgeseg.runtime.backends import OnnxBackend
+    from edgeseg.runtime.foreign_onnx import adapt_onnx
 
+    name = path.stem
+    path = adapt_onnx(path)  # a source ONNX (NCHW, logits): what open_backend runs
     backend = OnnxBackend(path, provider="cpu", threads=1)  # validates; one-line errors
     data = path.read_bytes()
     weights = sum(int(np.prod(i.dims)) * 4 for i in _onnx_initializers(data)) if _has_onnx() else 0
@@ -241,7 +244,7 @@ def _onnx_info(path: Path) -> ModelInfo:
     precision = "int8" if quantized else "fp32"
     return ModelInfo(
         path=str(path),
-        name=path.stem,
+        name=name,
         precision=precision,
         label=f"onnx-{precision}",
         recipe=None,

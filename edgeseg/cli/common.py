@@ -147,7 +147,8 @@ NormalizationOpt = typer.Option(
     None,
     "--normalization",
     help="How frames become [0, 1]: scale (divide by --input-max or the dtype maximum), "
-    "percentile (per frame 1st..99.8th), minmax. Default for models without metadata: scale.",
+    "percentile (per frame 1st..99.8th), minmax; for PyTorch models imagenet or "
+    "mean=M1,M2,M3,std=S1,S2,S3 (after scale, per channel). Default without metadata: scale.",
 )
 InputMaxOpt = typer.Option(
     None, "--input-max", help="Divisor for --normalization scale (e.g. 4095 for 12-bit)."

@@ -24,7 +24,9 @@ from edgeseg.cli.common import (
 
 @handle_errors
 def convert(
-    model: Path = typer.Argument(..., help="Model: .keras, legacy .h5 or SavedModel folder."),
+    model: Path = typer.Argument(
+        ..., help="Model: .keras, legacy .h5, SavedModel folder or .onnx (PyTorch export)."
+    ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the artefacts and report."),
     fp16: bool = typer.Option(False, "--fp16", help="Build the fp16 recipe."),
     int8: bool = typer.Option(False, "--int8", help="Build the int8 recipe (needs --calib)."),
@@ -101,6 +103,17 @@ def convert(
     threshold: float | None = ThresholdOpt,
     foreground_value: int | None = ForegroundOpt,
     channel_order: str | None = ChannelOrderOpt,
+    activation: str | None = typer.Option(
+        None,
+        "--activation",
+        help="ONNX model: what its output holds, logits|sigmoid|softmax (default: read from "
+        "the graph); logits get a sigmoid (1 channel) or softmax appended.",
+    ),
+    output: str | None = typer.Option(
+        None,
+        "--output",
+        help="ONNX model with several outputs: the one to convert (default: first).",
+    ),
 ) -> None:
     """Convert MODEL to TFLite artefacts <stem>_<recipe>.tflite and prove what each one costs.
 
@@ -137,6 +150,8 @@ def convert(
         compiler_timeout=compiler_timeout,
         frame_sizes=tuple(frame_size),
         window=window,
+        activation=activation,
+        output=output,
         flags=metadata_flags(
             input_size, normalization, input_max, threshold, foreground_value, channel_order
         ),

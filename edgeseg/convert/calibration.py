@@ -231,6 +231,10 @@ class CalibrationSet:
         if meta.normalization == "scale" and pre.get("normalization") == "scale":
             recorded["input_max"] = pre.get("input_max")
             wanted["input_max"] = meta.input_max
+        if meta.normalization == "meanstd" and pre.get("normalization") == "meanstd":
+            for key in ("mean", "std"):
+                recorded[key] = tuple(pre.get(key) or ())
+                wanted[key] = tuple(getattr(meta, key) or ())
         if meta.normalization == "percentile" and pre.get("normalization") == "percentile":
             recorded["percentiles"] = tuple(pre.get("percentiles") or ())
             wanted["percentiles"] = tuple(meta.percentiles)

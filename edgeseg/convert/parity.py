@@ -180,6 +180,9 @@ class ParityReport:
     float_instances_truth: InstanceScores | None = None
     # Whole frames (--frame-size): what was built, refused or skipped, one line each.
     frame_notes: tuple[str, ...] = ()
+    # An imported (ONNX) model: what the import did and which Keras-only steps did not apply;
+    # its float reference is the prepared ONNX on onnxruntime.
+    import_notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -295,6 +298,9 @@ class ParityReport:
         if self.frame_notes:
             lines += ["", "## Whole frames", ""]
             lines += [f"- {n}" for n in self.frame_notes]
+        if self.import_notes:
+            lines += ["", "## Imported model", ""]
+            lines += [f"- {n}" for n in self.import_notes]
         for a in self.artefacts:
             if a.edgetpu:
                 lines += ["", *_edgetpu_markdown(a)]

@@ -100,6 +100,10 @@ class ConvertRequest:
     # DICOM calibration frames' window (CENTER,WIDTH, file or a preset), recorded in the
     # artefacts' metadata (dicom_window) so `run` windows as calibration did.
     window: str | None = None
+    # An ONNX model (model.importers): what its output holds (logits|sigmoid|softmax; None:
+    # read from the graph) and which output to convert (None: the first).
+    activation: str | None = None
+    output: str | None = None
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,10 @@ class _Inputs:
     tiles: np.ndarray | None  # calibration tiles: float32 (N, H, W, C) inputs; None: no set
     frame_calib: dict[str, Any]  # frame tag → calibration set of whole frames (int8)
     calib_info: dict[str, Any] | None  # the report's calibration entry
+    # An imported model: the prepared ONNX on onnxruntime (the float reference), its notes.
+    reference: Callable[[np.ndarray], np.ndarray] | None = None
+    imported_onnx: Path | None = None  # the prepared ONNX (NCHW), exported as the ONNX artefact
+    import_notes: tuple[str, ...] = ()
 
     @property
     def instance(self) -> bool:
@@ -366,7 +374,8 @@ def _load_inputs(req: ConvertRequest, checked: _Checked, say: Callable[[str], No
     src = open_calibration_source(req.calib, window=window) if opens else None
     try:
         say(f"loading {req.model}")
-        loaded = load_model(req.model, trust_model=req.trust_model)
+        imported = _import(req, say)
+        loaded = imported.loaded if imported else load_model(req.model, trust_model=req.trust_model)
         meta = apply_flags(
             read_sidecar(req.model), loaded.input_shape, loaded.output_shape, **req.flags
         )
@@ -378,6 +387,13 @@ def _load_inputs(req: ConvertRequest, checked: _Checked, say: Callable[[str], No
         if req.val is not None:
             heldout = _heldout_from_val(req.val, meta, req.max_heldout_frames)
         plans, refusals = _frame_plans(req, checked, loaded, meta, src, say)
+        if imported is not None:  # the generic note names Keras models: say it for ONNX
+            refusals = [
+                f"{r.split(':', 1)[0]}: an imported model is converted at one input size; "
+                "convert an ONNX export of that size (or a dynamic-H/W export with "
+                "--input-size HxW) for whole frames; kept the tiled artefacts only"
+                for r in refusals
+            ]
         calib_set, heldout, frame_calib = _calibrate(req, checked, meta, src, heldout, plans, say)
     finally:
         if src is not None:
@@ -400,7 +416,35 @@ def _load_inputs(req: ConvertRequest, checked: _Checked, say: Callable[[str], No
         tiles=calib_set.tiles if calib_set is not None else None,
         frame_calib=frame_calib,
         calib_info=calib_info,
+        reference=imported.predict if imported else None,
+        imported_onnx=imported.onnx_path if imported else None,
+        import_notes=imported.notes if imported else (),
     )
+
+
+def _import(req: ConvertRequest, say: Callable[[str], None]) -> Any:
+    """An ONNX model imported (:func:`edgeseg.model.importers.import_onnx`), or None for a
+    Keras model."""
+    from edgeseg.core.metadata import read_sidecar
+    from edgeseg.model.importers import ImportOptions, import_model, is_imported
+
+    if not is_imported(req.model):
+        if req.activation is not None or req.output is not None:
+            raise DataError("--activation and --output apply to an ONNX model")
+        return None
+    if req.keep_float:
+        raise DataError("--keep-float names Keras layers; an ONNX model has none to keep")
+    sidecar = read_sidecar(req.model)
+    size = req.flags.get("input_size") or (sidecar.input_size if sidecar else None)
+    opts = ImportOptions(
+        activation=req.activation,
+        output=req.output,
+        input_size=size,
+        edgetpu=any(r.edgetpu for r in req.recipes),
+    )
+    order = req.flags.get("channel_order") or (sidecar.channel_order if sidecar else None)
+    channels = None if order is None else (1 if str(order).upper() == "GRAY" else 3)
+    return import_model(req.model, opts, channels=channels, say=say)
 
 
 def _frame_plans(
@@ -490,7 +534,7 @@ def _float_reference(
 
     heldout, meta = inputs.heldout, inputs.meta
     say(f"segmenting {len(heldout.frames)} held-out frames with the float model")
-    float_model = CallableBackend(inputs.loaded.predict, meta, path=req.model)
+    float_model = CallableBackend(inputs.reference or inputs.loaded.predict, meta, path=req.model)
     float_labels = label_maps(heldout.frames, float_model, meta)
     float_truth = overlap(float_labels, heldout.truths, meta) if heldout.truths else None
     float_instances_truth = None
@@ -610,9 +654,13 @@ def _onnx_artefacts(
     stem = inputs.stem
     report, path = _onnx_step(
         inputs.loaded, inputs.meta, stem, _extra_base(req, inputs.sha), inputs.heldout,
-        ref.float_labels, ref.fp32_size, req, say,
+        ref.float_labels, ref.fp32_size, req, say, source_onnx=inputs.imported_onnx,
     )  # fmt: skip
     outputs.add(report, path)
+    int8 = next((r for r in req.recipes if r.precision == "int8"), None)
+    if int8 is not None and inputs.tiles is not None:
+        report, path = _onnx_int8_step(path, int8, inputs, ref, req, say)
+        outputs.add(report, path)
     for plan in inputs.plans:
         try:
             report, path = _onnx_step(
@@ -646,6 +694,7 @@ def _parity_report(
         artefacts=tuple(outputs.artefacts),
         float_instances_truth=ref.float_instances_truth,
         frame_notes=tuple(outputs.frame_notes),
+        import_notes=inputs.import_notes,
     )
 
 
@@ -958,6 +1007,7 @@ def _onnx_step(
     say: Callable[[str], None],
     frame: FramePlan | None = None,
     tiled_sibling: str | None = None,
+    source_onnx: Path | None = None,
 ) -> tuple[ArtefactReport, Path]:
     """Export ONNX, run it on onnxruntime's CPU provider, and score it like any artefact.
 
@@ -973,7 +1023,12 @@ def _onnx_step(
     if frame is not None:
         meta = meta.with_updates(provenance={**meta.provenance, "tiled_sibling": tiled_sibling})
         extra["frame_size"] = list(frame.frame_size)
-    export = export_onnx(loaded, meta, extra=extra)
+    if source_onnx is not None:  # an imported model: its own ONNX graph, NHWC at the edges
+        from edgeseg.convert.onnx import export_imported_onnx
+
+        export = export_imported_onnx(source_onnx, meta, extra=extra)
+    else:
+        export = export_onnx(loaded, meta, extra=extra)
     path = atomic_write(req.out / f"{stem}{tag}.onnx", export.data)
     backend = OnnxBackend(path, provider="cpu", threads=req.threads)
     say(f"checking {path.name} on the held-out frames ({backend.runtime})")
@@ -1005,6 +1060,71 @@ def _onnx_step(
         frame_size=frame.frame_size if frame is not None else None,
     )
     return report, path
+
+
+def _onnx_int8_step(
+    float_path: Path,
+    recipe: Recipe,
+    inputs: _Inputs,
+    ref: _Reference,
+    req: ConvertRequest,
+    say: Callable[[str], None],
+) -> tuple[ArtefactReport, Path]:
+    """``<stem>_int8.onnx``: the float ONNX artefact as static int8 QDQ, calibrated on the
+    int8 recipes' calibration tiles, scored on onnxruntime and gated like the int8 TFLite
+    artefact (``*_int8.rejected.onnx`` when it fails)."""
+    from edgeseg.convert.onnx import op_histogram as onnx_op_histogram
+    from edgeseg.convert.onnx import quantize_onnx
+    from edgeseg.runtime.backends import OnnxBackend
+
+    stem, meta = inputs.stem, inputs.meta
+    say("quantizing the ONNX model to int8 (QDQ)")
+    extra = {**_extra_base(req, inputs.sha), "recipe": {"name": "onnx-int8"}}
+    assert inputs.tiles is not None  # the caller checks
+    source, eq_notes = float_path.read_bytes(), []
+    keras_model = inputs.loaded.keras_model
+    if keras_model is not None and recipe.equalize:
+        # As for the int8 TFLite artefact: skip ranges equalized first (exact in float), or
+        # one wide-range skip input leaves its concatenation too few int8 steps.
+        from edgeseg.convert.equalize import equalize
+        from edgeseg.convert.onnx import export_onnx
+
+        eq = equalize(keras_model, inputs.tiles)
+        if eq.changed:
+            source = export_onnx(replace(inputs.loaded, keras_model=eq.model), meta).data
+            eq_notes.append(
+                f"range equalization: {len(eq.scalings)} skip(s) rescaled before quantizing"
+            )
+    export = quantize_onnx(source, inputs.tiles, extra=extra)
+    path = atomic_write(req.out / f"{stem}_int8.onnx", export.data)
+    backend = OnnxBackend(path, provider="cpu", threads=req.threads)
+    say(f"checking {path.name} on the held-out frames ({backend.runtime})")
+    labels = label_maps(inputs.heldout.frames, backend, meta)
+    gate, gate_on = _gate(recipe, req, inputs.instance)
+    report = ArtefactReport(
+        recipe="onnx-int8",
+        path=str(path),
+        size_bytes=len(export.data),
+        size_ratio=len(export.data) / ref.fp32_size,
+        ops=onnx_op_histogram(export.data),
+        agreement=overlap(labels, ref.float_labels, meta),
+        truth=overlap(labels, inputs.heldout.truths, meta) if inputs.heldout.truths else None,
+        gate=gate,
+        seconds=export.seconds,
+        input_type="float32",
+        notes=(
+            f"static int8 QDQ (onnxruntime.quantization, opset {export.opset}): onnxruntime "
+            "and OpenVINO run it; TensorRT builds an int8 engine from its Q/DQ scales",
+            *eq_notes,
+            *ref.gate_notes,
+        ),
+        **_instance_fields(labels, ref.float_labels, inputs.heldout, inputs.instance),
+        gate_on=gate_on,
+    )
+    if report.passed:
+        return report, path
+    rejected = publish(path, path.with_name(f"{stem}_int8.rejected.onnx"))
+    return replace(report, path=str(rejected)), rejected
 
 
 def _edgetpu_step(

@@ -46,7 +46,10 @@ from edgeseg.errors import DataError, ModelError
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 SIDECAR_SUFFIX = ".edgeseg.json"
-NORMALIZATIONS = ("scale", "percentile", "minmax")
+NORMALIZATIONS = ("scale", "percentile", "minmax", "meanstd")
+# torchvision's ImageNet statistics (RGB), what most PyTorch encoders were trained with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 CHANNEL_ORDERS = ("GRAY", "RGB", "BGR")
 
 
@@ -76,6 +79,10 @@ class ModelMetadata:
     # Free-form provenance (training data, source model hash, recipe); JSON-serialisable.
     provenance: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    # normalization "meanstd" (PyTorch models): after "scale", (x - mean) / std per channel,
+    # in the model's channel order; None otherwise (and then left out of the JSON).
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         h, w = self.input_size
@@ -92,6 +99,16 @@ class ModelMetadata:
             )
         if self.normalization not in NORMALIZATIONS:
             problems.append(f"normalization must be one of {NORMALIZATIONS}")
+        if (self.normalization == "meanstd") != (self.mean is not None and self.std is not None):
+            problems.append("normalization meanstd goes with mean and std (and only it)")
+        elif self.mean is not None and self.std is not None:
+            if len(self.mean) != self.channels or len(self.std) != self.channels:
+                problems.append(
+                    f"mean and std need {self.channels} value(s), one per channel, got "
+                    f"{len(self.mean)} and {len(self.std)}"
+                )
+            if not all(math.isfinite(v) and v > 0 for v in self.std):
+                problems.append("std values must be positive")
         if self.input_max is not None and not self.input_max > 0:
             problems.append("input_max must be positive")
         lo, hi = self.percentiles
@@ -157,6 +174,11 @@ class ModelMetadata:
         d["class_names"] = list(self.class_names)
         if self.frame_size is not None:
             d["frame_size"] = list(self.frame_size)
+        for key in ("mean", "std"):  # left out when unset: older readers refuse new keys
+            if d[key] is None:
+                del d[key]
+            else:
+                d[key] = list(d[key])
         return d
 
     def to_json(self) -> str:
@@ -184,6 +206,9 @@ class ModelMetadata:
                 kwargs["frame_size"] = _int_pair(kwargs["frame_size"])
             if "percentiles" in kwargs:
                 kwargs["percentiles"] = tuple(float(p) for p in kwargs["percentiles"])
+            for key in ("mean", "std"):
+                if kwargs.get(key) is not None:
+                    kwargs[key] = tuple(float(v) for v in kwargs[key])
             if "class_names" in kwargs:
                 kwargs["class_names"] = tuple(str(n) for n in kwargs["class_names"])
             kwargs["schema_version"] = SCHEMA_VERSION  # read as this version: a superset
@@ -289,8 +314,45 @@ def apply_flags(
     Flags left at None change nothing; ``channel_order`` is upper-cased.
     """
     overrides = {k: v for k, v in flags.items() if v is not None}
+    if "normalization" in overrides:
+        overrides.update(parse_normalization(overrides["normalization"]))
     if "channel_order" in overrides:
         overrides["channel_order"] = str(overrides["channel_order"]).upper()
     if meta is None:
         return infer_metadata(input_shape, output_shape, **overrides)
     return meta.with_updates(**overrides) if overrides else meta
+
+
+def parse_normalization(value: str) -> dict[str, Any]:
+    """The metadata fields of a ``--normalization`` value: ``scale``, ``percentile``,
+    ``minmax``, ``imagenet`` (meanstd with torchvision's ImageNet statistics) or
+    ``mean=M1[,M2,M3],std=S1[,S2,S3]`` (meanstd, values for pixels scaled to [0, 1]).
+
+    Raises:
+        DataError: a value of none of these forms.
+    """
+    text = str(value).strip()
+    low = text.lower()
+    if low == "imagenet":
+        return {"normalization": "meanstd", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    if low.startswith("mean="):
+        body = text[len("mean=") :]
+        mean_txt, sep, std_txt = body.partition(",std=")
+        try:
+            if not sep:
+                raise ValueError
+            mean = tuple(float(v) for v in mean_txt.split(","))
+            std = tuple(float(v) for v in std_txt.split(","))
+        except ValueError:
+            raise DataError(
+                f"--normalization {text!r}: write mean=M1,M2,M3,std=S1,S2,S3 (or one value "
+                "each for a gray model)"
+            ) from None
+        return {"normalization": "meanstd", "mean": mean, "std": std}
+    if low in ("scale", "percentile", "minmax"):
+        return {"normalization": low}
+    if low == "meanstd":
+        return {"normalization": low}
+    raise DataError(
+        f"--normalization must be scale, percentile, minmax, imagenet or mean=…,std=…, got {text!r}"
+    )

@@ -70,7 +70,7 @@ def integer_percentiles(sample: np.ndarray, percentiles: Sequence[float]) -> np.
 
 def intensity_range(image: np.ndarray, meta: ModelMetadata) -> tuple[float, float]:
     """(lo, hi): the intensities the metadata's rule maps to 0 and 1 for this frame."""
-    if meta.normalization == "scale":
+    if meta.normalization in ("scale", "meanstd"):  # meanstd: then (x - mean) / std
         if meta.input_max is not None:
             return 0.0, float(meta.input_max)
         if np.issubdtype(image.dtype, np.integer):
@@ -113,6 +113,8 @@ def prepare_quantized(
     for a gray model (luma mixes channels).
     """
     if not info.quantized or image.dtype not in (np.uint8, np.uint16):
+        return None
+    if meta.normalization == "meanstd":  # per-channel after the channel mapping: floats
         return None
     img = drop_alpha(image)
     if meta.channels == 1:
@@ -180,4 +182,7 @@ def prepare(image: np.ndarray, meta: ModelMetadata) -> np.ndarray:
     x = to_channels(x, meta.channels)
     if meta.channel_order == "BGR":
         x = x[..., ::-1]
+    if meta.normalization == "meanstd" and meta.mean is not None and meta.std is not None:
+        mean = np.asarray(meta.mean, dtype=np.float32)
+        x = (x - mean) * (np.float32(1.0) / np.asarray(meta.std, dtype=np.float32))
     return np.ascontiguousarray(x, dtype=np.float32)

@@ -35,6 +35,7 @@ from edgeseg.runtime.backends.registry import (
     native_runtime,
     readers,
 )
+from edgeseg.runtime.foreign_onnx import adapt_onnx
 
 __all__ = [
     "OpenedModel",
@@ -128,7 +129,8 @@ def open_backend(
     reported through ``warn(message)`` and the model's CPU sibling (or the model itself, for
     a delegate library) runs on the CPU instead.
     """
-    path = Path(model_path)
+    # A source ONNX (PyTorch's NCHW, logits) runs as its NHWC-probabilities copy.
+    path = adapt_onnx(Path(model_path))
     name = resolve_runtime(path, backend, delegate)
     if name == "auto":
         raise ValueError(
