@@ -26,6 +26,7 @@ _EXTRA_FOR = {
     "distributed": ("batch", "dask.distributed"),
     "zarr": ("batch", "Zarr"),
     "pyarrow": ("batch", "pyarrow"),
+    "tflite_micro": ("micro", "TensorFlow Lite Micro (tflite-micro; PyPI has x86-64 wheels only)"),
 }
 
 
