@@ -338,3 +338,54 @@ def test_micro_without_tflite_micro_names_the_extra(
         app, ["convert", str(model), "--micro", "--calib", str(tmp_path), "--out", str(tmp_path)]
     )
     one_line_error(result, "tflite-micro", "edgeseg[micro]")
+
+
+@needs_tflm
+def test_generated_c_source_compiles_and_quantizes_as_edgeseg(
+    micro_build: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The .cc and .h build with the host's C++ compiler (warnings are errors); the array is
+    16-byte aligned and holds the .tflite; the header's pixel helper gives the int8 input
+    `edgeseg run` gives, for every 8-bit value (the op resolver header needs TFLM's sources,
+    which no package registry ships: it is checked by its text above)."""
+    import shutil
+    import subprocess
+
+    from edgeseg.core.metadata import ModelMetadata
+    from edgeseg.core.preprocess import prepare_quantized
+    from edgeseg.core.tflite_file import read_metadata
+
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler (apt-get install g++)")
+    out, _ = micro_build
+    main = tmp_path / "main.cc"
+    main.write_text(
+        '#include <cstdint>\n#include <cstdio>\n#include "tiny_model_data.h"\n'
+        "int main() {\n"
+        "  unsigned long sum = 0;\n"
+        "  for (unsigned i = 0; i < g_tiny_model_data_len; ++i) sum += g_tiny_model_data[i];\n"
+        '  std::printf("%u %lu %d\\n", g_tiny_model_data_len, sum,\n'
+        "    static_cast<int>(reinterpret_cast<std::uintptr_t>(g_tiny_model_data) % 16));\n"
+        "  for (int p = 0; p < 256; ++p)\n"
+        '    std::printf("%d ", tiny_quantize_pixel(static_cast<float>(p), 0.0, 255.0));\n'
+        "  return 0;\n}\n"
+    )
+    exe = tmp_path / "main"
+    subprocess.run(
+        [compiler, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-I", str(out), str(main),
+         str(out / "tiny_model_data.cc"), "-o", str(exe)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    first, second = subprocess.run(
+        [str(exe)], check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    data = (out / "tiny_micro.tflite").read_bytes()
+    assert first.split() == [str(len(data)), str(sum(data)), "0"]
+    from edgeseg.convert.micro import MicroBackend
+
+    meta = read_metadata(out / "tiny_micro.tflite")
+    assert isinstance(meta, ModelMetadata) and meta.normalization == "scale"
+    info = MicroBackend(out / "tiny_micro.tflite", 1 << 20).input
+    expected = prepare_quantized(np.arange(256, dtype=np.uint8)[None, :], meta, info)
+    assert [int(v) for v in second.split()] == expected.ravel().tolist()
