@@ -389,3 +389,22 @@ def test_generated_c_source_compiles_and_quantizes_as_edgeseg(
     info = MicroBackend(out / "tiny_micro.tflite", 1 << 20).input
     expected = prepare_quantized(np.arange(256, dtype=np.uint8)[None, :], meta, info)
     assert [int(v) for v in second.split()] == expected.ravel().tolist()
+
+
+def test_micro_extra_is_x86_64_only_and_in_all() -> None:
+    """`pip install ".[all]"` must still install on aarch64, where tflite-micro has no wheel."""
+    from packaging.requirements import Requirement
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())[
+        "project"
+    ]["optional-dependencies"]
+    assert any(re.search(r"edgeseg\[[^]]*\bmicro\b", r) for r in extras["all"])
+    (req,) = [Requirement(r) for r in extras["micro"]]
+    assert req.name == "tflite-micro" and req.marker is not None
+    assert req.marker.evaluate({"platform_machine": "x86_64"})
+    assert not req.marker.evaluate({"platform_machine": "aarch64"})
