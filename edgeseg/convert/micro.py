@@ -64,6 +64,7 @@ __all__ = [
     "ARENA_STEP",
     "RESOLVER_METHODS",
     "ArenaSize",
+    "LayerDiff",
     "MicroBackend",
     "MicroFitError",
     "MicroResult",
@@ -73,6 +74,8 @@ __all__ = [
     "c_array",
     "c_identifier",
     "compare_raw",
+    "explain_divergence",
+    "layer_divergence",
     "measure_arena",
     "model_data_header",
     "op_resolver_header",
@@ -613,6 +616,7 @@ class RawComparison:
     equal_share: float
     differing_tiles: int
     litert: str
+    worst_tile: int = 0  # the index of the tile with the largest difference
 
     @property
     def identical(self) -> bool:
@@ -638,6 +642,126 @@ class RawComparison:
         }
 
 
+@dataclass(frozen=True)
+class LayerDiff:
+    """One op's output in TFLM against TFLite's built-in kernels, on one tile.
+
+    ``kernel``: "3x3" for a convolution's window, "" for other ops; ``max_steps`` in the
+    output tensor's quantization steps; ``equal_share``: the share of identical values.
+    """
+
+    index: int
+    op: str
+    layer: str
+    kernel: str
+    max_steps: int
+    equal_share: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "op": self.op,
+            "layer": self.layer,
+            "kernel": self.kernel,
+            "max_steps": self.max_steps,
+            "equal_share": self.equal_share,
+        }
+
+
+def layer_divergence(data: bytes, tile: np.ndarray) -> tuple[LayerDiff, ...]:
+    """Every op's output on one int8 ``tile`` (H, W, C), in TFLM and in LiteRT's built-in
+    kernels (XNNPACK off, every tensor kept): where the two runtimes part, op by op."""
+    import inspect
+    import warnings
+
+    from edgeseg.convert.parity import layer_label
+    from edgeseg.runtime.backends import interpreter_class
+
+    cls, _ = interpreter_class()
+    kinds = getattr(inspect.getmodule(cls), "OpResolverType", None)
+    if kinds is None:
+        return ()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging"
+        li = cls(
+            model_content=data,
+            experimental_op_resolver_type=kinds.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            experimental_preserve_all_tensors=True,
+        )
+    li.allocate_tensors()
+    runtime = tflm().runtime
+    it = runtime.Interpreter.from_bytes(
+        data,
+        arena_size=measure_bytes_hint(data),
+        intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors,
+    )
+    x = np.ascontiguousarray(tile[None])
+    li.set_tensor(li.get_input_details()[0]["index"], x)
+    li.invoke()
+    it.set_input(x, 0)
+    it.invoke()
+    details = {d["index"]: d for d in li.get_tensor_details()}
+    out = []
+    for op in li._get_ops_details():  # the only way LiteRT's Python API lists its ops
+        index = int(op["outputs"][0])
+        b = np.asarray(li.get_tensor(index))
+        a = it.GetTensor(index, 0)
+        a = np.asarray(a.get("tensor_data") if isinstance(a, dict) else a)
+        if a.size != b.size or b.dtype.kind not in "iu":
+            continue
+        d = np.abs(a.reshape(b.shape).astype(np.int32) - b.astype(np.int32))
+        kernel = ""
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"):
+            shape = details[int(op["inputs"][1])]["shape"]
+            kernel = f"{shape[1]}x{shape[2]}"
+        out.append(
+            LayerDiff(
+                index=int(op["index"]),
+                op=op["op_name"],
+                layer=layer_label(details[index]["name"]),
+                kernel=kernel,
+                max_steps=int(d.max()) if d.size else 0,
+                equal_share=float((d == 0).mean()) if d.size else 1.0,
+            )
+        )
+    return tuple(out)
+
+
+def explain_divergence(layers: Sequence[LayerDiff]) -> str:
+    """One sentence from :func:`layer_divergence`: where TFLM and TFLite part, and why."""
+    first = next((d for d in layers if d.max_steps > 0), None)
+    if first is None:
+        return "op by op on the tile that differs most, TFLM equals TFLite's built-in kernels"
+    kernel = f" {first.kernel}" if first.kernel else ""
+    same = sum(1 for d in layers if d.index < first.index)
+    text = (
+        f"op by op against TFLite's built-in kernels on the tile that differs most, the first "
+        f"{same} ops are identical; the first to differ, on identical inputs, is #{first.index} "
+        f"{first.op}{kernel} ({first.layer}), by {first.max_steps} step(s) on "
+        f"{1 - first.equal_share:.2%} of its values: the two runtimes' kernels for it round "
+        "the requantization differently, and later ops carry the difference on"
+    )
+    last, before = layers[-1], layers[-2] if len(layers) > 1 else None
+    if last.op in ("LOGISTIC", "SOFTMAX") and before and last.max_steps > before.max_steps:
+        text += (
+            f"; the final {last.op} turns {before.max_steps} step(s) of its input into "
+            f"{last.max_steps} of its output, where it is steep"
+        )
+    return text
+
+
+def measure_bytes_hint(data: bytes) -> int:
+    """A generous arena for a diagnostic interpreter that keeps every tensor (no reuse)."""
+    from edgeseg.core.tflite_file import parse_bytes
+
+    model = parse_bytes(data)
+    total = 0
+    for sg in model.subgraphs:
+        for t in sg.tensors or []:
+            total += int(np.prod(t.shape)) * 4 if t.shape is not None else 0
+    return max(1 << 20, 2 * total + len(data))
+
+
 def held_out_tiles(
     frames: Sequence[np.ndarray], meta: ModelMetadata, info: TensorInfo, limit: int
 ) -> np.ndarray:
@@ -660,15 +784,16 @@ def held_out_tiles(
 
 def compare_raw(micro: MicroBackend, litert: Any, tiles: np.ndarray) -> RawComparison:
     """Each tile through TFLM and through ``litert`` (a LiteRT backend of the same file)."""
-    steps_max, equal, total, differing = 0, 0, 0, 0
+    steps_max, equal, total, differing, worst = 0, 0, 0, 0, 0
     scale = np.float32(micro.output.scale) if micro.output.quantized else None
-    for tile in tiles:
+    for i, tile in enumerate(tiles):
         a = micro.invoke(tile).astype(np.int32)
         b = litert.predict_raw(tile[None])
         if scale is not None:  # LiteRT's backend gives dequantized values: back to steps
             b = np.rint(b / scale).astype(np.int32) + micro.output.zero_point
         d = np.abs(a - b.reshape(a.shape))
-        steps_max = max(steps_max, int(d.max()))
+        if int(d.max()) > steps_max:
+            steps_max, worst = int(d.max()), i
         equal += int((d == 0).sum())
         total += d.size
         differing += int(d.any())
@@ -678,6 +803,7 @@ def compare_raw(micro: MicroBackend, litert: Any, tiles: np.ndarray) -> RawCompa
         equal_share=equal / max(total, 1),
         differing_tiles=differing,
         litert=getattr(litert, "runtime", "LiteRT"),
+        worst_tile=worst,
     )
 
 
@@ -785,6 +911,7 @@ def build_micro(
     tiles = held_out_tiles(frames, meta, micro.input, MAX_RAW_TILES)
     raw = compare_raw(micro, litert, tiles)
     say(raw.summary())
+    layers = layer_divergence(data, tiles[raw.worst_tile]) if not raw.identical else ()
     litert_labels = label_maps(frames, litert, meta)
     same = overlap(labels, litert_labels, meta)
     identical = sum(bool(np.array_equal(a, b)) for a, b in zip(labels, litert_labels, strict=True))
@@ -792,6 +919,7 @@ def build_micro(
     figures.update(
         flash_bytes=flash,
         raw_vs_litert=raw.to_dict(),
+        layers_vs_builtin=[d.to_dict() for d in layers],
         labels_vs_litert={
             "dice": same.dice,
             "iou": same.iou,
@@ -805,13 +933,7 @@ def build_micro(
     notes = [
         f"run in TensorFlow Lite Micro's Python interpreter ({micro.runtime}), one tile per "
         "invoke, as the microcontroller runs it",
-        raw.summary()
-        + (
-            ""
-            if raw.identical
-            else ": TFLM's reference kernels requantize with two roundings, LiteRT's with one; "
-            "an accumulator near a tie lands one step apart and later layers carry it on"
-        ),
+        raw.summary() + ("" if raw.identical else f"; {explain_divergence(layers)}"),
     ]
     instance = meta.instances is not None
     report = ArtefactReport(

@@ -401,6 +401,22 @@ def _micro_markdown(a: ArtefactReport) -> list[str]:
             f"{raw.get('tiles')} held-out tiles, {raw.get('equal_share', 0):.2%} of values equal"
         ),
     ]
+    diffs = [d for d in info.get("layers_vs_builtin") or [] if d.get("max_steps")]
+    if diffs:
+        lines += [
+            "",
+            "Op by op, TFLM against TFLite's built-in kernels (XNNPACK off) on the held-out "
+            "tile that differs most; ops not listed are identical:",
+            "",
+            "| # | op | kernel | layer | max steps | equal |",
+            "|---:|---|---|---|---:|---:|",
+        ]
+        lines += [
+            f"| {d['index']} | {d['op']} | {d['kernel'] or '–'} | {d['layer']} "
+            f"| {d['max_steps']} | {d['equal_share']:.2%} |"
+            for d in diffs[: MARKDOWN_LAYERS * 2]
+        ]
+        lines.append("")
     same = info.get("labels_vs_litert")
     if same:
         lines.append(
