@@ -240,6 +240,12 @@ def test_tflm_matches_litert_int8(micro_build: tuple[Path, Path]) -> None:
     raw = micro["micro"]["raw_vs_litert"]
     assert raw["tiles"] > 0 and raw["max_steps"] <= MAX_STEPS
     assert micro["micro"]["labels_vs_litert"]["dice"] >= 0.9
+    # Where they part, op by op (when they do): every op of the model listed, the first
+    # convolution identical in both runtimes.
+    layers = micro["micro"]["layers_vs_builtin"]
+    if raw["max_steps"]:
+        assert len(layers) == sum(micro["ops"].values()) and layers[0]["max_steps"] == 0
+        assert "the first to differ" in " ".join(micro["notes"])
     assert micro["micro"]["fit"]["fits"] and micro["micro"]["fit"]["profile"] == "cortex-m7"
     md = (out / "tiny_parity.md").read_text()
     assert "| micro (TFLM) |" in md and "## TensorFlow Lite Micro" in md
@@ -408,3 +414,20 @@ def test_micro_extra_is_x86_64_only_and_in_all() -> None:
     assert req.name == "tflite-micro" and req.marker is not None
     assert req.marker.evaluate({"platform_machine": "x86_64"})
     assert not req.marker.evaluate({"platform_machine": "aarch64"})
+
+
+@needs_tflm
+def test_micro_under_the_gate_is_kept_as_rejected(
+    micro_build: tuple[Path, Path], tiny_unet: Path, tmp_path: Path
+) -> None:
+    _, data = micro_build
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["convert", str(tiny_unet), "--micro", "--calib", str(data / "images"), "--val",
+         str(data), "--out", str(out), "--min-dice-agreement", "1.0"],
+    )  # fmt: skip
+    one_line_error(result, "micro (TFLM)", "below the gate")
+    assert (out / "tiny_micro.rejected.tflite").is_file()
+    assert not (out / "tiny_micro.tflite").exists()
+    assert (out / "tiny_model_data.cc").is_file() and (out / "tiny_parity.md").is_file()

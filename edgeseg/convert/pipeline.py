@@ -859,9 +859,11 @@ def _micro_artefact(
     if int8_tiled is not None:
         say(f"--micro: the {MICRO_RECIPE} artefact's conversion, for TensorFlow Lite Micro")
         tflite = int8_tiled.data
+        changes = ("rewritten_upsampling", "depth_to_space", "kept_float")
+        extra.update({k: v for k, v in int8_tiled.extra.items() if k in changes})
     else:
         say(f"converting {MICRO_RECIPE} for TensorFlow Lite Micro")
-        conv = convert(inputs.loaded, inputs.meta, recipe, inputs.tiles)
+        conv = convert(inputs.loaded, inputs.meta, recipe, inputs.tiles, keep_float=req.keep_float)
         tflite = conv.tflite
         extra.update(_graph_changes(conv))
     gate, gate_on = _gate(recipe, req, inputs.instance)
