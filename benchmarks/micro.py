@@ -228,7 +228,8 @@ def summarize(build: Path, seconds: dict[str, float]) -> int:
         why = next((n for n in micro["notes"] if "op by op" in n), "")
         print(
             f"STATED: TFLM's int8 outputs differ from LiteRT's by at most {raw['max_steps']} "
-            f"step(s) ({raw['equal_share']:.2%} equal). Why, as measured: " + why.split("; ", 1)[-1]
+            f"step(s) ({raw['equal_share']:.2%} equal). Why, as measured: "
+            + why[why.find("op by op") :]
         )
     print(f"figures from {build}")
     return 0 if ok_dice else 1
