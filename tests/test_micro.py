@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import one_line_error, probe_model
+from helpers import keras_unet, one_line_error, probe_model
 from typer.testing import CliRunner
 
 from edgeseg.cli.main import app
@@ -35,10 +35,11 @@ needs_tflm = pytest.mark.skipif(
     reason="needs tflite-micro (pip install 'edgeseg[micro]', x86-64 only), TensorFlow, LiteRT",
 )
 
-# TFLM's reference kernels round the requantization twice, LiteRT's once: on these tiny
-# models the int8 outputs were measured at most 2 steps apart; a kernel that computed
-# something else would be dozens of steps off.
-MAX_STEPS = 3
+# TFLM's and LiteRT's kernels for 1x1 convolutions round the requantization differently
+# (convert/micro.py measures where, op by op): on this tiny model the int8 outputs were
+# measured at most 2 steps apart, one step of room for another CPU's XNNPACK kernels; a kernel
+# that computed something else would be dozens of steps off.
+MAX_STEPS = 4
 
 
 def _c_bytes(cc: str) -> bytes:
@@ -144,10 +145,22 @@ def test_threshold_in_int8_matches_the_float_rule() -> None:
 
 
 @pytest.fixture(scope="module")
-def micro_build(tiny_unet: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """tiny_unet converted with --int8 --micro --device cortex-m7: (out folder, data)."""
+def tiny_unet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained 32x32 U-Net (4 filters, depth 2) with the same weights every run (seeded:
+    conftest's tiny_unet is not, and a random draw can leave its masks at the threshold)."""
     if not (_has("tflite_micro") and _has("tensorflow") and _has("ai_edge_litert")):
         pytest.skip("needs tflite-micro, TensorFlow and LiteRT")
+    from edgeseg.core.metadata import ModelMetadata, write_sidecar
+
+    path = tmp_path_factory.mktemp("tiny-micro") / "tiny.keras"
+    keras_unet().save(path)
+    write_sidecar(ModelMetadata(input_size=(32, 32)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def micro_build(tiny_unet: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """tiny_unet converted with --int8 --micro --device cortex-m7: (out folder, data)."""
     from edgeseg.samples import SynthConfig, write_dataset
 
     root = tmp_path_factory.mktemp("micro")
