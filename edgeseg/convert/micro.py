@@ -28,11 +28,13 @@ Parity: :class:`MicroBackend` runs the model in TFLM behind the Backend contract
 held-out frames go through the same Segmenter as every other artefact and the parity report
 gets a TFLM row (agreement with the float model, Dice against the truth, the int8 gate); and
 :func:`compare_raw` compares TFLM's int8 outputs with LiteRT's on the held-out tiles, in
-quantization steps. They are not always bit-identical: TFLM's reference kernels requantize
-each convolution's int32 accumulator with TFLite's reference fixed-point multiply (a rounding
-doubling high multiply, then a rounding right shift: two roundings), while LiteRT's kernels
-(XNNPACK by default, else its ruy-based optimized kernels) round once; an accumulator near a
-tie lands one step apart, and later layers carry the difference on.
+quantization steps. They are not always bit-identical, and :func:`layer_divergence` shows
+where they part, op by op against TFLite's built-in kernels (XNNPACK off) on the tile that
+differs most. Measured on edgeseg's U-Nets: every 3x3 convolution and pooling agrees exactly;
+the 1x1 convolutions (the up-sampling's CONV_2D before DEPTH_TO_SPACE, the head) differ by one
+step on a fraction of a percent of their values on identical inputs (the two runtimes' kernels
+for them round the requantization differently); later layers carry that on, and a final
+LOGISTIC magnifies it where it is steep.
 
 With ``--device NAME`` (a microcontroller profile, see :mod:`edgeseg.devices.profiles`) the
 figures are checked against the profile's flash and SRAM (and PSRAM); not fitting is a
