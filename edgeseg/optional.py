@@ -34,6 +34,7 @@ _EXTRA_FOR = {
     "dicomweb_client": ("dicom", "dicomweb-client"),
     "requests": ("dicom", "requests"),
     "prometheus_client": ("runtime", "prometheus_client"),
+    "tflite_micro": ("micro", "TensorFlow Lite Micro (tflite-micro; PyPI has x86-64 wheels only)"),
 }
 
 

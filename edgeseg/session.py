@@ -86,6 +86,11 @@ def device_policy(
         from edgeseg.devices.profiles import load_profile
 
         profile = load_profile(device)
+        if getattr(profile, "micro", None) is not None:
+            raise DataError(
+                f"{profile.name} is a microcontroller profile (TensorFlow Lite Micro): check a "
+                f"model against it with `edgeseg convert MODEL --micro --device {profile.name}`"
+            )
     return DevicePolicy(
         delegate=delegate or (profile.delegate if profile else "auto"),
         threads=threads or (profile.threads if profile else None) or os.cpu_count() or 1,

@@ -85,6 +85,19 @@ def convert(
         "(repeatable; auto: the size of the --calib frames): <stem>_<recipe>_<H>x<W>.tflite "
         "beside each tiled artefact, run without tiles.",
     ),
+    micro: bool = typer.Option(
+        False,
+        "--micro",
+        help="Also write the microcontroller target (TensorFlow Lite Micro): <stem>_micro.tflite "
+        "(full int8), <stem>_model_data.cc/.h (a C array) and <stem>_op_resolver.h, with the "
+        "tensor arena measured in TFLM and a TFLM row in the parity report (needs --calib).",
+    ),
+    device: str | None = typer.Option(
+        None,
+        "--device",
+        help="With --micro: a microcontroller profile (cortex-m7, esp32-s3, cortex-m4 or a "
+        ".toml) the model's flash and arena must fit; without it the figures are reported.",
+    ),
     compiler_timeout: float = typer.Option(
         180.0, "--compiler-timeout", help="Seconds edgetpu_compiler may take (--edgetpu)."
     ),
@@ -128,10 +141,13 @@ def convert(
     of that size (padded to the model's multiple), calibrated on whole frames and checked on
     whole held-out frames; what cannot run whole frames keeps its tiled artefact, and the
     report says why.
+    With --micro the int8 model is also written for TensorFlow Lite Micro (a C array, its
+    header and an op resolver of exactly its ops), its tensor arena measured in TFLM, its
+    outputs compared with LiteRT's; --device PROFILE fails (one line) when it does not fit.
     """
     from edgeseg.convert.pipeline import ConvertRequest, convert_model, resolve_recipes
 
-    recipes = resolve_recipes(recipe, fp16=fp16, int8=int8, edgetpu=edgetpu, onnx=onnx)
+    recipes = resolve_recipes(recipe, fp16=fp16, int8=int8, edgetpu=edgetpu, onnx=onnx, micro=micro)
     request = ConvertRequest(
         model=model,
         recipes=recipes,
@@ -152,6 +168,8 @@ def convert(
         window=window,
         activation=activation,
         output=output,
+        micro=micro,
+        micro_device=device,
         flags=metadata_flags(
             input_size, normalization, input_max, threshold, foreground_value, channel_order
         ),
@@ -162,3 +180,11 @@ def convert(
     for path in result.artefacts:
         out.print(f"wrote {path}", highlight=False)
     out.print(f"wrote {result.report_json} and {result.report_md}", highlight=False)
+    if result.micro is not None:
+        m = result.micro
+        out.print(
+            f"microcontroller: flash {m.flash_bytes} bytes, tensor arena {m.arena.arena_bytes} "
+            f"bytes (TFLM ran in {m.arena.used_bytes}); {m.raw.summary()}"
+            + (f"; {m.fit.summary()}" if m.fit is not None else ""),
+            highlight=False,
+        )

@@ -22,17 +22,39 @@ def inspect(
         "--edgetpu",
         help="Add the Edge TPU preflight: op by op, what the Coral would run and why not.",
     ),
+    micro: bool = typer.Option(
+        False,
+        "--micro",
+        help="Measure the flash and tensor arena TensorFlow Lite Micro needs for a full-int8 "
+        "model (a `convert --micro` model carries them and shows them without this).",
+    ),
 ) -> None:
     """Show MODEL's runtime, input and output tensors, ops and embedded edgeseg metadata."""
     from edgeseg.convert.inspection import inspect_model
 
-    found = inspect_model(model, edgetpu=edgetpu)
+    found = inspect_model(model, edgetpu=edgetpu, micro=micro)
     if as_json:
         typer.echo(json.dumps(found.report, indent=2, sort_keys=True))
         return
     _print(found.report, found.embedded, found.metadata_error)
     if found.preflight is not None:
         _print_preflight(found.preflight)
+    if "micro" in found.report:
+        _print_micro(found.report["micro"])
+
+
+def _print_micro(m: dict[str, Any]) -> None:
+    out.print(
+        f"[bold]microcontroller (TensorFlow Lite Micro):[/] flash {m['flash_bytes']} bytes "
+        f"({_size(m['flash_bytes'])}), tensor arena {m['arena_bytes']} bytes "
+        f"({_size(m['arena_bytes'] or 0)}; TFLM ran in {m['arena_used_bytes']} bytes, "
+        f"{m['measured_with']}, {m['source']}); op resolver: {', '.join(m['resolver'])}",
+        highlight=False,
+    )
+    fit = m.get("fit")
+    if fit:
+        verdict = "fits" if fit.get("fits") else "does not fit"
+        out.print(f"{fit.get('profile')}: {verdict}", highlight=False)
 
 
 def _print_preflight(pre: Any) -> None:

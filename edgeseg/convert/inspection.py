@@ -27,7 +27,9 @@ class Inspection:
             shape_signature, dtype, scale, zero_point, quantized), subgraphs, tensors,
             operators, ops (name → count), weight_bytes, metadata_entries, metadata (the
             edgeseg metadata as a dict, or None), embedded (the rest of the embedded record),
-            metadata_error (when unreadable), edgetpu_preflight (when asked).
+            metadata_error (when unreadable), edgetpu_preflight (when asked), micro (flash
+            and tensor arena for TensorFlow Lite Micro: carried by a `convert --micro`
+            model, or measured when asked).
         embedded: The raw embedded record, or None.
         metadata_error: Why the embedded metadata cannot be read, or None.
         preflight: The Edge TPU preflight (``convert.edgetpu.Preflight``), when asked.
@@ -39,7 +41,7 @@ class Inspection:
     preflight: Any = None
 
 
-def inspect_model(model: str | Path, *, edgetpu: bool = False) -> Inspection:
+def inspect_model(model: str | Path, *, edgetpu: bool = False, micro: bool = False) -> Inspection:
     """Inspect a .tflite model (see the module docstring); one-line ModelError for a file that
     is not a sound .tflite model."""
     from edgeseg.core.tflite_file import op_histogram, parse_bytes, read_model_bytes, tensor_summary
@@ -68,6 +70,9 @@ def inspect_model(model: str | Path, *, edgetpu: bool = False) -> Inspection:
     }
     if meta_error:
         report["metadata_error"] = meta_error
+    figures = _micro(model, data, embedded, measure=micro)
+    if figures is not None:
+        report["micro"] = figures
     pre = None
     if edgetpu:
         from edgeseg.convert.edgetpu import preflight
@@ -75,6 +80,40 @@ def inspect_model(model: str | Path, *, edgetpu: bool = False) -> Inspection:
         pre = preflight(data, str(model))
         report["edgetpu_preflight"] = pre.to_dict()
     return Inspection(report, embedded, meta_error, pre)
+
+
+def _micro(
+    model: str | Path, data: bytes, embedded: dict[str, Any] | None, *, measure: bool
+) -> dict[str, Any] | None:
+    """Flash and tensor arena figures for TensorFlow Lite Micro: those a `convert --micro`
+    model carries, else (``measure``) searched in TFLM now; None when neither."""
+    carried = (embedded or {}).get("micro")
+    if isinstance(carried, dict) and isinstance(carried.get("arena"), dict):
+        arena = carried["arena"]
+        return {
+            "flash_bytes": len(data),
+            "arena_bytes": arena.get("arena_bytes"),
+            "arena_used_bytes": arena.get("used_bytes"),
+            "measured_with": arena.get("measured_with"),
+            "resolver": [o.get("method") for o in carried.get("ops", []) if isinstance(o, dict)],
+            "fit": carried.get("fit"),
+            "source": "embedded by convert --micro",
+        }
+    if not measure:
+        return None
+    from edgeseg.convert.micro import check_target, measure_arena, resolver_ops
+
+    check_target(data, str(model))
+    found = measure_arena(Path(model))
+    return {
+        "flash_bytes": len(data),
+        "arena_bytes": found.arena_bytes,
+        "arena_used_bytes": found.used_bytes,
+        "measured_with": found.version,
+        "resolver": [method for _op, method, _n in resolver_ops(data, str(model))],
+        "fit": None,
+        "source": "measured now",
+    }
 
 
 def _embedded(data: bytes) -> tuple[dict[str, Any] | None, Any, str | None]:

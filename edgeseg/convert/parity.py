@@ -137,6 +137,9 @@ class ArtefactReport:
     gate_on: str = GATE_DICE  # "dice" (agreement Dice) or "ap50" (instances.ap50)
     # A whole-frame artefact: the camera frame (H, W) it was built for; None: tiled.
     frame_size: tuple[int, int] | None = None
+    # The TensorFlow Lite Micro row (convert --micro): flash, arena, op resolver, TFLM vs
+    # LiteRT, the profile's verdict (see convert/micro.py); None for other artefacts.
+    micro: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -304,6 +307,9 @@ class ParityReport:
         for a in self.artefacts:
             if a.edgetpu:
                 lines += ["", *_edgetpu_markdown(a)]
+        for a in self.artefacts:
+            if a.micro:
+                lines += ["", *_micro_markdown(a)]
         return "\n".join(lines) + "\n"
 
     def _instance_table(self) -> list[str]:
@@ -374,6 +380,65 @@ def _edgetpu_markdown(a: ArtefactReport) -> list[str]:
         from edgeseg.convert.edgetpu import markdown_table
 
         lines += ["", *markdown_table(pre["ops"])]
+    return lines
+
+
+def _micro_markdown(a: ArtefactReport) -> list[str]:
+    """The parity report's section for the TFLM row ``a`` (an ArtefactReport with ``micro``)."""
+    info = a.micro or {}
+    arena = info.get("arena") or {}
+    raw = info.get("raw_vs_litert") or {}
+    fit = info.get("fit")
+    lines = [
+        "## TensorFlow Lite Micro",
+        "",
+        f"- flash: {info.get('flash_bytes')} bytes ({', '.join(info.get('files', []))})",
+        f"- tensor arena: {arena.get('arena_bytes')} bytes to allocate (TFLM ran in "
+        f"{arena.get('used_bytes')} bytes here, {arena.get('measured_with')}; "
+        f"+{arena.get('margin', 0):.0%} + {arena.get('slack_bytes')} bytes for optimized "
+        "kernels' scratch buffers)",
+        "- op resolver: "
+        + ", ".join(f"{o['method']}() ({o['op']} x{o['count']})" for o in info.get("ops", [])),
+        f"- vs {raw.get('litert')}: "
+        + (
+            f"identical int8 outputs on {raw.get('tiles')} held-out tiles"
+            if raw.get("identical")
+            else f"at most {raw.get('max_steps')} quantization step(s) apart on "
+            f"{raw.get('tiles')} held-out tiles, {raw.get('equal_share', 0):.2%} of values equal"
+        ),
+    ]
+    diffs = [d for d in info.get("layers_vs_builtin") or [] if d.get("max_steps")]
+    if diffs:
+        lines += [
+            "",
+            "Op by op, TFLM against TFLite's built-in kernels (XNNPACK off) on the held-out "
+            "tile that differs most; ops not listed are identical:",
+            "",
+            "| # | op | kernel | layer | max steps | equal |",
+            "|---:|---|---|---|---:|---:|",
+        ]
+        lines += [
+            f"| {d['index']} | {d['op']} | {d['kernel'] or '–'} | {d['layer']} "
+            f"| {d['max_steps']} | {d['equal_share']:.2%} |"
+            for d in diffs[: MARKDOWN_LAYERS * 2]
+        ]
+        lines.append("")
+    same = info.get("labels_vs_litert")
+    if same:
+        lines.append(
+            f"- label maps vs LiteRT int8: Dice {same['dice']:.4f}, "
+            f"{same['identical_frames']} of {same['frames']} frames identical"
+        )
+    if fit:
+        verdict = "fits" if fit.get("fits") else "**does not fit**"
+        lines.append(
+            f"- {fit.get('profile')}: {verdict}"
+            + (
+                f" (arena in {fit.get('arena_in')})"
+                if fit.get("fits")
+                else ": " + "; ".join(fit.get("problems", []))
+            )
+        )
     return lines
 
 

@@ -69,6 +69,7 @@ from edgeseg.paths import atomic_write, ensure_writable_dir, file_sha256, hash_f
 from edgeseg.sizes import format_hw as frame_tag
 
 MAX_HELDOUT_FRAMES = 50
+MICRO_RECIPE = "int8"  # the recipe --micro converts with (full int8 at the tile size)
 CHOOSE = "choose what to build: --fp16, --int8, --edgetpu, --onnx and/or --recipe NAME"
 
 
@@ -104,6 +105,10 @@ class ConvertRequest:
     # read from the graph) and which output to convert (None: the first).
     activation: str | None = None
     output: str | None = None
+    # TensorFlow Lite Micro (convert/micro.py): the int8 model as C source, its arena and a
+    # TFLM row in the report; micro_device: a microcontroller profile it must fit.
+    micro: bool = False
+    micro_device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,7 @@ class ConvertResult:
     artefacts: tuple[Path, ...]
     report_json: Path
     report_md: Path
+    micro: Any = None  # convert/micro.MicroResult with --micro: arena, flash, fit
 
 
 def model_sha256(path: Path) -> str:
@@ -177,6 +183,7 @@ def resolve_recipes(
     int8: bool = False,
     edgetpu: bool = False,
     onnx: bool = False,
+    micro: bool = False,
 ) -> tuple[Recipe, ...]:
     """The recipes for ``--fp16``, ``--int8``, ``--edgetpu`` and ``--recipe NAME`` (deduplicated,
     in order)."""
@@ -186,7 +193,7 @@ def resolve_recipes(
         *(["int8-edgetpu"] if edgetpu else []),
         *names,
     ]
-    if not wanted and not onnx:
+    if not wanted and not onnx and not micro:
         raise DataError(CHOOSE)
     recipes: list[Recipe] = []
     for name in wanted:
@@ -213,8 +220,10 @@ def convert_model(
     ref = _float_reference(req, inputs, say)
     frames = _FrameBuilder(req, inputs, ref, say)
     outputs = _Outputs(frame_notes=list(inputs.refusals))
+    int8_tiled = None  # the int8 recipe's conversion, which --micro reuses
     for recipe in req.recipes:
         tiled = _tiled_artefact(req, inputs, ref, recipe, say)
+        int8_tiled = tiled if recipe.name == MICRO_RECIPE else int8_tiled
         if recipe.edgetpu:
             info, compiled, failure = _edgetpu_step(
                 tiled.path, tiled.data, tiled.report.passed, tiled.meta, tiled.extra, req, say
@@ -226,11 +235,13 @@ def convert_model(
         _whole_frame_artefacts(recipe, tiled, inputs.plans, frames, outputs, say)
     if req.onnx:
         _onnx_artefacts(req, inputs, ref, frames, outputs, say)
+    micro = _micro_artefact(req, inputs, ref, int8_tiled, outputs, say) if req.micro else None
     outputs.frame_notes += frames.notes()
     parity = _parity_report(req, inputs, ref, outputs)
     report_json, report_md = _write_reports(parity, req.out, inputs.stem)
     _verdict(parity.artefacts, outputs.compiler_error, report_md)
-    return ConvertResult(parity, tuple(outputs.paths), report_json, report_md)
+    _micro_verdict(micro, report_md)
+    return ConvertResult(parity, tuple(outputs.paths), report_json, report_md, micro)
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,8 +334,9 @@ class _Tiled:
 def _check_request(req: ConvertRequest) -> _Checked:
     """Refuse a request that cannot succeed before anything slow runs (one-line errors);
     create the output folder."""
-    if not req.recipes and not req.onnx:
+    if not req.recipes and not req.onnx and not req.micro:
         raise DataError(CHOOSE)
+    _check_micro(req)
     if req.model.suffix.lower() == ".tflite":
         raise ModelError(f"{req.model} is already a .tflite model; convert the Keras model")
     for r in req.recipes:
@@ -338,7 +350,7 @@ def _check_request(req: ConvertRequest) -> _Checked:
     ):
         raise DataError("--keep-float needs the default quantizer, not int8-legacy")
     ensure_writable_dir(req.out)
-    needs_calib = any(r.needs_calibration for r in req.recipes)
+    needs_calib = any(r.needs_calibration for r in req.recipes) or req.micro
     if req.calib is None and (needs_calib or req.val is None):
         raise DataError(
             "give --calib SOURCE (images, video, TIFF stack or a set from `edgeseg calib build`)"
@@ -851,6 +863,99 @@ class _FrameBuilder:
             rejected=path.with_name(f"{stem}_{recipe.name}_{plan.tag}.rejected.tflite"),
             frame_size=plan.frame_size,
         )  # fmt: skip
+
+
+def _check_micro(req: ConvertRequest) -> Any:
+    """--micro's checks before anything slow: TFLM installed, a microcontroller profile."""
+    if req.micro_device is not None and not req.micro:
+        raise DataError(
+            "--device checks a microcontroller profile and applies to --micro; add --micro"
+        )
+    if not req.micro:
+        return None
+    from edgeseg.convert.micro import tflm
+
+    tflm()
+    return _micro_profile(req)
+
+
+def _micro_profile(req: ConvertRequest) -> Any:
+    """The microcontroller profile --device names, or None; DataError for another kind."""
+    if req.micro_device is None:
+        return None
+    from edgeseg.devices.profiles import available_profiles, load_profile
+
+    profile = load_profile(req.micro_device)
+    if profile.micro is None:
+        micro = ", ".join(n for n, p in available_profiles().items() if p.micro is not None)
+        raise DataError(
+            f"{profile.name} is not a microcontroller profile (no [micro] table); "
+            f"microcontroller profiles: {micro or '(none found)'}"
+        )
+    return profile
+
+
+def _micro_artefact(
+    req: ConvertRequest,
+    inputs: _Inputs,
+    ref: _Reference,
+    int8_tiled: _Tiled | None,
+    outputs: _Outputs,
+    say: Callable[[str], None],
+) -> Any:
+    """The microcontroller target (convert/micro.py) of the int8 recipe's conversion: reused
+    when --int8 built it, else converted here; its TFLM row joins ``outputs``."""
+    from edgeseg.convert.micro import build_micro
+    from edgeseg.convert.tflite import convert
+
+    recipe = load_recipe(MICRO_RECIPE)
+    extra = {
+        "recipe": {**recipe.to_dict(), "name": "micro"},
+        **_extra_base(req, inputs.sha),
+        "calibration_sha256": inputs.calib_info["sha256"] if inputs.calib_info else None,
+    }
+    if int8_tiled is not None:
+        say(f"--micro: the {MICRO_RECIPE} artefact's conversion, for TensorFlow Lite Micro")
+        tflite = int8_tiled.data
+        changes = ("rewritten_upsampling", "depth_to_space", "kept_float")
+        extra.update({k: v for k, v in int8_tiled.extra.items() if k in changes})
+    else:
+        say(f"converting {MICRO_RECIPE} for TensorFlow Lite Micro")
+        conv = convert(inputs.loaded, inputs.meta, recipe, inputs.tiles, keep_float=req.keep_float)
+        tflite = conv.tflite
+        extra.update(_graph_changes(conv))
+    gate, gate_on = _gate(recipe, req, inputs.instance)
+    heldout = inputs.heldout
+    result = build_micro(
+        tflite, inputs.meta, extra, req.out, inputs.stem,
+        frames=heldout.frames, truths=heldout.truths, instances=heldout.instances,
+        float_labels=ref.float_labels, fp32_size=ref.fp32_size, gate=gate, gate_on=gate_on,
+        profile=_micro_profile(req), threads=req.threads, say=say,
+    )  # fmt: skip
+    report, path = result.report, result.paths[0]
+    if not report.passed:
+        rejected = path.with_name(f"{inputs.stem}_micro.rejected.tflite")
+        publish(path, rejected)
+        report = replace(report, path=str(rejected))
+        result = replace(result, report=report, paths=(rejected, *result.paths[1:]))
+    outputs.add(report, *result.paths)
+    figures = f"flash {result.flash_bytes} bytes, tensor arena {result.arena.arena_bytes} bytes"
+    say(f"{path.name}: {figures}" + (f"; {result.fit.summary()}" if result.fit else ""))
+    return result
+
+
+def _micro_verdict(micro: Any, report_md: Path) -> None:
+    """Raise when the microcontroller target does not fit the --device profile (one line,
+    after every file and the report are written)."""
+    if micro is None or micro.fit is None or micro.fit.fits:
+        return
+    from edgeseg.convert.micro import MicroFitError
+
+    raise MicroFitError(
+        f"{Path(micro.report.path).name} {micro.fit.summary()}; kept the files and the report "
+        f"{report_md}. For a smaller model, train a student with `edgeseg distill` (fewer "
+        "filters or levels)"
+    )
 
 
 def _gate(recipe: Recipe, req: ConvertRequest, instance: bool) -> tuple[float | None, str]:

@@ -32,6 +32,24 @@ without a published figure for a comparable model has none.
 
 Lookup for ``--device NAME``: a path to a ``.toml`` file; else ``NAME.toml`` in
 ``./devices/profiles/`` (the user's own, which win); else the profiles shipped with edgeseg.
+
+A microcontroller class (TensorFlow Lite Micro, `edgeseg convert --micro --device NAME`) has a
+``[micro]`` table instead of a camera and a delegate (both optional there)::
+
+    name = "cortex-m7"
+    title = "Cortex-M7 class, 512 KB SRAM, 2 MB flash"
+    recipe = "int8"
+
+    [micro]
+    core = "Arm Cortex-M7"
+    sram_kb = 512                    # on-chip RAM: the tensor arena goes here
+    flash_kb = 2048                  # the model's C array (and the firmware) goes here
+    psram_kb = 0                     # external RAM an arena may use when SRAM is too small
+    reserve_sram_kb = 64             # what the firmware keeps: stack, heap, buffers
+    reserve_flash_kb = 256           # the firmware's code: TFLM, kernels, application
+
+Such a profile is not a place to run ``edgeseg run`` or ``bench``; :func:`micro_fit` says
+whether a model's flash and arena figures fit it.
 """
 
 from __future__ import annotations
@@ -46,10 +64,13 @@ from edgeseg.paths import TOMLDecodeError, collect_tomls, load_named_toml, parse
 
 __all__ = [
     "DeviceProfile",
+    "MicroFit",
+    "MicroSpec",
     "Reference",
     "available_profiles",
     "detect_profile",
     "load_profile",
+    "micro_fit",
 ]
 
 USER_DIR = Path("devices") / "profiles"
@@ -70,6 +91,14 @@ _REFERENCE_KEYS = {
     "notes",
 }
 _MATCH_KEYS = {"device_tree", "machine", "edgetpu", "delegates"}
+_MICRO_KEYS = {
+    "core",
+    "sram_kb",
+    "flash_kb",
+    "psram_kb",
+    "reserve_sram_kb",
+    "reserve_flash_kb",
+}
 
 
 @dataclass(frozen=True)
@@ -117,6 +146,133 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class MicroSpec:
+    """A microcontroller class: its memories in bytes, and what its firmware keeps."""
+
+    core: str
+    sram_bytes: int
+    flash_bytes: int
+    psram_bytes: int = 0
+    reserve_sram_bytes: int = 0
+    reserve_flash_bytes: int = 0
+
+    @property
+    def sram_for_arena(self) -> int:
+        return max(0, self.sram_bytes - self.reserve_sram_bytes)
+
+    @property
+    def flash_for_model(self) -> int:
+        return max(0, self.flash_bytes - self.reserve_flash_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "core": self.core,
+            "sram_bytes": self.sram_bytes,
+            "flash_bytes": self.flash_bytes,
+            "psram_bytes": self.psram_bytes,
+            "reserve_sram_bytes": self.reserve_sram_bytes,
+            "reserve_flash_bytes": self.reserve_flash_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class MicroFit:
+    """Whether a model's flash and arena figures fit a microcontroller class.
+
+    ``arena_in``: "SRAM", "PSRAM" (too large for the SRAM left, small enough for the external
+    RAM: slower) or None (fits neither). ``problems``: one phrase per figure that does not
+    fit, naming what it needs against what the profile has.
+    """
+
+    profile: str
+    flash_needed: int
+    flash_available: int
+    arena_needed: int
+    sram_available: int
+    psram_available: int
+    arena_in: str | None
+    problems: tuple[str, ...]
+
+    @property
+    def fits(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        """One line: "fits cortex-m7: model 120.0 KB of 1792.0 KB flash, arena … in SRAM"."""
+        if not self.fits:
+            return f"does not fit {self.profile}: " + "; ".join(self.problems)
+        return (
+            f"fits {self.profile}: model {kb(self.flash_needed)} of {kb(self.flash_available)} "
+            f"flash, arena {kb(self.arena_needed)} in {self.arena_in} ("
+            + (
+                f"{kb(self.sram_available)} SRAM free"
+                if self.arena_in == "SRAM"
+                else f"{kb(self.psram_available)} PSRAM"
+            )
+            + ")"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "fits": self.fits,
+            "flash_needed_bytes": self.flash_needed,
+            "flash_available_bytes": self.flash_available,
+            "arena_needed_bytes": self.arena_needed,
+            "sram_available_bytes": self.sram_available,
+            "psram_available_bytes": self.psram_available,
+            "arena_in": self.arena_in,
+            "problems": list(self.problems),
+        }
+
+
+def kb(n: int) -> str:
+    """Bytes as kilobytes (1024 bytes) with one decimal: "118.3 KB"."""
+    return f"{n / 1024:.1f} KB"
+
+
+def micro_fit(profile: DeviceProfile, flash_bytes: int, arena_bytes: int) -> MicroFit:
+    """Whether a model of ``flash_bytes`` (its .tflite, the C array) and a tensor arena of
+    ``arena_bytes`` fit ``profile`` (a microcontroller class; DataError otherwise).
+
+    The model goes to flash beside the firmware (``reserve_flash_kb``); the arena to the SRAM
+    the firmware leaves (``reserve_sram_kb``), else to PSRAM when the profile has enough.
+    """
+    spec = profile.micro
+    if spec is None:
+        raise DataError(f"{profile.name} is not a microcontroller profile (it has no [micro])")
+    problems = []
+    if flash_bytes > spec.flash_for_model:
+        problems.append(
+            f"the model needs {kb(flash_bytes)} of flash, {profile.name} has "
+            f"{kb(spec.flash_for_model)} ({kb(spec.flash_bytes)} less "
+            f"{kb(spec.reserve_flash_bytes)} kept for the firmware)"
+        )
+    arena_in: str | None = None
+    if arena_bytes <= spec.sram_for_arena:
+        arena_in = "SRAM"
+    elif arena_bytes <= spec.psram_bytes:
+        arena_in = "PSRAM"
+    else:
+        psram = f" and {kb(spec.psram_bytes)} of PSRAM" if spec.psram_bytes else ""
+        problems.append(
+            f"the tensor arena needs {kb(arena_bytes)} of RAM, {profile.name} has "
+            f"{kb(spec.sram_for_arena)} of SRAM ({kb(spec.sram_bytes)} less "
+            f"{kb(spec.reserve_sram_bytes)} kept for the firmware){psram}"
+        )
+    return MicroFit(
+        profile=profile.name,
+        flash_needed=flash_bytes,
+        flash_available=spec.flash_for_model,
+        arena_needed=arena_bytes,
+        sram_available=spec.sram_for_arena,
+        psram_available=spec.psram_bytes,
+        arena_in=arena_in,
+        problems=tuple(problems),
+    )
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     name: str
     title: str
@@ -128,6 +284,7 @@ class DeviceProfile:
     match: dict[str, Any] = field(default_factory=dict)
     references: tuple[Reference, ...] = ()
     source: str = ""
+    micro: MicroSpec | None = None  # a microcontroller class (TensorFlow Lite Micro)
 
     def matches(self, device: Mapping[str, Any], delegate: str) -> int:
         """How many ``[match]`` keys hold for a fingerprint dict and delegate (0: no match)."""
@@ -156,6 +313,7 @@ class DeviceProfile:
             "camera": self.camera,
             "notes": self.notes,
             "references": [r.to_dict() for r in self.references],
+            **({"micro": self.micro.to_dict()} if self.micro is not None else {}),
         }
 
 
@@ -183,9 +341,13 @@ def _from_toml(text: str, where: str) -> DeviceProfile:
     except TOMLDecodeError as exc:
         raise _fail(where, f"not valid TOML ({exc})") from exc
     refs = data.pop("reference", [])
+    micro = _micro(data.pop("micro"), where) if "micro" in data else None
     unknown = sorted(set(data) - _PROFILE_KEYS)
     if unknown:
         raise _fail(where, f"unknown key(s) {', '.join(unknown)}")
+    if micro is not None:  # a microcontroller runs no camera pipeline and no delegate
+        data.setdefault("delegate", "cpu")
+        data.setdefault("camera", "none")
     for key in ("name", "title", "delegate", "recipe", "camera"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise _fail(where, f"needs a text value for {key!r}")
@@ -210,6 +372,34 @@ def _from_toml(text: str, where: str) -> DeviceProfile:
         match=match,
         references=tuple(_reference(r, f"{where} reference {i + 1}") for i, r in enumerate(refs)),
         source=where,
+        micro=micro,
+    )
+
+
+def _micro(data: Any, where: str) -> MicroSpec:
+    if not isinstance(data, dict):
+        raise _fail(where, "[micro] must be a table")
+    unknown = sorted(set(data) - _MICRO_KEYS)
+    if unknown:
+        raise _fail(where, f"[micro] has unknown key(s) {', '.join(unknown)}")
+    if not isinstance(data.get("core"), str) or not data["core"].strip():
+        raise _fail(where, "[micro] needs a text value for 'core'")
+    sizes = {}
+    for key in sorted(_MICRO_KEYS - {"core"}):
+        value = data.get(key, 0)
+        required = key in ("sram_kb", "flash_kb")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise _fail(where, f"[micro] {key} must be a number of kilobytes >= 0")
+        if required and (key not in data or value <= 0):
+            raise _fail(where, f"[micro] needs {key}, a positive number of kilobytes")
+        sizes[key] = int(value * 1024)
+    return MicroSpec(
+        core=data["core"].strip(),
+        sram_bytes=sizes["sram_kb"],
+        flash_bytes=sizes["flash_kb"],
+        psram_bytes=sizes["psram_kb"],
+        reserve_sram_bytes=sizes["reserve_sram_kb"],
+        reserve_flash_bytes=sizes["reserve_flash_kb"],
     )
 
 
