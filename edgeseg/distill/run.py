@@ -224,7 +224,8 @@ def distill(
         search_end = start + req.max_minutes * 60 * 0.4
         for arch, cands in configs.items():
             for cfg in cands:
-                if time.perf_counter() > search_end and any(c.fits for c in tried):
+                now = time.perf_counter()
+                if (now > search_end and any(c.fits for c in tried)) or (now > deadline and tried):
                     tried.append(Candidate(cfg, None, False, "not tried: search time spent"))
                     continue
                 c = try_candidate(cfg, meta, judge, frame_size, recipe, tiles, work,
@@ -250,7 +251,13 @@ def distill(
                 f"no student reaches {req.budget_ms:g} ms at {format_hw(frame_size)}: the smallest "
                 f"tried ({smallest.label}) takes {smallest.latency.ms:.2f} ms "
                 f"({smallest.latency.how}), agreement {metric} {short.agreement:.3f} after "
-                f"{len(short.history)} short epoch(s); raise --budget-ms or lower --frame-size"
+                f"{len(short.history)} short epoch(s)"
+                + (
+                    "; --max-minutes ended the search"
+                    if any(c.latency is None for c in tried)
+                    else ""
+                )
+                + "; raise --budget-ms or lower --frame-size"
             )
         chosen = max(fitting, key=lambda c: c.latency.macs)
         for i, c in enumerate(tried):
