@@ -278,3 +278,28 @@ def test_profiles_record_int8_gmacs_and_bench_reports_it(tmp_path: Path) -> None
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     rate = compute_rate(path, {"latency_ms": {"p50": 2.0}})
     assert rate["gmacs_per_s"] == pytest.approx(rate["macs"] / 2.0 / 1e6, rel=1e-3)
+
+
+def test_live_frames_are_captured_first() -> None:
+    """A live source (here the synthetic microscope stream) is read frame by frame up to the
+    limit, then serves as a folder does; a stream that ends early gives what it had."""
+    from edgeseg.distill.frames import capture, frame_channels
+    from edgeseg.runtime.streams import open_stream
+
+    src = capture(open_stream("synthetic://?size=48x40&seed=2"), "synthetic://", 5)
+    assert len(src) == 5 and src.read(4).shape[:2] == (48, 40) and src.name(0).endswith("#frame0")
+    assert frame_channels(src.read(0)) == 1
+
+    class Short:
+        def __init__(self) -> None:
+            self.left, self.closed = 2, False
+
+        def read(self) -> np.ndarray | None:
+            self.left -= 1
+            return np.zeros((8, 8), np.uint8) if self.left >= 0 else None
+
+        def close(self) -> None:
+            self.closed = True
+
+    short = Short()
+    assert len(capture(short, "rtsp://x", 10)) == 2 and short.closed

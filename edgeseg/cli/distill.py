@@ -15,7 +15,8 @@ def distill(
     frames: str = typer.Option(
         ...,
         "--frames",
-        help="Unlabelled frames: image folder, glob, video, TIFF stack, or synthetic://…",
+        help="Unlabelled frames: image folder, glob, video, TIFF stack, synthetic://…, or a "
+        "live URI (camera, rtsp://…), captured first.",
     ),
     budget_ms: float = typer.Option(
         ..., "--budget-ms", help="int8 whole-frame latency the student must reach (ms)."

@@ -25,7 +25,20 @@ from edgeseg.core.preprocess import drop_alpha, gray_if_equal, prepare
 from edgeseg.core.segmenter import Segmenter
 from edgeseg.errors import DataError
 
-__all__ = ["MIN_FRAMES", "TeacherData", "frame_channels", "labels_of", "teacher_data"]
+__all__ = [
+    "LIVE_SCHEMES",
+    "MIN_FRAMES",
+    "CapturedFrames",
+    "TeacherData",
+    "frame_channels",
+    "labels_of",
+    "open_frames",
+    "teacher_data",
+]
+
+#: Sources read live (a camera, a network stream, a GStreamer pipeline): ``max_frames``
+#: frames are captured first, then used as a folder would be.
+LIVE_SCHEMES = ("camera", "v4l2", "csi", "gst", "rtsp", "http", "https")
 
 #: Frames needed: at least three to learn from and one held back to stop on.
 MIN_FRAMES = 4
@@ -51,6 +64,54 @@ class TeacherData:
     @property
     def n_frames(self) -> int:
         return len(self.train_x) + len(self.held_x)
+
+
+class CapturedFrames:
+    """Frames captured from a live stream, as a FrameSource (``read(i)``, ``name(i)``)."""
+
+    def __init__(self, frames: list[np.ndarray], uri: str) -> None:
+        self.frames = frames
+        self.path = uri
+        self.description = f"{len(frames)} frames captured from {uri}"
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def read(self, i: int) -> np.ndarray:
+        return self.frames[i]
+
+    def name(self, i: int) -> str:
+        return f"{self.path}#frame{i}"
+
+    def close(self) -> None:
+        return None
+
+
+def capture(stream: Any, uri: str, n: int) -> CapturedFrames:
+    """Up to ``n`` frames read from an open ``stream`` (until it ends), then closed."""
+    frames: list[np.ndarray] = []
+    try:
+        while len(frames) < n:
+            frame = stream.read()
+            if frame is None:
+                break
+            frames.append(np.array(frame, copy=True))
+    finally:
+        stream.close()
+    return CapturedFrames(frames, uri)
+
+
+def open_frames(source: str, max_frames: int) -> Any:
+    """A FrameSource for ``--frames``: a live URI (:data:`LIVE_SCHEMES`) captured first, else
+    a folder, glob, video, stack or ``synthetic://`` as calibration reads them."""
+    scheme = source.split("://", 1)[0].lower() if "://" in source else ""
+    if scheme in LIVE_SCHEMES:
+        from edgeseg.runtime.streams import open_stream
+
+        return capture(open_stream(source), source, max_frames)
+    from edgeseg.convert.calibration import open_calibration_source
+
+    return open_calibration_source(source)
 
 
 def frame_channels(frame: np.ndarray) -> int:

@@ -164,7 +164,7 @@ def distill(
     Raises:
         EdgesegError: one line for every bad input; :class:`BudgetError` when no student fits.
     """
-    from edgeseg.convert.calibration import open_calibration_source
+    from edgeseg.distill.frames import open_frames
     from edgeseg.paths import atomic_path, atomic_write, file_sha256
 
     start = time.perf_counter()
@@ -174,7 +174,7 @@ def distill(
     teacher = loaded.keras_model
     say(f"teacher {req.teacher}: {meta.input_size[0]}x{meta.input_size[1]} tiles, "
         f"{meta.output_channels} output channel(s)")  # fmt: skip
-    src = open_calibration_source(req.frames)
+    src = open_frames(req.frames, req.max_frames)
     try:
         data = teacher_data(src, loaded.predict, meta, max_frames=req.max_frames,
                             holdout=req.holdout, seed=req.seed)  # fmt: skip
