@@ -37,6 +37,7 @@ from edgeseg.distill.search import (
     Latency,
     LatencyJudge,
     convert_at_frame,
+    keras_macs,
     student_configs,
     student_meta_for,
     teacher_unet,
@@ -48,6 +49,11 @@ from edgeseg.model.unet import ARCHS, UNetConfig
 from edgeseg.sizes import format_hw
 
 __all__ = ["BudgetError", "DistillRequest", "DistillResult", "distill"]
+
+
+#: A candidate predicted above budget x this (from its MACs at the teacher's measured GMAC/s)
+#: is not converted; within it, it is converted and measured.
+PREDICTION_MARGIN = 1.25
 
 
 class BudgetError(EdgesegError):
@@ -222,12 +228,27 @@ def distill(
                                   *(() if req.widths is None else (req.widths,)))  # fmt: skip
         tried: list[Candidate] = []
         search_end = start + req.max_minutes * 60 * 0.4
+        # Latency follows MACs closely within one architecture family: with the teacher's
+        # measured GMAC/s, candidates predicted well over the budget are not converted (the
+        # narrowest of each architecture always is, so an unreachable budget is measured).
+        rate = teacher_lat.macs / teacher_lat.ms if teacher_lat and teacher_lat.ms > 0 else None
+        pixels = (frame_size[0] * frame_size[1]) / (meta.input_size[0] * meta.input_size[1])
         for arch, cands in configs.items():
-            for cfg in cands:
+            for n, cfg in enumerate(cands):
                 now = time.perf_counter()
-                if (now > search_end and any(c.fits for c in tried)) or (now > deadline and tried):
+                measured = any(c.latency for c in tried)
+                if (now > search_end and any(c.fits for c in tried)) or (
+                    now > deadline and measured
+                ):
                     tried.append(Candidate(cfg, None, False, "not tried: search time spent"))
                     continue
+                if rate is not None and n < len(cands) - 1:
+                    guess = keras_macs(_build(cfg, req.seed)) * pixels / rate
+                    if guess > req.budget_ms * PREDICTION_MARGIN:
+                        note = f"predicted {guess:.1f} ms from its MACs: not converted"
+                        say(f"  {arch} width {cfg.width:g}: {note}")
+                        tried.append(Candidate(cfg, None, False, note))
+                        continue
                 c = try_candidate(cfg, meta, judge, frame_size, recipe, tiles, work,
                                   req.budget_ms, req.seed)  # fmt: skip
                 say(f"  {c.label}: {c.latency.ms:.2f} ms ({c.latency.how}, "
@@ -254,7 +275,7 @@ def distill(
                 f"{len(short.history)} short epoch(s)"
                 + (
                     "; --max-minutes ended the search"
-                    if any(c.latency is None for c in tried)
+                    if any(c.note.startswith("not tried") for c in tried)
                     else ""
                 )
                 + "; raise --budget-ms or lower --frame-size"

@@ -40,6 +40,7 @@ __all__ = [
     "Latency",
     "LatencyJudge",
     "convert_at_frame",
+    "keras_macs",
     "student_configs",
     "teacher_unet",
 ]
@@ -260,6 +261,27 @@ class LatencyJudge:
         t0 = time.perf_counter()
         ms, runtime = self.measure(artefact, timeout)
         return Latency(ms, "measured", macs, params, runtime, convert_s, time.perf_counter() - t0)
+
+
+def keras_macs(model: Any) -> int:
+    """Multiply-accumulates of a built Keras U-Net at its input size, counted as
+    :func:`~edgeseg.core.macs.tflite_macs` counts the converted graph (convolutions only)."""
+    total = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            _, h, w, c = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += h * w * c * kh * kw * layer.input.shape[-1]
+        elif kind == "DepthwiseConv2D":
+            _, h, w, c = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += h * w * c * kh * kw
+        elif kind == "Conv2DTranspose":
+            _, h, w, c = layer.input.shape
+            kh, kw = layer.kernel_size
+            total += h * w * c * kh * kw * layer.filters
+    return int(total)
 
 
 def build_student(config: UNetConfig, seed: int) -> Any:
