@@ -73,9 +73,10 @@ def report_markdown(r: Mapping[str, Any]) -> str:
               "|---|---|---|---|---|"]  # fmt: skip
     for c in r["candidates"]:
         lat = c["latency"]
+        gmac = f"{lat['macs'] / 1e9:.3f}" if lat else "–"
         lines.append(
             f"| {c['arch']} width {c['width']:g} ({c['top_filters']} filters) | {_ms(lat)} | "
-            f"{(lat['macs'] / 1e9) if lat else 0:.3f} | {'yes' if c['fits'] else 'no'} | "
+            f"{gmac} | {'yes' if c['fits'] else 'no'} | "
             f"{c['note']} |"
         )
     tr = r["training"]
