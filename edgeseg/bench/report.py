@@ -238,6 +238,13 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         f"{mem.get('peak_rss_mb', '–')} MB, of which {mem.get('model_peak_mb', '–')} MB after "
         f"loading the model ({mem.get('method', '?')})."
     )
+    compute = report.get("compute") or {}
+    if compute.get("gmacs_per_s"):
+        lines.append(
+            f"Compute: {compute['macs'] / 1e9:.3f} GMAC per inference, "
+            f"{compute['gmacs_per_s']:.1f} GMAC/s at the median (an int8 model's figure is a "
+            "device profile's `int8_gmacs`, which `edgeseg distill --device` predicts from)."
+        )
     if drift.get("ratio"):
         lines.append(
             f"Drift: the last tenth of the runs took {drift['ratio']:.2f}x the first tenth "

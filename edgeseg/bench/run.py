@@ -88,10 +88,12 @@ class BenchResult:
         """``NAME LABEL on RUNTIME: p50 … ms, p90 …, p99 … (cold first … ms) on DELEGATE →
         JSON``."""
         lat = self.report["latency_ms"]
+        compute = self.report.get("compute") or {}
+        rate = f", {compute['gmacs_per_s']:.1f} GMAC/s" if compute.get("gmacs_per_s") else ""
         return (
             f"{self.info.name} {self.info.label} on {self.runtime}: p50 {lat['p50']:.3f} ms, "
             f"p90 {lat['p90']:.3f}, p99 {lat['p99']:.3f} (cold first "
-            f"{self.report['cold']['first_ms']:.1f} ms) on "
+            f"{self.report['cold']['first_ms']:.1f} ms{rate}) on "
             f"{self.report['runtime']['delegate']} → {self.json_path}"
         )
 
@@ -176,6 +178,28 @@ def report_profile(
     return name, "recognised from the fingerprint" if name else None
 
 
+def compute_rate(model: Path, measured: dict[str, Any]) -> dict[str, Any] | None:
+    """The model's multiply-accumulates and the effective GMAC/s of its median latency: what
+    a device profile records as ``int8_gmacs`` (measured on an int8 model) for ``edgeseg
+    distill --device``. None for a file whose ops cannot be counted (an ONNX model)."""
+    from edgeseg.core.macs import tflite_macs
+
+    if model.suffix.lower() != ".tflite":
+        return None
+    try:
+        macs = tflite_macs(model)
+    except EdgesegError:
+        return None
+    p50 = float(measured["latency_ms"]["p50"])
+    if macs <= 0 or p50 <= 0:
+        return None
+    return {
+        "macs": macs,
+        "gmacs_per_s": round(macs / p50 / 1e6, 3),
+        "counted": "CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV, FULLY_CONNECTED",
+    }
+
+
 def bench_models(
     options: BenchOptions,
     *,
@@ -239,6 +263,7 @@ def bench_models(
                     raise  # the file's own runtime (or the one asked for) must work
                 say(f"warning: {kind} left out: {exc}")
                 continue
+            measured["compute"] = compute_rate(plan.path, measured)
             profile, profile_from = report_profile(
                 policy.profile, device_dict, measured["runtime"]["delegate"]
             )

@@ -14,6 +14,7 @@ from edgeseg.cli import calib as calib_cmd
 from edgeseg.cli import config as config_cmd
 from edgeseg.cli import convert as convert_cmd
 from edgeseg.cli import demo as demo_cmd
+from edgeseg.cli import distill as distill_cmd
 from edgeseg.cli import doctor as doctor_cmd
 from edgeseg.cli import eval as eval_cmd
 from edgeseg.cli import inspect as inspect_cmd
@@ -69,6 +70,7 @@ app.command("segment")(segment_cmd.segment)
 app.command("bench")(bench_cmd.bench)
 app.command("report")(report_cmd.report)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("distill")(distill_cmd.distill)
 app.add_typer(calib_cmd.calib_app, name="calib")
 app.add_typer(config_cmd.config_app, name="config")
 app.add_typer(service_cmd.service_app, name="service")

@@ -96,6 +96,15 @@ def train(
         "(never on --val); otherwise 0.5.",
     ),
     seed: int = typer.Option(0, "--seed"),
+    arch: str = typer.Option(
+        "unet",
+        "--arch",
+        help="unet; separable (depthwise-separable blocks, MobileNet-style); attention "
+        "(attention gates on the skips).",
+    ),
+    width: float = typer.Option(
+        1.0, "--width", help="Width multiplier of every level's filters (e.g. 0.5)."
+    ),
 ) -> None:
     """Train a U-Net (Dice + BCE, augmentation, validation Dice/IoU every epoch).
 
@@ -122,6 +131,8 @@ def train(
             batch_norm=batch_norm,
             dropout=dropout,
             padding=padding,
+            arch=arch,
+            width=width,
         )
         config = TrainConfig(
             out=out_path,

@@ -9,6 +9,7 @@ A profile is a TOML file a user can read and copy (``devices/profiles/<name>.tom
     threads = 4                      # --threads (omit: the runtime's choice)
     camera = "csi://0"               # the camera pipeline (a stream URI, see `edgeseg run`)
     notes = "..."
+    int8_gmacs = 120.0               # effective int8 GMAC/s `edgeseg bench` measured there
 
     [match]                          # how a report's fingerprint is recognised as this device
     device_tree = ["Raspberry Pi 5"] # any of these in /proc/device-tree/model
@@ -77,7 +78,17 @@ USER_DIR = Path("devices") / "profiles"
 _PARTS = ("devices", "profiles")  # under edgeseg/data: the shipped profiles
 PRECISIONS = ("fp32", "fp16", "int8")
 REFERENCE_DELEGATES = ("cpu", "edgetpu", "gpu", "tensorrt")
-_PROFILE_KEYS = {"name", "title", "delegate", "recipe", "threads", "camera", "notes", "match"}
+_PROFILE_KEYS = {
+    "name",
+    "title",
+    "delegate",
+    "recipe",
+    "threads",
+    "camera",
+    "notes",
+    "match",
+    "int8_gmacs",
+}
 _REFERENCE_KEYS = {
     "model",
     "input",
@@ -285,6 +296,9 @@ class DeviceProfile:
     references: tuple[Reference, ...] = ()
     source: str = ""
     micro: MicroSpec | None = None  # a microcontroller class (TensorFlow Lite Micro)
+    # Effective int8 GMAC/s of a U-Net there, as `edgeseg bench` reports it (its "compute"
+    # figure for an int8 model); `edgeseg distill --device` predicts latency from it.
+    int8_gmacs: float | None = None
 
     def matches(self, device: Mapping[str, Any], delegate: str) -> int:
         """How many ``[match]`` keys hold for a fingerprint dict and delegate (0: no match)."""
@@ -314,6 +328,7 @@ class DeviceProfile:
             "notes": self.notes,
             "references": [r.to_dict() for r in self.references],
             **({"micro": self.micro.to_dict()} if self.micro is not None else {}),
+            "int8_gmacs": self.int8_gmacs,
         }
 
 
@@ -356,6 +371,11 @@ def _from_toml(text: str, where: str) -> DeviceProfile:
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
     ):
         raise _fail(where, f"threads must be a whole number >= 1, got {threads!r}")
+    gmacs = data.get("int8_gmacs")
+    if gmacs is not None and (
+        isinstance(gmacs, bool) or not isinstance(gmacs, int | float) or gmacs <= 0
+    ):
+        raise _fail(where, f"int8_gmacs must be a positive number, got {gmacs!r}")
     match = data.get("match", {})
     if not isinstance(match, dict) or set(match) - _MATCH_KEYS:
         raise _fail(where, f"[match] takes only {', '.join(sorted(_MATCH_KEYS))}")
@@ -373,6 +393,7 @@ def _from_toml(text: str, where: str) -> DeviceProfile:
         references=tuple(_reference(r, f"{where} reference {i + 1}") for i, r in enumerate(refs)),
         source=where,
         micro=micro,
+        int8_gmacs=float(gmacs) if gmacs is not None else None,
     )
 
 

@@ -5,6 +5,23 @@ upsampling followed by a 2x2 convolution, which maps better to the Edge TPU) up,
 connections by concatenation, a 1x1 convolution head: sigmoid for one class, softmax for K,
 or ``sigmoid_outputs`` independent sigmoid channels (an instance model's foreground and
 interior: no softmax, which the Edge TPU would leave to the CPU).
+
+Edge architectures (``arch``), all built from standard Keras layers (no Lambda, so the safe
+loader takes them and ``model/reshape`` rebuilds them at a frame size), all full-int8 on the
+Edge TPU:
+
+* ``unet``: the above.
+* ``separable``: every 3x3 convolution becomes a MobileNet-style depthwise-separable block,
+  DepthwiseConv2D 3x3 + batch norm + ReLU, then a 1x1 Conv2D + batch norm + ReLU (about 8x
+  fewer multiply-accumulates per block at 16+ channels). Plain ReLU, not ReLU6: the int8
+  recipes' range equalization needs a positively homogeneous activation.
+* ``attention``: Attention U-Net gates (Oktay et al. 2018) on the skip connections: the skip
+  and the upsampled decoder feature each go through a 1x1 convolution, are added, ReLU, a 1x1
+  convolution to one channel, sigmoid; the skip is multiplied by that map before the
+  concatenation (ADD, LOGISTIC and MUL: all Edge TPU ops).
+
+``width`` multiplies every level's filters (``round(base_filters * width) * 2**level``, at
+least 1): the knob ``edgeseg distill`` turns to fit a latency budget.
 """
 
 from __future__ import annotations
@@ -16,6 +33,7 @@ from edgeseg.errors import ModelError
 from edgeseg.optional import keras
 
 DECODERS = ("transpose", "upsample")
+ARCHS = ("unet", "separable", "attention")
 PADDINGS = ("same", "valid")
 
 
@@ -32,6 +50,8 @@ class UNetConfig:
     padding: str = "same"
     # > 0: that many independent sigmoid output channels (one class; 2 for an instance model).
     sigmoid_outputs: int = 0
+    arch: str = "unet"  # unet, separable (depthwise-separable blocks) or attention (gates)
+    width: float = 1.0  # multiplies every level's filters
 
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
@@ -42,6 +62,10 @@ class UNetConfig:
             raise ModelError(f"depth must be between 1 and 6, got {self.depth}")
         if self.base_filters < 1:
             raise ModelError("base_filters must be >= 1")
+        if self.arch not in ARCHS:
+            raise ModelError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if not 0.0 < self.width <= 8.0:
+            raise ModelError(f"width must be in (0, 8], got {self.width}")
         if not 0.0 <= self.dropout < 1.0:
             raise ModelError("dropout must be in [0, 1)")
         if self.channels not in (1, 3):
@@ -55,6 +79,11 @@ class UNetConfig:
     def output_size(self) -> tuple[int, int]:
         """(h, w) of the output; smaller than the input for a valid-padding U-Net."""
         return tuple(_output_side(s, self.depth, self.padding) for s in self.input_size)
+
+    @property
+    def top_filters(self) -> int:
+        """Filters of the first level: ``base_filters`` scaled by ``width``, at least 1."""
+        return max(1, round(self.base_filters * self.width))
 
     @property
     def output_channels(self) -> int:
@@ -98,9 +127,11 @@ def build_unet(config: UNetConfig = UNetConfig(), name: str = "unet") -> Any:
     """Build an uncompiled ``keras.Model`` mapping float32 (N, H, W, C) to (N, h, w, K)."""
     k = keras()
     layers = k.layers
-    f = config.base_filters
+    f = config.top_filters
 
     def block(x: Any, filters: int, tag: str) -> Any:
+        if config.arch == "separable":
+            return separable_block(x, filters, tag)
         for i in (1, 2):
             x = layers.Conv2D(
                 filters,
@@ -114,6 +145,39 @@ def build_unet(config: UNetConfig = UNetConfig(), name: str = "unet") -> Any:
                 x = layers.BatchNormalization(name=f"{tag}_bn{i}")(x)
             x = layers.ReLU(name=f"{tag}_relu{i}")(x)
         return x
+
+    def separable_block(x: Any, filters: int, tag: str) -> Any:
+        for i in (1, 2):
+            x = layers.DepthwiseConv2D(
+                3,
+                padding=config.padding,
+                use_bias=not config.batch_norm,
+                depthwise_initializer="he_normal",
+                name=f"{tag}_dw{i}",
+            )(x)
+            if config.batch_norm:
+                x = layers.BatchNormalization(name=f"{tag}_dwbn{i}")(x)
+            x = layers.ReLU(name=f"{tag}_dwrelu{i}")(x)
+            x = layers.Conv2D(
+                filters,
+                1,
+                use_bias=not config.batch_norm,
+                kernel_initializer="he_normal",
+                name=f"{tag}_pw{i}",
+            )(x)
+            if config.batch_norm:
+                x = layers.BatchNormalization(name=f"{tag}_bn{i}")(x)
+            x = layers.ReLU(name=f"{tag}_relu{i}")(x)
+        return x
+
+    def gate(skip: Any, g: Any, filters: int, tag: str) -> Any:
+        """The skip weighted by a one-channel attention map computed from it and ``g``."""
+        inter = max(1, filters // 2)
+        theta = layers.Conv2D(inter, 1, use_bias=False, name=f"{tag}_gate_x")(skip)
+        phi = layers.Conv2D(inter, 1, name=f"{tag}_gate_g")(g)
+        a = layers.ReLU(name=f"{tag}_gate_relu")(layers.Add(name=f"{tag}_gate_add")([theta, phi]))
+        alpha = layers.Conv2D(1, 1, activation="sigmoid", name=f"{tag}_gate_psi")(a)
+        return layers.Multiply(name=f"{tag}_gate")([skip, alpha])
 
     inputs = k.Input(shape=(*config.input_size, config.channels), name="image")
     x = inputs
@@ -136,6 +200,8 @@ def build_unet(config: UNetConfig = UNetConfig(), name: str = "unet") -> Any:
         if config.padding == "valid":
             crop = (skip.shape[1] - x.shape[1]) // 2
             skip = layers.Cropping2D(crop, name=f"dec{level}_crop")(skip)
+        if config.arch == "attention":
+            skip = gate(skip, x, filters, f"dec{level}")
         x = layers.Concatenate(name=f"dec{level}_concat")([skip, x])
         x = block(x, filters, f"dec{level}")
     activation = "sigmoid" if config.num_classes == 1 else "softmax"
