@@ -4,6 +4,7 @@ onnx-import extra). No torch: graphs come from tests/onnx_unets.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -30,7 +31,10 @@ def _run(model, x: np.ndarray) -> np.ndarray:
 
 
 def _needs_onnx2tf() -> None:
-    pytest.importorskip("onnx2tf", reason="the onnx-import extra (onnx2tf) is not installed")
+    # Looked up, not imported: importing onnx2tf sets the absl logger to ERROR for the whole
+    # process (edgeseg runs it in a child), which would hide later tests' log lines.
+    if importlib.util.find_spec("onnx2tf") is None:
+        pytest.skip("the onnx-import extra (onnx2tf) is not installed")
 
 
 # --------------------------------------------------------------------------------------------
