@@ -87,27 +87,18 @@ def segmentation(
         else:
             names = [name for _, name in foreground_classes(meta)]
         descriptions = [_description(hd, i + 1, n, version) for i, n in enumerate(names)]
-        try:
-            return hd.seg.Segmentation(
-                source_images=list(sources),
-                pixel_array=fractional.astype(np.float32) / FRACTION_MAX,
-                segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
-                fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
-                max_fractional_value=FRACTION_MAX,
-                segment_descriptions=descriptions,
-                series_instance_uid=hd.UID(),
-                series_number=series_number,
-                sop_instance_uid=hd.UID(),
-                instance_number=1,
-                manufacturer="edgeseg",
-                manufacturer_model_name="edgeseg segment",
-                software_versions=version,
-                device_serial_number="0",
-                series_description="edgeseg segmentation (probabilities)",
-                omit_empty_frames=False,
-            )
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            raise DataError(f"cannot build a DICOM SEG: {type(exc).__name__}: {exc}") from exc
+        return _segmentation(
+            hd,
+            sources,
+            fractional.astype(np.float32) / FRACTION_MAX,
+            descriptions,
+            series_number,
+            version,
+            "edgeseg segmentation (probabilities)",
+            segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+            fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
+            max_fractional_value=FRACTION_MAX,
+        )
     if meta.instances is not None and instances:
         seg_map = np.zeros(labels.shape, np.uint16)
         descriptions = []
@@ -133,11 +124,34 @@ def segmentation(
             descriptions.append(_description(hd, number, name, version))
     if not descriptions:
         descriptions = [_description(hd, 1, meta.class_names[-1], version)]
+    return _segmentation(
+        hd,
+        sources,
+        seg_map,
+        descriptions,
+        series_number,
+        version,
+        "edgeseg segmentation",
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+    )
+
+
+def _segmentation(
+    hd: Any,
+    sources: Sequence[Any],
+    pixel_array: np.ndarray,
+    descriptions: list[Any],
+    series_number: int,
+    version: str,
+    series_description: str,
+    **kind: Any,
+) -> Any:
+    """The one highdicom ``Segmentation`` call: what a binary and a fractional SEG share, with
+    ``kind`` (the segmentation type and, for fractions, their type and maximum) added."""
     try:
         return hd.seg.Segmentation(
             source_images=list(sources),
-            pixel_array=seg_map,
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            pixel_array=pixel_array,
             segment_descriptions=descriptions,
             series_instance_uid=hd.UID(),
             series_number=series_number,
@@ -147,8 +161,9 @@ def segmentation(
             manufacturer_model_name="edgeseg segment",
             software_versions=version,
             device_serial_number="0",
-            series_description="edgeseg segmentation",
+            series_description=series_description,
             omit_empty_frames=False,
+            **kind,
         )
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise DataError(f"cannot build a DICOM SEG: {type(exc).__name__}: {exc}") from exc
