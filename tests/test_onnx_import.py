@@ -265,11 +265,57 @@ def test_convert_onnx_unet_end_to_end(isbi: Path, tmp_path: Path) -> None:
     notes = "\n".join(report["import_notes"])
     assert "Sigmoid appended" in notes and "opset 18 to 17" in notes
     assert "Not applied to an imported model" in notes
-    assert any("80x90: an imported model" in n for n in report["frame_notes"])
+    assert any("80x90: the ONNX model was exported at 64x64 only" in n
+               for n in report["frame_notes"])  # fmt: skip
     from edgeseg.runtime.backends import OnnxBackend
 
     backend = OnnxBackend(out / "milesial.onnx", provider="cpu")
     assert backend.input.shape == (1, 64, 64, 1)
+
+
+def test_convert_dynamic_onnx_whole_frames(isbi: Path, tmp_path: Path) -> None:
+    """A dynamic-H/W ONNX export with --input-size for tiles and --frame-size for whole
+    frames: the frame is imported again at its size padded to the graph's downsampling (8
+    for depth 3: 80x90 -> 80x96), and the whole-frame int8 and ONNX artefacts are scored
+    against onnxruntime run on the source graph at that size."""
+    _needs_onnx2tf()
+    from edgeseg.convert.parity import label_maps
+    from edgeseg.runtime.backends import open_model
+
+    path = tmp_path / "dyn.onnx"
+    model = unet_onnx(path, size=None, base=8, depth=3, up="align_corners", opset=17)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["convert", str(path), "--int8", "--onnx", "--input-size", "64", "--calib",
+         str(isbi / "images"), "--n", "30", "--frame-size", "80x90", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "dyn_parity.json").read_text())
+    by = {(a["recipe"], tuple(a.get("frame_size") or ())): a for a in report["artefacts"]}
+    whole = by[("int8", (80, 90))]
+    assert whole["passed"], whole
+    assert by[("onnx", (80, 90))]["agreement"]["dice"] > 0.999
+    assert any("imported again" in n for n in report["import_notes"])
+    opened = open_model(out / "dyn_int8_80x90.tflite", backend="litert")
+    assert opened.backend.input.shape == (1, 80, 96, 1)
+    assert opened.meta.frame_size == (80, 90)
+    # the whole-frame artefact's masks against the source graph on onnxruntime, padded the
+    # same way and cropped back: what the parity report promised
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    def reference(tiles: np.ndarray) -> np.ndarray:
+        outs = [sess.run(None, {"input": t.transpose(2, 0, 1)[None]})[0] for t in tiles]
+        return 1 / (1 + np.exp(-np.concatenate(outs).transpose(0, 2, 3, 1)))
+
+    from edgeseg.core.backend import CallableBackend
+    from edgeseg.imageio import read_image
+
+    frames = [read_image(p)[:80, :90] for p in sorted((isbi / "images").iterdir())[:3]]
+    want = label_maps(frames, CallableBackend(reference, opened.meta), opened.meta)
+    got = label_maps(frames, opened.backend, opened.meta)
+    agree = np.mean([np.mean(a == b) for a, b in zip(got, want, strict=True)])
+    assert agree > 0.97, agree
 
 
 # --------------------------------------------------------------------------------------------

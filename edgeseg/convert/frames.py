@@ -94,7 +94,9 @@ class FramePlan:
     """One frame size: the whole-frame artefacts' metadata and model, or why there are none.
 
     ``loaded``: the model rebuilt at ``input_size`` (a LoadedModel); ``refused``: one line
-    saying why no whole-frame artefact is built (then ``meta`` and ``loaded`` are None).
+    saying why no whole-frame artefact is built (then ``meta`` and ``loaded`` are None). For
+    an imported (ONNX) model: ``reference``, the float model at that size (onnxruntime on
+    the source graph), and ``source_onnx``, that graph, prepared for the ONNX artefact.
     """
 
     frame_size: FrameSize
@@ -102,6 +104,8 @@ class FramePlan:
     meta: ModelMetadata | None = None
     loaded: Any | None = None
     refused: str | None = None
+    reference: Any | None = None
+    source_onnx: Any | None = None
 
     @property
     def tag(self) -> str:

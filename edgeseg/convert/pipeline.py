@@ -398,14 +398,7 @@ def _load_inputs(req: ConvertRequest, checked: _Checked, say: Callable[[str], No
         heldout = None
         if req.val is not None:
             heldout = _heldout_from_val(req.val, meta, req.max_heldout_frames)
-        plans, refusals = _frame_plans(req, checked, loaded, meta, src, say)
-        if imported is not None:  # the generic note names Keras models: say it for ONNX
-            refusals = [
-                f"{r.split(':', 1)[0]}: an imported model is converted at one input size; "
-                "convert an ONNX export of that size (or a dynamic-H/W export with "
-                "--input-size HxW) for whole frames; kept the tiled artefacts only"
-                for r in refusals
-            ]
+        plans, refusals = _frame_plans(req, checked, loaded, meta, src, say, imported)
         calib_set, heldout, frame_calib = _calibrate(req, checked, meta, src, heldout, plans, say)
     finally:
         if src is not None:
@@ -437,8 +430,7 @@ def _load_inputs(req: ConvertRequest, checked: _Checked, say: Callable[[str], No
 def _import(req: ConvertRequest, say: Callable[[str], None]) -> Any:
     """An ONNX model imported (:func:`edgeseg.model.importers.import_onnx`), or None for a
     Keras model."""
-    from edgeseg.core.metadata import read_sidecar
-    from edgeseg.model.importers import ImportOptions, import_model, is_imported
+    from edgeseg.model.importers import import_model, is_imported
 
     if not is_imported(req.model):
         if req.activation is not None or req.output is not None:
@@ -446,6 +438,15 @@ def _import(req: ConvertRequest, say: Callable[[str], None]) -> Any:
         return None
     if req.keep_float:
         raise DataError("--keep-float names Keras layers; an ONNX model has none to keep")
+    opts, channels = _import_options(req)
+    return import_model(req.model, opts, channels=channels, say=say)
+
+
+def _import_options(req: ConvertRequest) -> tuple[Any, int | None]:
+    """(ImportOptions, input channels or None) from the flags and the sidecar."""
+    from edgeseg.core.metadata import read_sidecar
+    from edgeseg.model.importers import ImportOptions
+
     sidecar = read_sidecar(req.model)
     size = req.flags.get("input_size") or (sidecar.input_size if sidecar else None)
     opts = ImportOptions(
@@ -456,7 +457,7 @@ def _import(req: ConvertRequest, say: Callable[[str], None]) -> Any:
     )
     order = req.flags.get("channel_order") or (sidecar.channel_order if sidecar else None)
     channels = None if order is None else (1 if str(order).upper() == "GRAY" else 3)
-    return import_model(req.model, opts, channels=channels, say=say)
+    return opts, channels
 
 
 def _frame_plans(
@@ -466,21 +467,83 @@ def _frame_plans(
     meta: ModelMetadata,
     src: Any,
     say: Callable[[str], None],
+    imported: Any = None,
 ) -> tuple[list[FramePlan], list[str]]:
     """(whole-frame plans to build, notes on the refused ones): the sizes given, with
-    ``auto`` those of the calibration frames ``src``."""
+    ``auto`` those of the calibration frames ``src``; for an ``imported`` ONNX model, see
+    :func:`_imported_plans`."""
     sizes = [x for x in checked.frame_sizes if x != AUTO]
     if AUTO in checked.frame_sizes and src is not None:
         found = auto_frame_sizes(src)
         say(f"--frame-size auto: {', '.join(map(frame_tag, found))} (the calibration frames)")
         sizes += [x for x in found if x not in sizes]
-    plans = plan_frames(loaded, meta, sizes, trust_model=req.trust_model)
+    if imported is not None:
+        plans = _imported_plans(req, imported, meta, sizes, say)
+    else:
+        plans = plan_frames(loaded, meta, sizes, trust_model=req.trust_model)
     refusals: list[str] = []
     for plan in plans:
         if plan.refused:
             refusals.append(f"{plan.tag}: {plan.refused}; kept the tiled artefacts only")
             say(f"--frame-size {plan.tag}: {plan.refused}; kept the tiled artefacts only")
     return [p for p in plans if not p.refused], refusals
+
+
+def _imported_plans(
+    req: ConvertRequest,
+    imported: Any,
+    meta: ModelMetadata,
+    sizes: list[Any],
+    say: Callable[[str], None],
+) -> list[FramePlan]:
+    """Whole-frame plans of an imported ONNX model: one with dynamic H/W is imported again
+    at each frame size padded to a multiple of the graph's downsampling (onnx2tf once per
+    size, cached); one
+    exported at a fixed size is converted at that size only."""
+    from dataclasses import replace
+
+    from edgeseg.core import onnx_graph
+    from edgeseg.model.importers import import_model
+    from edgeseg.model.reshape import padded_size
+
+    step = onnx_graph.downsampling(onnx_graph.load_onnx(imported.onnx_path))
+    multiple = (step, step)
+    plans: list[FramePlan] = []
+    for size in sizes:
+        padded = padded_size(size, multiple)
+        if not imported.dynamic:
+            why = (
+                f"the ONNX model was exported at {frame_tag(tuple(meta.input_size))} only; "
+                "export it with dynamic H/W (dynamic_axes) or at the frame size for whole frames"
+            )
+            plans.append(FramePlan(size, padded, refused=why))
+            continue
+        if padded == tuple(meta.input_size):
+            why = (
+                f"{frame_tag(size)} pads to the model's own input size "
+                f"{frame_tag(tuple(meta.input_size))}: the tiled artefact already runs it whole"
+            )
+            plans.append(FramePlan(size, padded, refused=why))
+            continue
+        opts, channels = _import_options(req)
+        opts = replace(opts, input_size=padded)
+        say(f"--frame-size {frame_tag(size)}: importing the ONNX model at {frame_tag(padded)}")
+        try:
+            again = import_model(req.model, opts, channels=channels, say=say)
+        except ModelError as exc:
+            plans.append(FramePlan(size, padded, refused=str(exc)))
+            continue
+        plans.append(
+            FramePlan(
+                size,
+                padded,
+                meta.with_updates(input_size=padded, frame_size=size),
+                again.loaded,
+                reference=again.predict,
+                source_onnx=again.onnx_path,
+            )
+        )
+    return plans
 
 
 def _calibrate(
@@ -678,7 +741,7 @@ def _onnx_artefacts(
             report, path = _onnx_step(
                 plan.loaded, plan.meta, stem, _extra_base(req, inputs.sha), inputs.heldout,
                 frames.float_labels(plan), ref.fp32_size, req, say,
-                frame=plan, tiled_sibling=f"{stem}.onnx",
+                frame=plan, tiled_sibling=f"{stem}.onnx", source_onnx=plan.source_onnx,
             )  # fmt: skip
         except ModelError as exc:
             outputs.keep_tiled(f"onnx {plan.tag}: {exc}; kept the tiled ONNX model", say)
@@ -766,7 +829,8 @@ class _FrameBuilder:
         """The float model, rebuilt at the frame size, on the whole held-out frames."""
         if plan.tag not in self._float:
             self.say(f"segmenting the held-out frames whole ({plan.tag}) with the float model")
-            backend = CallableBackend(plan.loaded.predict, plan.meta, path=self.req.model)
+            predict = plan.reference or plan.loaded.predict
+            backend = CallableBackend(predict, plan.meta, path=self.req.model)
             self._float[plan.tag] = label_maps(self.inputs.heldout.frames, backend, plan.meta)
             self._plans[plan.tag] = plan
         return self._float[plan.tag]

@@ -51,7 +51,7 @@ TORCH_SUFFIXES = (".pt2", ".pt", ".pth", ".ts", ".torchscript")
 IMPORTED_SUFFIXES = (".onnx", *TORCH_SUFFIXES)
 TORCH_OPSET = 17
 #: Bumped when a pre-pass changes what is cached.
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2
 #: Largest |SavedModel - onnxruntime| accepted on the probe tiles (probabilities).
 MAX_IMPORT_ERROR = 1e-3
 ONNX2TF_TIMEOUT = 1800.0
@@ -59,8 +59,16 @@ ONNX2TF_TIMEOUT = 1800.0
 #: Steps of ``convert`` that work on a Keras graph and so do not apply to an imported model.
 KERAS_ONLY_STEPS = (
     "range equalization and the Edge TPU graph rewrites (they edit Keras layers)",
-    "whole-frame rebuilding (--frame-size re-instantiates Keras layers at another size)",
     "--keep-float (names Keras layers)",
+)
+#: The whole-frame step, Keras-only unless the ONNX leaves height and width open.
+FRAME_STEP_STATIC = (
+    "whole-frame rebuilding (--frame-size needs an ONNX export with dynamic H/W, or one "
+    "exported at the frame size)"
+)
+FRAME_STEP_DYNAMIC = (
+    "whole frames (--frame-size) come from the dynamic-H/W ONNX imported again at each "
+    "padded frame size"
 )
 
 
@@ -85,13 +93,16 @@ class ImportedModel:
     """An imported model: the SavedModel ``loaded`` for the converter, and the prepared ONNX
     ``onnx_path`` (NCHW ``(1, C, H, W)`` → ``(1, K, H, W)`` probabilities) for the reference.
     ``notes``: what the import did, one line each, for the parity report. ``activation``:
-    what the source model's output held (logits get a sigmoid/softmax appended)."""
+    what the source model's output held (logits get a sigmoid/softmax appended).
+    ``dynamic``: the source ONNX leaves height and width open, so it can be imported again
+    at a whole frame's size."""
 
     loaded: Any  # edgeseg.model.loading.LoadedModel
     onnx_path: Path
     notes: tuple[str, ...]
     cached: bool
     activation: str
+    dynamic: bool = False
 
     def predict(self, batch: np.ndarray, batch_size: int = 8) -> np.ndarray:
         """float32 ``(N, H, W, C)`` tiles → ``(N, h, w, K)`` probabilities by onnxruntime."""
@@ -256,6 +267,7 @@ def import_onnx(
     model = onnx_graph.load_onnx(path)
     info = onnx_graph.describe(model, opts.output, path=path)
     onnx_graph.check_ops(model, edgetpu=opts.edgetpu, path=path)
+    dynamic = info.input_shape[2] is None or info.input_shape[3] is None
     require("onnxruntime")
     _require_onnx2tf()
     folder = import_cache_dir() / _cache_key(sha or file_sha256(path), opts)
@@ -270,11 +282,12 @@ def import_onnx(
                 (*record["notes"], "onnx2tf's SavedModel came from the cache"),
                 True,
                 record["activation"],
+                dynamic,
             )
         except (OSError, ValueError, KeyError, ModelError):
             shutil.rmtree(folder, ignore_errors=True)  # a broken entry: build it again
     notes: list[str] = []
-    model, prepared_activation = _prepare(model, info, activation, opts, notes, path)
+    model, prepared_activation = _prepare(model, info, activation, opts, notes, path, dynamic)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
     try:
@@ -310,7 +323,9 @@ def import_onnx(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     loaded = load_model(folder / "saved_model")
-    return ImportedModel(loaded, folder / "model.onnx", tuple(notes), False, prepared_activation)
+    return ImportedModel(
+        loaded, folder / "model.onnx", tuple(notes), False, prepared_activation, dynamic
+    )
 
 
 def _prepare(
@@ -320,6 +335,7 @@ def _prepare(
     opts: ImportOptions,
     notes: list[str],
     path: Path,
+    dynamic: bool = False,
 ) -> tuple[Any, str]:
     """The pre-passes of :mod:`edgeseg.core.onnx_graph`, each noted."""
     if len(info.outputs) > 1:
@@ -344,8 +360,12 @@ def _prepare(
         notes.append(f"the model ends in {activation}: kept as it is")
     notes.append(
         "layout: the ONNX model is NCHW; the converted artefacts are NHWC. Not applied to an "
-        "imported model: " + "; ".join(KERAS_ONLY_STEPS)
+        "imported model: "
+        + "; ".join(KERAS_ONLY_STEPS)
+        + ("" if dynamic else "; " + FRAME_STEP_STATIC)
     )
+    if dynamic:
+        notes.append(FRAME_STEP_DYNAMIC)
     model = onnx_graph.safe_node_names(model)
     require("onnx").checker.check_model(model)
     return model, activation
