@@ -212,17 +212,25 @@ def torch_to_onnx(
         ) from None
     try:
         if path.suffix.lower() == ".pt2":
-            program = torch.export.load(str(path))
-            module, args = program.module(), tuple(program.example_inputs[0])
-        else:
-            if input_size is None or channels is None:
-                raise ModelError(
-                    f"{path} is TorchScript, which holds no input shape: give --input-size HxW "
-                    "and --channel-order GRAY|RGB"
+            # A program's module cannot be switched to eval() (the TorchScript exporter
+            # does): torch.export's own ONNX exporter takes the program as it was exported.
+            if importlib.util.find_spec("onnxscript") is None:
+                raise MissingDependencyError(
+                    f"{path} is a torch.export program, which torch exports to ONNX with "
+                    "onnxscript: pip install onnxscript"
                 )
-            module = torch.jit.load(str(path), map_location="cpu")
-            args = (torch.zeros(1, channels, *input_size),)
+            program = torch.export.load(str(path))
+            exported = torch.onnx.export(program, (), dynamo=True, opset_version=TORCH_OPSET)
+            exported.save(str(out))
+            return out
+        if input_size is None or channels is None:
+            raise ModelError(
+                f"{path} is TorchScript, which holds no input shape: give --input-size HxW "
+                "and --channel-order GRAY|RGB"
+            )
+        module = torch.jit.load(str(path), map_location="cpu")
         module.eval()
+        args = (torch.zeros(1, channels, *input_size),)
         kwargs: dict[str, Any] = {
             "opset_version": TORCH_OPSET,
             "input_names": ["input"],
@@ -232,7 +240,7 @@ def torch_to_onnx(
             torch.onnx.export(module, args, str(out), dynamo=False, **kwargs)
         except TypeError:  # a torch without the dynamo argument
             torch.onnx.export(module, args, str(out), **kwargs)
-    except ModelError:
+    except (ModelError, MissingDependencyError):
         raise
     except Exception as exc:
         raise ModelError(f"could not export {path} to ONNX with torch: {_one(exc)}") from exc
