@@ -98,7 +98,8 @@ def test_metadata_props_read_without_the_graph(tmp_path: Path) -> None:
         entry.key, entry.value = key, value
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
-    assert read_metadata_props(path) == {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    stored = onnx.load(str(path)).metadata_props
+    assert read_metadata_props(path) == {p.key: p.value for p in stored}
     assert is_edgeseg_onnx(path)
     bare = tmp_path / "bare.onnx"
     unet_onnx(bare)
@@ -213,7 +214,9 @@ def test_bench_whole_frame_latency_at_the_requested_size(tmp_path: Path) -> None
     unet_onnx(fixed, size=32)
     one_line_error(
         runner.invoke(app, ["bench", str(fixed), "--frame-size", "200x152", "--out", str(out)]),
-        "whole frames", "--frame-size", "takes 32x32 only",
+        "whole frames",
+        "--frame-size",
+        "takes 32x32 only",
     )
 
 
@@ -234,8 +237,9 @@ def test_activation_flag_decides_the_head(tmp_path: Path) -> None:
     model = unet_onnx(path, size=None)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     logits = sess.run(None, {"input": x.transpose(0, 3, 1, 2)})[0].transpose(0, 2, 3, 1)
-    np.testing.assert_allclose(adapted_out(path), 1 / (1 + np.exp(-logits)), atol=1e-6)
-    np.testing.assert_allclose(adapted_out(path, activation="logits"), 1 / (1 + np.exp(-logits)), atol=1e-6)  # fmt: skip
+    probs = 1 / (1 + np.exp(-logits))
+    np.testing.assert_allclose(adapted_out(path), probs, atol=1e-6)
+    np.testing.assert_allclose(adapted_out(path, activation="logits"), probs, atol=1e-6)
     # the user says the output already holds probabilities: nothing appended
     np.testing.assert_array_equal(adapted_out(path, activation="sigmoid"), logits)
     soft = tmp_path / "soft.onnx"
@@ -311,7 +315,8 @@ def test_cli_refusals_one_line(tmp_path: Path) -> None:
         one_line_error(result, "softmax over one channel")
         assert result.exit_code == 2
     # imagenet statistics on a 1-channel model
-    one_line_error(eval_(str(dyn), "--input-size", "32", "--normalization", "imagenet"), "one per channel")
+    result = eval_(str(dyn), "--input-size", "32", "--normalization", "imagenet")
+    one_line_error(result, "one per channel")
     # whole frames of a model whose H/W are fixed
     fixed = tmp_path / "fixed.onnx"
     unet_onnx(fixed, size=32)
