@@ -64,12 +64,14 @@ def _frames(folder: Path, n: int = 2, size: tuple[int, int] = FRAME) -> list[np.
     return frames
 
 
-def _reference(model, frame: np.ndarray, multiple: int = 16) -> np.ndarray:
+def _reference(
+    model, frame: np.ndarray, multiple: int = 16, input_max: float | None = None
+) -> np.ndarray:
     """Probabilities (H, W) of the source graph run by onnxruntime on the min-max normalized
-    frame reflect-padded (centred) up to ``multiple``, then cropped back: what edgeseg must
-    give for whole frames."""
+    frame (or divided by ``input_max``) reflect-padded (centred) up to ``multiple``, then
+    cropped back: what edgeseg must give for whole frames."""
     x = frame.astype(np.float32)
-    x = (x - x.min()) / (x.max() - x.min())
+    x = x / input_max if input_max else (x - x.min()) / (x.max() - x.min())
     h, w = x.shape
     ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
     top, left = (ph - h) // 2, (pw - w) // 2
@@ -190,6 +192,42 @@ def test_run_and_eval_whole_frames_cli(tmp_path: Path) -> None:
          "--input-size", "64", "--normalization", "minmax"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+
+
+def test_flags_reach_run_and_eval(tmp_path: Path) -> None:
+    """--normalization scale --input-max, --threshold (run) and --foreground-value (eval) on a
+    source ONNX without a sidecar, whole frames."""
+    path = tmp_path / "src.onnx"
+    model = unet_onnx(path, size=None, depth=DEPTH, base=4)
+    frames = _frames(tmp_path / "data" / "images")
+    refs = [_reference(model, f, input_max=128.0) for f in frames]
+    assert min(np.abs(r - 0.7).min() for r in refs) > 1e-5
+    want = [(r > 0.7).astype(np.uint8) for r in refs]
+    assert any(not np.array_equal(w, r > 0.5) for w, r in zip(want, refs, strict=True))
+    out = tmp_path / "masks"
+    result = runner.invoke(
+        app,
+        ["run", str(path), "--source", str(tmp_path / "data" / "images"), "--headless",
+         "--save-masks", str(out), "--backend", "onnxruntime", "--whole-frames",
+         "--normalization", "scale", "--input-max", "128", "--threshold", "0.7"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for i, w in enumerate(want):
+        np.testing.assert_array_equal(cv2.imread(str(out / f"f{i}.png"), cv2.IMREAD_UNCHANGED), w)
+    masks = tmp_path / "data" / "masks"
+    masks.mkdir()
+    for i, w in enumerate(want):  # foreground marked 0, background 255
+        cv2.imwrite(str(masks / f"f{i}.png"), (1 - w) * 255)
+    report = tmp_path / "eval.json"
+    result = runner.invoke(
+        app,
+        ["eval", str(path), "--data", str(tmp_path / "data"), "--backend", "onnxruntime",
+         "--whole-frames", "--normalization", "scale", "--input-max", "128", "--threshold",
+         "0.7", "--foreground-value", "0", "--json", str(report)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    pooled = json.loads(report.read_text())["classes"]["foreground"]["pooled"]
+    assert pooled["dice"] == pytest.approx(1.0)
 
 
 def test_bench_whole_frame_latency_at_the_requested_size(tmp_path: Path) -> None:

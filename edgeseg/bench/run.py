@@ -130,17 +130,18 @@ def runtimes_for(
     delegate: str,
     threads: int,
     warn: Callable[[str], None] = lambda _msg: None,
+    frame_size: tuple[int, int] | None = None,
 ) -> list[str]:
     """The runtimes to measure ``path`` on, the file's own first; one-line errors for a
     ``backend`` that cannot take the file or the delegate. ``warn`` hears what ``auto``'s
-    choice has to say."""
+    choice has to say; ``frame_size``: the whole frames ``auto`` compares runtimes on."""
     from edgeseg.runtime.backends import resolve_runtime
     from edgeseg.runtime.selection import candidates, choose_runtime
 
     if backend != "all":
         kind = resolve_runtime(path, backend, delegate)
         if kind == "auto":
-            kind = choose_runtime(path, threads=threads, warn=warn).runtime
+            kind = choose_runtime(path, threads=threads, frame_size=frame_size, warn=warn).runtime
         return [kind]
     native = resolve_runtime(path, None, delegate)
     if resolve_runtime(path, "auto", delegate) != "auto":
@@ -157,6 +158,7 @@ def plan_models(
     warn: Callable[[str], None] = lambda _msg: None,
     *,
     infos: Sequence[Any] | None = None,
+    frame_size: tuple[int, int] | None = None,
 ) -> list[ModelPlan]:
     """The runtimes of every model (:func:`runtimes_for`), all chosen before anything is
     measured. ``infos``: the models' :func:`~edgeseg.bench.latency.model_info`, when the
@@ -166,7 +168,9 @@ def plan_models(
 
         infos = [model_info(m) for m in models]
     return [
-        ModelPlan(path, info, tuple(runtimes_for(path, backend, delegate, threads, warn)))
+        ModelPlan(
+            path, info, tuple(runtimes_for(path, backend, delegate, threads, warn, frame_size))
+        )
         for path, info in zip(models, infos, strict=True)
     ]
 
@@ -282,10 +286,14 @@ def bench_models(
     # A source ONNX runs as its adapted copy (tiles, or whole frames of --frame-size); every
     # file is validated (pure Python) before any is measured.
     models, infos = _adapted_models(o, model_info)
+    shown = dict(zip(models, o.models, strict=True))  # an adapted copy by its source's name
     fp = fingerprint()
     device_dict = fp.to_dict()
     say(f"device: {fp.describe()} → {fp.slug}")
-    plans = plan_models(models, o.backend, policy.delegate, policy.threads, say, infos=infos)
+    plans = plan_models(
+        models, o.backend, policy.delegate, policy.threads, say, infos=infos,
+        frame_size=o.frame_size,
+    )  # fmt: skip
     total = sum(len(plan.runtimes) for plan in plans)
     step = 0
     results: list[BenchResult] = []
@@ -294,8 +302,8 @@ def bench_models(
         for kind in plan.runtimes:
             step += 1
             say(
-                f"[{step}/{total}] measuring {plan.path.name} ({plan.info.label}) on {kind}, "
-                f"{o.runs} runs, {policy.threads} thread(s), in its own process"
+                f"[{step}/{total}] measuring {shown[plan.path].name} ({plan.info.label}) on "
+                f"{kind}, {o.runs} runs, {policy.threads} thread(s), in its own process"
             )
             config = BenchConfig(
                 model=str(plan.path),

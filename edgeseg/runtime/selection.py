@@ -234,6 +234,11 @@ def model_input_size(model_path: Path) -> tuple[int, int] | None:
 
             shape = tensor_summary(model_path).inputs[0].shape
             return int(shape[1]), int(shape[2])
+        from edgeseg.runtime.backends import onnx_metadata
+
+        meta = onnx_metadata(model_path)  # read without parsing the graph
+        if meta is not None:
+            return meta.input_size
         import onnx
 
         graph = onnx.load(str(model_path), load_external_data=False).graph
