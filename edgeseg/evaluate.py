@@ -136,6 +136,8 @@ def open_eval_model(
     threads: int | None = None,
     warn: Callable[[str], None] | None = None,
     explain: Callable[[str], None] | None = None,
+    activation: str | None = None,
+    whole_frames: bool = False,
     **flags: Any,
 ) -> tuple[Backend, ModelMetadata, str]:
     """(backend, metadata, what runs it) for any model file, as `eval` scores it on
@@ -151,6 +153,8 @@ def open_eval_model(
         threads=threads,
         warn=warn,
         explain=explain,
+        activation=activation,
+        whole_frames=whole_frames,
         **flags,
     )
 

@@ -38,6 +38,18 @@ METADATA_FLAGS = "metadata flags"  # the metadata flags every command shares (--
 LIBRARY = "library"  # not on the command line: for library callers (demo, bench --e2e)
 KINDS = (ARGUMENT, OPTION, METADATA_FLAGS, LIBRARY)
 
+# Options for a source ONNX (a PyTorch export), shared with `eval`, `bench` and `convert`
+# (cli/common.py declares them from these texts).
+ACTIVATION_HELP = (
+    "ONNX model (PyTorch export): what its output holds, logits|sigmoid|softmax (default: "
+    "read from the graph); logits get a sigmoid (1 channel) or softmax appended."
+)
+WHOLE_FRAMES_HELP = (
+    "ONNX model with dynamic H/W (PyTorch export): run each frame whole, at its own size "
+    "padded up to the model's multiple (2**depth, from the graph or the sidecar's "
+    "size_multiple), instead of tiles of --input-size."
+)
+
 
 @dataclass(frozen=True)
 class OptionSpec:
@@ -338,6 +350,12 @@ class RunOptions:
         ),
     )
     flags: dict[str, Any] = field(default_factory=dict, metadata={SPEC: OptionSpec(METADATA_FLAGS)})
+    activation: str | None = field(
+        default=None, metadata=_option("--activation", help=ACTIVATION_HELP)
+    )
+    whole_frames: bool = field(
+        default=False, metadata=_option("--whole-frames", help=WHOLE_FRAMES_HELP)
+    )
 
 
 def option_specs() -> list[tuple[dataclasses.Field, OptionSpec]]:

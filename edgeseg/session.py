@@ -192,6 +192,7 @@ def build_session(
     from edgeseg.dicom import parse_window, window_spec
     from edgeseg.runtime.artefacts import candidates, choose
     from edgeseg.runtime.backends import reopen
+    from edgeseg.runtime.foreign_onnx import adapt_onnx
     from edgeseg.runtime.streams import open_stream, parse_source
 
     o = options
@@ -214,9 +215,18 @@ def build_session(
     if o.camera is None and source is None:
         source = policy.camera
     uri = parse_source(o.camera, source)
+    # A source ONNX (PyTorch's NCHW, logits) runs as its adapted copy: tiles of its tile
+    # size, or --whole-frames at each frame's own size.
+    model_file = o.model
+    if not o.model.is_dir():
+        model_file = adapt_onnx(
+            o.model, activation=o.activation, whole_frames=o.whole_frames, flags=o.flags
+        )
+    elif o.activation is not None or o.whole_frames:
+        raise DataError("--activation and --whole-frames take a source ONNX file, not a folder")
     # The model given, or the one of its siblings (whole-frame artefacts, a folder of them)
     # that fits the stream's frames: then the stream opens first, to know their size.
-    arts = candidates(o.model)
+    arts = candidates(model_file)
     early: Stream | None = None
     choice = None
     window = parse_window(o.window)
@@ -363,6 +373,8 @@ def _mode(
     h, w = meta.input_size
     if not tile:
         return f"resizing to {h}x{w}"
+    if meta.size_multiple is not None:
+        return f"whole frames at their own size, padded to a multiple of {meta.size_multiple}"
     if choice is not None and choice.whole_frame:
         return choice.reason
     if size is None:
@@ -415,6 +427,8 @@ def open_any_model(
     threads: int | None = None,
     warn: Callable[[str], None] | None = None,
     explain: Callable[[str], None] | None = None,
+    activation: str | None = None,
+    whole_frames: bool = False,
     **flags: Any,
 ) -> tuple[Backend, ModelMetadata, str]:
     """(backend, metadata, what runs it) for any model file: .tflite, .onnx, .keras, .h5 or a
@@ -424,11 +438,16 @@ def open_any_model(
     auto, compared on frames of ``frame_size``, or a registered runtime; an ONNX model on
     onnxruntime's CPU provider); a Keras model runs in Keras (a float backend over its
     ``predict``) and takes only ``auto``. ``flags`` are the metadata overrides for models
-    without edgeseg metadata.
+    without edgeseg metadata; ``activation`` and ``whole_frames`` are for a source ONNX
+    (:func:`edgeseg.runtime.foreign_onnx.adapt_onnx`).
     """
     path = Path(model_path)
     if path.suffix.lower() in model_suffixes():
+        from edgeseg.runtime.foreign_onnx import adapt_onnx
         from edgeseg.runtime.selection import open_selected
+
+        if path.is_file():
+            path = adapt_onnx(path, activation=activation, whole_frames=whole_frames, flags=flags)
 
         model = open_selected(
             path,
@@ -444,6 +463,10 @@ def open_any_model(
     if backend != "auto":
         raise DataError(
             f"--backend {backend} is for .tflite and .onnx models; {path.name} runs in Keras"
+        )
+    if activation is not None or whole_frames:
+        raise DataError(
+            f"--activation and --whole-frames apply to a source ONNX; {path.name} runs in Keras"
         )
     from edgeseg.model.resolve import open_keras_model
 

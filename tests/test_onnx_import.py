@@ -180,6 +180,14 @@ def test_cli_refusals(tmp_path: Path) -> None:
         runner.invoke(app, ["convert", str(monai), "--fp16", "--output", "deep", *args]),
         "no output 'deep'",
     )
+    one_output = tmp_path / "one.onnx"
+    unet_onnx(one_output)
+    one_line_error(
+        runner.invoke(
+            app, ["convert", str(one_output), "--fp16", "--activation", "softmax", *args]
+        ),
+        "softmax over one channel",
+    )
 
 
 # --------------------------------------------------------------------------------------------

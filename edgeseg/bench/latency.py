@@ -104,6 +104,9 @@ class BenchConfig:
     e2e: str | None = None
     e2e_frames: int = 100
     seed: int = 0
+    # A model for whole frames of any size (a dynamic-H/W source ONNX): the frame (H, W) to
+    # measure, padded up to its multiple; None: its nominal input.
+    frame_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.runs < 2:
@@ -312,6 +315,8 @@ def measure(config: BenchConfig, stage: Any = None) -> dict[str, Any]:
         backend=kind,
     )
     backend = opened.backend
+    if config.frame_size is not None:
+        backend = _at_frame_size(backend, config)
     load_ms = (time.perf_counter() - t0) * 1000
     x = _random_input(backend.input.shape, backend.input.dtype, config.seed)
     say("the first inference")
@@ -345,6 +350,14 @@ def measure(config: BenchConfig, stage: Any = None) -> dict[str, Any]:
             "isolation": "Measured in its own process (python -m edgeseg.bench.latency)",
         },
         "cold": {"load_ms": round(load_ms, 4), "first_ms": round(first_ms, 4)},
+        "whole_frame": (
+            None
+            if config.frame_size is None
+            else {
+                "frame_size": [int(d) for d in config.frame_size],
+                "input_size": list(backend.input.shape[1:3]),
+            }
+        ),
         "warmup_ms": [round(v, 4) for v in warm],
         "latency_ms": stats.to_dict(),
         "throughput": {
@@ -366,6 +379,22 @@ def measure(config: BenchConfig, stage: Any = None) -> dict[str, Any]:
         say("the end-to-end run")
         result["e2e"] = measure_e2e(config)
     return result
+
+
+def _at_frame_size(backend: Any, config: BenchConfig) -> Any:
+    """The backend of a whole-frames model (metadata ``size_multiple``) at the frame size
+    padded up to its multiple; a one-line DataError for a model of one input size."""
+    from edgeseg.core.segmenter import padded_to_multiple
+
+    meta = backend.metadata()
+    if meta is None or meta.size_multiple is None or not hasattr(backend, "at_size"):
+        raise DataError(
+            f"--frame-size measures whole frames of a source ONNX with dynamic H/W; "
+            f"{Path(config.model).name} takes one input size (convert it with --frame-size for "
+            "a whole-frame artefact)"
+        )
+    h, w = config.frame_size  # type: ignore[misc]
+    return backend.at_size(padded_to_multiple((int(h), int(w)), meta.size_multiple))
 
 
 def _timed(func: Any, x: np.ndarray) -> float:

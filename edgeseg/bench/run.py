@@ -58,6 +58,12 @@ class BenchOptions:
     e2e_frames: int = 100
     out: Path = DEFAULT_OUT
     timeout: float | None = None
+    # A source ONNX (PyTorch export): the metadata flags (input_size, normalization, …), what
+    # its output holds, and ``frame_size`` (H, W): measure whole frames of that size (dynamic
+    # H/W, padded up to the model's multiple) instead of its tiles.
+    flags: dict[str, Any] | None = None
+    activation: str | None = None
+    frame_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -124,17 +130,18 @@ def runtimes_for(
     delegate: str,
     threads: int,
     warn: Callable[[str], None] = lambda _msg: None,
+    frame_size: tuple[int, int] | None = None,
 ) -> list[str]:
     """The runtimes to measure ``path`` on, the file's own first; one-line errors for a
     ``backend`` that cannot take the file or the delegate. ``warn`` hears what ``auto``'s
-    choice has to say."""
+    choice has to say; ``frame_size``: the whole frames ``auto`` compares runtimes on."""
     from edgeseg.runtime.backends import resolve_runtime
     from edgeseg.runtime.selection import candidates, choose_runtime
 
     if backend != "all":
         kind = resolve_runtime(path, backend, delegate)
         if kind == "auto":
-            kind = choose_runtime(path, threads=threads, warn=warn).runtime
+            kind = choose_runtime(path, threads=threads, frame_size=frame_size, warn=warn).runtime
         return [kind]
     native = resolve_runtime(path, None, delegate)
     if resolve_runtime(path, "auto", delegate) != "auto":
@@ -151,6 +158,7 @@ def plan_models(
     warn: Callable[[str], None] = lambda _msg: None,
     *,
     infos: Sequence[Any] | None = None,
+    frame_size: tuple[int, int] | None = None,
 ) -> list[ModelPlan]:
     """The runtimes of every model (:func:`runtimes_for`), all chosen before anything is
     measured. ``infos``: the models' :func:`~edgeseg.bench.latency.model_info`, when the
@@ -160,7 +168,9 @@ def plan_models(
 
         infos = [model_info(m) for m in models]
     return [
-        ModelPlan(path, info, tuple(runtimes_for(path, backend, delegate, threads, warn)))
+        ModelPlan(
+            path, info, tuple(runtimes_for(path, backend, delegate, threads, warn, frame_size))
+        )
         for path, info in zip(models, infos, strict=True)
     ]
 
@@ -200,6 +210,51 @@ def compute_rate(model: Path, measured: dict[str, Any]) -> dict[str, Any] | None
     }
 
 
+def _adapted_models(
+    o: BenchOptions, model_info: Callable[[Path], Any]
+) -> tuple[list[Path], list[Any]]:
+    """(the files to measure, their ModelInfo): a source ONNX as its adapted copy, named as
+    the source; a ``frame_size`` only for a model that runs whole frames of any size."""
+    from dataclasses import replace
+
+    from edgeseg.errors import DataError
+    from edgeseg.runtime.backends import onnx_metadata
+    from edgeseg.runtime.foreign_onnx import adapt_onnx
+
+    models: list[Path] = []
+    infos: list[Any] = []
+    for m in o.models:
+        path = m
+        if m.is_file():
+            path = adapt_onnx(
+                m, activation=o.activation, whole_frames=o.frame_size is not None, flags=o.flags
+            )
+        info = model_info(path)
+        if path != m:
+            info = replace(info, name=m.stem)
+        if o.frame_size is not None:
+            meta = onnx_metadata(path) if path.suffix.lower() == ".onnx" else None
+            if meta is None or meta.size_multiple is None:
+                raise DataError(
+                    f"--frame-size measures whole frames of a source ONNX with dynamic H/W; "
+                    f"{m.name} takes one input size (convert it with --frame-size for a "
+                    "whole-frame artefact)"
+                )
+            from edgeseg.core.segmenter import padded_to_multiple
+
+            fh, fw = o.frame_size
+            ph, pw = padded_to_multiple((fh, fw), meta.size_multiple)
+            info = replace(
+                info,
+                label=f"{info.label}-{fh}x{fw}",
+                input_shape=(1, ph, pw, info.input_shape[3]),
+                output_shape=(1, ph, pw, info.output_shape[3]),
+            )
+        models.append(path)
+        infos.append(info)
+    return models, infos
+
+
 def bench_models(
     options: BenchOptions,
     *,
@@ -228,12 +283,17 @@ def bench_models(
         from edgeseg.runtime.streams import parse_source
 
         parse_source(None, o.e2e)  # a malformed URI fails before anything is measured
-    # Every file is validated (pure Python) before any is measured.
-    infos = [model_info(m) for m in o.models]
+    # A source ONNX runs as its adapted copy (tiles, or whole frames of --frame-size); every
+    # file is validated (pure Python) before any is measured.
+    models, infos = _adapted_models(o, model_info)
+    shown = dict(zip(models, o.models, strict=True))  # an adapted copy by its source's name
     fp = fingerprint()
     device_dict = fp.to_dict()
     say(f"device: {fp.describe()} → {fp.slug}")
-    plans = plan_models(o.models, o.backend, policy.delegate, policy.threads, say, infos=infos)
+    plans = plan_models(
+        models, o.backend, policy.delegate, policy.threads, say, infos=infos,
+        frame_size=o.frame_size,
+    )  # fmt: skip
     total = sum(len(plan.runtimes) for plan in plans)
     step = 0
     results: list[BenchResult] = []
@@ -242,8 +302,8 @@ def bench_models(
         for kind in plan.runtimes:
             step += 1
             say(
-                f"[{step}/{total}] measuring {plan.path.name} ({plan.info.label}) on {kind}, "
-                f"{o.runs} runs, {policy.threads} thread(s), in its own process"
+                f"[{step}/{total}] measuring {shown[plan.path].name} ({plan.info.label}) on "
+                f"{kind}, {o.runs} runs, {policy.threads} thread(s), in its own process"
             )
             config = BenchConfig(
                 model=str(plan.path),
@@ -255,6 +315,7 @@ def bench_models(
                 warmup=o.warmup,
                 e2e=o.e2e,
                 e2e_frames=o.e2e_frames,
+                frame_size=o.frame_size,
             )
             try:
                 measured = measure_in_subprocess(config, timeout=o.timeout)

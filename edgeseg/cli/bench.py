@@ -7,7 +7,20 @@ from pathlib import Path
 import typer
 
 from edgeseg.bench.run import DEFAULT_OUT, BenchOptions, bench_models
-from edgeseg.cli.common import err, handle_errors, out
+from edgeseg.cli.common import (
+    ActivationOpt,
+    ChannelOrderOpt,
+    ForegroundOpt,
+    InputMaxOpt,
+    InputSizeOpt,
+    NormalizationOpt,
+    ThresholdOpt,
+    err,
+    handle_errors,
+    metadata_flags,
+    out,
+    parse_hw_option,
+)
 
 
 @handle_errors
@@ -68,6 +81,20 @@ def bench(
     timeout: float | None = typer.Option(
         None, "--timeout", min=1, help="Give up on a model after this many seconds."
     ),
+    frame_size: str | None = typer.Option(
+        None,
+        "--frame-size",
+        metavar="HxW",
+        help="ONNX model with dynamic H/W (PyTorch export): measure whole frames of this size, "
+        "padded up to the model's multiple, instead of its tiles.",
+    ),
+    activation: str | None = ActivationOpt,
+    input_size: str | None = InputSizeOpt,
+    normalization: str | None = NormalizationOpt,
+    input_max: float | None = InputMaxOpt,
+    threshold: float | None = ThresholdOpt,
+    foreground_value: int | None = ForegroundOpt,
+    channel_order: str | None = ChannelOrderOpt,
 ) -> None:
     """Measure each MODEL's latency on this device and write a JSON + Markdown report.
 
@@ -89,6 +116,11 @@ def bench(
         e2e_frames=e2e_frames,
         out=out_dir,
         timeout=timeout,
+        flags=metadata_flags(
+            input_size, normalization, input_max, threshold, foreground_value, channel_order
+        ),
+        activation=activation,
+        frame_size=parse_hw_option(frame_size, "--frame-size"),
     )
     bench_models(
         options,

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from edgeseg.errors import DataError, EdgesegError
+from edgeseg.run_options import ACTIVATION_HELP, WHOLE_FRAMES_HELP
 from edgeseg.sizes import parse_hw
 
 # Rich cuts and wraps tables to 80 columns when it does not write to a terminal; in a pipe or a
@@ -188,3 +189,8 @@ def metadata_flags(
         "foreground_value": foreground_value,
         "channel_order": channel_order,
     }
+
+
+# A source ONNX (PyTorch export) in run, eval, bench and convert.
+ActivationOpt = typer.Option(None, "--activation", help=ACTIVATION_HELP)
+WholeFramesOpt = typer.Option(False, "--whole-frames", help=WHOLE_FRAMES_HELP)

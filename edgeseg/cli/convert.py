@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from edgeseg.cli.common import (
+    ActivationOpt,
     ChannelOrderOpt,
     ForegroundOpt,
     InputMaxOpt,
@@ -116,12 +117,7 @@ def convert(
     threshold: float | None = ThresholdOpt,
     foreground_value: int | None = ForegroundOpt,
     channel_order: str | None = ChannelOrderOpt,
-    activation: str | None = typer.Option(
-        None,
-        "--activation",
-        help="ONNX model: what its output holds, logits|sigmoid|softmax (default: read from "
-        "the graph); logits get a sigmoid (1 channel) or softmax appended.",
-    ),
+    activation: str | None = ActivationOpt,
     output: str | None = typer.Option(
         None,
         "--output",

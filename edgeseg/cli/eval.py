@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from edgeseg.cli.common import (
+    ActivationOpt,
     ChannelOrderOpt,
     ForegroundOpt,
     InputMaxOpt,
@@ -16,6 +17,7 @@ from edgeseg.cli.common import (
     NormalizationOpt,
     ThresholdOpt,
     TrustOpt,
+    WholeFramesOpt,
     handle_errors,
     metadata_flags,
     out,
@@ -53,6 +55,8 @@ def eval_(
     threshold: float | None = ThresholdOpt,
     foreground_value: int | None = ForegroundOpt,
     channel_order: str | None = ChannelOrderOpt,
+    activation: str | None = ActivationOpt,
+    whole_frames: bool = WholeFramesOpt,
     window: str | None = typer.Option(
         None,
         "--window",
@@ -81,6 +85,8 @@ def eval_(
             trust_model=trust_model,
             warn=said.append,
             explain=said.append if explain else None,
+            activation=activation,
+            whole_frames=whole_frames,
             **metadata_flags(
                 input_size, normalization, input_max, threshold, foreground_value, channel_order
             ),

@@ -30,6 +30,11 @@ Conventions, fixed here so that every stage agrees:
   (2^depth); the padding is centred reflect padding, as :func:`edgeseg.core.tiling.plan_tiles`
   pads any frame smaller than the model input, and the output is cropped back at run time.
   None for an artefact built at the training tile size.
+- ``size_multiple``: a model with dynamic H/W run on *whole frames of any size* (a source
+  ONNX adapted by :mod:`edgeseg.runtime.foreign_onnx`): each frame is padded up to this
+  multiple (2^depth), centred reflect padding as above, and cropped back. ``input_size`` is
+  then only a nominal size (what a measurement without a frame uses). None for a model of
+  one input size; left out of the JSON when None.
 """
 
 from __future__ import annotations
@@ -83,6 +88,9 @@ class ModelMetadata:
     # in the model's channel order; None otherwise (and then left out of the JSON).
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    # Whole frames of any size, padded up to this multiple (a dynamic-H/W source ONNX); None:
+    # the model takes input_size only. Left out of the JSON when None.
+    size_multiple: int | None = None
 
     def __post_init__(self) -> None:
         h, w = self.input_size
@@ -142,6 +150,10 @@ class ModelMetadata:
                 problems.append(str(exc))
             if self.num_classes != 1:
                 problems.append("an instance model has one object class (num_classes 1)")
+        if self.size_multiple is not None and not (
+            isinstance(self.size_multiple, int) and self.size_multiple >= 1
+        ):
+            problems.append(f"size_multiple must be a positive integer, got {self.size_multiple}")
         if self.dicom_window is not None and not isinstance(self.dicom_window, str):
             problems.append("dicom_window must be a string (CENTER,WIDTH or file)")
         if problems:
@@ -179,6 +191,8 @@ class ModelMetadata:
                 del d[key]
             else:
                 d[key] = list(d[key])
+        if d["size_multiple"] is None:
+            del d["size_multiple"]
         return d
 
     def to_json(self) -> str:

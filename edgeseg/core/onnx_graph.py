@@ -34,6 +34,7 @@ __all__ = [
     "SUPPORTED_OPS",
     "GraphInfo",
     "append_activation",
+    "check_activation",
     "check_ops",
     "describe",
     "detect_activation",
@@ -43,6 +44,7 @@ __all__ = [
     "load_onnx",
     "pad_maxpools",
     "simplify",
+    "size_multiple",
     "to_opset17_for_resize",
 ]
 
@@ -207,8 +209,15 @@ def _prune(model: Any) -> None:
     model.graph.initializer.extend(inits)
 
 
-def fix_input(model: Any, size: tuple[int, int] | None, *, path: str | Path = "<model>") -> Any:
-    """Batch 1 and, where H/W are dynamic, ``size`` (H, W) written into the image input.
+def fix_input(
+    model: Any,
+    size: tuple[int, int] | None,
+    *,
+    path: str | Path = "<model>",
+    dynamic_hw: bool = False,
+) -> Any:
+    """Batch 1 and, where H/W are dynamic, ``size`` (H, W) written into the image input;
+    with ``dynamic_hw`` dynamic H/W are left dynamic (whole frames of any size).
 
     Raises:
         ModelError: the channels are dynamic, or H/W are dynamic and no size was given.
@@ -219,6 +228,10 @@ def fix_input(model: Any, size: tuple[int, int] | None, *, path: str | Path = "<
         raise ModelError(f"{path}: the number of input channels is dynamic; export it fixed")
     for i, want in ((0, 1), (2, size[0] if size else None), (3, size[1] if size else None)):
         if dims[i].HasField("dim_value"):
+            continue
+        if i > 0 and dynamic_hw:
+            dims[i].Clear()
+            dims[i].dim_param = "H" if i == 2 else "W"
             continue
         if want is None:
             raise ModelError(
@@ -368,6 +381,47 @@ def to_opset17_for_resize(model: Any, *, path: str | Path = "<model>") -> tuple[
     return converted, f"converted from opset {opset_of(model)} to 17 (align_corners Resize)"
 
 
+#: Ops that divide H and W by their stride (what makes a U-Net need a multiple of 2**depth).
+_DOWNSAMPLING = ("MaxPool", "AveragePool", "Conv", "LpPool")
+
+
+def size_multiple(model: Any) -> int | None:
+    """The multiple a dynamic-size model's H and W must be: the product of the strides of the
+    downsampling ops (MaxPool, AveragePool, strided Conv) on the deepest path from the image
+    input (2**depth for a U-Net), or None when the graph downsamples nowhere that way.
+
+    Each tensor's factor is the largest factor of the tensors its node reads, times the node's
+    stride; the nodes of an ONNX graph are in topological order, so one pass finds them."""
+    helper = require("onnx.helper")
+    factor: dict[str, int] = {i.name: 1 for i in _graph_inputs(model)}
+    best = 1
+    for node in model.graph.node:
+        seen = [factor[i] for i in node.input if i in factor]
+        if not seen:
+            continue
+        f = max(seen)
+        if node.op_type in _DOWNSAMPLING and node.domain in ("", "ai.onnx"):
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            strides = [int(s) for s in attrs.get("strides", [])]
+            f *= max(strides, default=1)
+        best = max(best, f)
+        for out in node.output:
+            factor[out] = f
+    return best if best > 1 else None
+
+
+def check_activation(
+    activation: str | None, channels: int | None, *, path: Any = "<model>"
+) -> None:
+    """Refuse, in one line, an ``--activation`` that cannot be what the output holds: a
+    softmax over a single channel (it is 1 everywhere)."""
+    if activation == "softmax" and channels == 1:
+        raise DataError(
+            f"--activation softmax: {path} has a 1-channel output, and a softmax over one "
+            "channel is 1 everywhere; use sigmoid (probabilities) or logits"
+        )
+
+
 def parse_activation(value: str | None) -> str | None:
     if value is None:
         return None
@@ -410,6 +464,9 @@ def nhwc_wrapped(model: Any, input_name: str, output_name: str) -> Any:
         helper.make_node("Transpose", [inner_out], [output_name], perm=[0, 2, 3, 1], name="to_nhwc")
     )
     elem = inp.type.tensor_type.elem_type
+    # Dynamic H/W (whole frames of any size) stay dynamic, named as the output's are.
+    h, w = ("H" if h is None else h), ("W" if w is None else w)
+    oh, ow = (h if oh is None else oh), (w if ow is None else ow)
     new_in = helper.make_tensor_value_info(input_name, elem, [n, h, w, c])
     new_out = helper.make_tensor_value_info(output_name, elem, [1, oh, ow, k])
     kept_inputs = [i for i in graph.input if i.name != inp.name]

@@ -30,6 +30,7 @@ from edgeseg.core.postprocess import (
 )
 from edgeseg.core.preprocess import prepare, prepare_quantized
 from edgeseg.core.tiling import TileGrid, extract_tiles, plan_tiles, predict_tiles, stitch_tiles
+from edgeseg.errors import ModelError
 from edgeseg.optional import cv2
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "Segmenter",
     "effective_overlap",
     "frame_tiles",
+    "padded_to_multiple",
 ]
 
 #: Pixels neighbouring output tiles share, unless told otherwise.
@@ -58,6 +60,17 @@ def plan_frame(
     return plan_tiles(
         shape, meta.input_size, overlap=effective_overlap(meta, overlap), border=meta.output_border
     )
+
+
+def padded_to_multiple(shape: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """(H, W) rounded up to ``multiple``: the input a dynamic-size model gets for a frame."""
+    h, w = shape
+    return (-(-int(h) // multiple) * multiple, -(-int(w) // multiple) * multiple)
+
+
+#: Frame sizes a Segmenter keeps a sized backend for (a dynamic-size model; OpenVINO compiles
+#: one model per size).
+_SIZED_KEPT = 8
 
 
 def frame_tiles(
@@ -88,7 +101,10 @@ class Segmenter:
 
     Frames of another size than the model input are cut into tiles with ``overlap`` and
     stitched; with ``resize`` (for models without edgeseg metadata) the frame is resized to
-    the model input and the output back. ``min_area`` drops smaller objects.
+    the model input and the output back. A model whose metadata has ``size_multiple`` (dynamic
+    H/W) runs each frame whole: padded up to that multiple (centred reflect padding, as a
+    frame smaller than any model input is), through the backend's ``at_size`` for that input,
+    and cropped back. ``min_area`` drops smaller objects.
     """
 
     def __init__(
@@ -108,6 +124,26 @@ class Segmenter:
         self.min_area = min_area
         self.batch_size = batch_size
         self._grids: dict[tuple[int, int], TileGrid] = {}
+        self._sized: dict[tuple[int, int], tuple[Backend, ModelMetadata, TileGrid]] = {}
+
+    def _at_size(self, shape: tuple[int, int]) -> tuple[Backend, ModelMetadata, TileGrid]:
+        """(backend, metadata, one-tile grid) of a dynamic-size model for frames of ``shape``."""
+        hit = self._sized.get(shape)
+        if hit is None:
+            multiple = self.meta.size_multiple or 1
+            size = padded_to_multiple(shape, multiple)
+            at_size = getattr(self.backend, "at_size", None)
+            if at_size is None:
+                raise ModelError(
+                    f"{self.backend.runtime} runs one input size; {self.backend.path} takes "
+                    "whole frames of any size (size_multiple): use onnxruntime or OpenVINO"
+                )
+            meta = self.meta.with_updates(input_size=size, frame_size=tuple(shape))
+            hit = (at_size(size), meta, plan_tiles(shape, size, overlap=0, border=0))
+            if len(self._sized) >= _SIZED_KEPT:
+                self._sized.pop(next(iter(self._sized)))
+            self._sized[shape] = hit
+        return hit
 
     def _grid(self, shape: tuple[int, int]) -> TileGrid:
         grid = self._grids.get(shape)
@@ -137,15 +173,19 @@ class Segmenter:
         """Probabilities, and the seconds spent preparing, inferring and blending."""
         t0 = time.perf_counter()
         x, raw = self._input(frame, prepared)
-        predict = self.backend.predict_raw if raw else self.backend.predict
         h, w = x.shape[:2]
+        backend, meta = self.backend, self.meta
+        if meta.size_multiple is not None and not self.resize:
+            backend, meta, grid = self._at_size((h, w))
+        predict = backend.predict_raw if raw else backend.predict
         if self.resize:
             cv = cv2()
             th, tw = self.meta.input_size
             tiles = cv.resize(x, (tw, th), interpolation=cv.INTER_AREA)
             tiles = tiles.reshape(1, th, tw, self.meta.channels)
         else:
-            grid = self._grid((h, w))
+            if meta is self.meta:
+                grid = self._grid((h, w))
             # A frame the size of a whole-frame artefact's input is its one tile as it is:
             # no cut, no blend (the output is the map).
             whole = grid.n_tiles == 1 and grid.padded_shape == (h, w) and grid.border == 0
@@ -153,7 +193,7 @@ class Segmenter:
                 np.ascontiguousarray(x).reshape(1, h, w, -1) if whole else extract_tiles(x, grid)
             )
         t1 = time.perf_counter()
-        out = predict_tiles(tiles, predict, self.meta.output_size, self.batch_size)
+        out = predict_tiles(tiles, predict, meta.output_size, self.batch_size)
         t2 = time.perf_counter()
         if self.resize:
             cv = cv2()

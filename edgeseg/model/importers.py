@@ -274,6 +274,7 @@ def import_onnx(
     activation = onnx_graph.parse_activation(opts.activation)
     model = onnx_graph.load_onnx(path)
     info = onnx_graph.describe(model, opts.output, path=path)
+    onnx_graph.check_activation(activation, info.output_shape[1], path=path.name)
     onnx_graph.check_ops(model, edgetpu=opts.edgetpu, path=path)
     dynamic = info.input_shape[2] is None or info.input_shape[3] is None
     require("onnxruntime")

@@ -234,11 +234,17 @@ def model_input_size(model_path: Path) -> tuple[int, int] | None:
 
             shape = tensor_summary(model_path).inputs[0].shape
             return int(shape[1]), int(shape[2])
+        from edgeseg.runtime.backends import onnx_metadata
+
+        meta = onnx_metadata(model_path)  # read without parsing the graph
+        if meta is not None:
+            return meta.input_size
         import onnx
 
         graph = onnx.load(str(model_path), load_external_data=False).graph
         dims = graph.input[0].type.tensor_type.shape.dim
-        return int(dims[1].dim_value), int(dims[2].dim_value)
+        h, w = int(dims[1].dim_value), int(dims[2].dim_value)
+        return (h, w) if h > 0 and w > 0 else None  # dynamic H/W: no one size
     except (ImportError, EdgesegError, IndexError, ValueError, OSError):
         return None
     except Exception:  # onnx's own DecodeError: the runtimes will say what is wrong
@@ -492,6 +498,11 @@ def measure_here(
 
     model = open_model(model_path, backend=runtime, threads=threads)
     backend = model.backend
+    if model.meta.size_multiple is not None and frame_size:
+        # A model for whole frames of any size is timed at the frame's padded size.
+        from edgeseg.core.segmenter import padded_to_multiple
+
+        backend = backend.at_size(padded_to_multiple(frame_size, model.meta.size_multiple))  # type: ignore[attr-defined]
     rng = np.random.default_rng(0)
     dtype = np.dtype(backend.input.dtype)
     if np.issubdtype(dtype, np.integer):

@@ -33,8 +33,10 @@ __all__ = [
     "check_tiles",
     "detail",
     "image_model_input",
+    "nominal_shapes",
     "onnx_metadata",
     "parse_metadata_json",
+    "sized_tensors",
 ]
 
 #: Dtypes an image input can have; anything else (bool, int32, strings) is not an image model.
@@ -81,6 +83,39 @@ def image_model_input(
             f"fixed-size tiles: {fix}"
         )
     return b, h, w, c
+
+
+def nominal_shapes(
+    shapes_in: list[tuple[int, ...]],
+    shapes_out: list[tuple[int, ...]],
+    meta: ModelMetadata | None,
+) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]], bool]:
+    """(inputs, outputs, dynamic): a model whose metadata says it takes whole frames of any
+    size (``size_multiple``) with its dynamic H/W (-1) set to the metadata's nominal
+    ``input_size``, output H/W alike (same-size output); other models as they are."""
+    if meta is None or meta.size_multiple is None or len(shapes_in) != 1:
+        return shapes_in, shapes_out, False
+    if len(shapes_in[0]) != 4 or min(shapes_in[0][1:3]) >= 1:
+        return shapes_in, shapes_out, False
+    h, w = meta.input_size
+    b, _, _, c = shapes_in[0]
+    outs = [(o[0], h, w, o[3]) if len(o) == 4 and min(o[1:3]) < 1 else o for o in shapes_out]
+    return [(b, h, w, c)], outs, True
+
+
+def sized_tensors(
+    inp: TensorInfo, out: TensorInfo, size: tuple[int, int]
+) -> tuple[TensorInfo, TensorInfo]:
+    """A dynamic-size model's input and output tensors described at ``size`` (H, W)."""
+    h, w = int(size[0]), int(size[1])
+    b, _, _, c = inp.shape
+    return (
+        TensorInfo(inp.name, inp.index, (b, h, w, c), inp.dtype, inp.scale, inp.zero_point),
+        TensorInfo(
+            out.name, out.index, (out.shape[0], h, w, out.shape[3]), out.dtype, out.scale,
+            out.zero_point,
+        ),
+    )  # fmt: skip
 
 
 def check_raw(x: np.ndarray, model: TensorInfo, name: str) -> np.ndarray:
@@ -270,23 +305,11 @@ def parse_metadata_json(text: str | None, path: Path) -> ModelMetadata | None:
 
 
 def onnx_metadata(path: Path) -> ModelMetadata | None:
-    """edgeseg metadata from an .onnx file's ``metadata_props`` (key ``edgeseg``), read with
-    the ``onnx`` package or, without it, onnxruntime; None when neither is installed."""
-    text = None
-    try:
-        import onnx
+    """edgeseg metadata from an .onnx file's ``metadata_props`` (key ``edgeseg``), read from
+    the file's top-level fields without parsing the graph (no ``onnx`` package needed)."""
+    from edgeseg.core.onnx_props import read_metadata_props
 
-        model = onnx.load(str(path), load_external_data=False)
-        text = next((p.value for p in model.metadata_props if p.key == "edgeseg"), None)
-    except ImportError:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            return None
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        text = session.get_modelmeta().custom_metadata_map.get("edgeseg")
-    except Exception as exc:
-        raise ModelError(f"{path}: unreadable ONNX metadata: {detail(exc)}") from exc
-    return parse_metadata_json(text, path)
+    props = read_metadata_props(path)
+    if props is None:
+        raise ModelError(f"{path}: unreadable ONNX metadata: not an ONNX (protobuf) file")
+    return parse_metadata_json(props.get("edgeseg"), path)

@@ -7,6 +7,7 @@ not take); ``tensorrt``, ``cuda`` or ``cpu`` asks for that one.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ from edgeseg.runtime.backends.base import (
     check_tiles,
     detail,
     image_model_input,
+    nominal_shapes,
     parse_metadata_json,
+    sized_tensors,
 )
 from edgeseg.runtime.backends.registry import Runtime
 
@@ -136,9 +139,12 @@ class OnnxBackend(ImageModel):
         self.threads = threads
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         shapes_out = [tuple(d if isinstance(d, int) else -1 for d in o.shape) for o in outputs]
+        shapes_in = [tuple(d if isinstance(d, int) else -1 for d in i.shape) for i in inputs]
+        # A model for whole frames of any size (size_multiple) opens at its nominal size.
+        shapes_in, shapes_out, self.dynamic = nominal_shapes(shapes_in, shapes_out, self.metadata())
         b, h, w, c = image_model_input(
             self.path,
-            [tuple(d if isinstance(d, int) else -1 for d in i.shape) for i in inputs],
+            shapes_in,
             shapes_out,
             ["float32" if i.type == "tensor(float)" else i.type for i in inputs],
             "export it with a fixed tile size",
@@ -147,6 +153,15 @@ class OnnxBackend(ImageModel):
         self.input = TensorInfo(inputs[0].name, 0, (max(b, 1), h, w, c), "float32")
         out = tuple(max(d, 1) if i == 0 else d for i, d in enumerate(shapes_out[0]))
         self.output = TensorInfo(outputs[0].name, 0, out, "float32")
+
+    def at_size(self, size: tuple[int, int]) -> OnnxBackend:
+        """This model (dynamic H/W) as a backend of input ``size`` (H, W): the same session,
+        its tensors described at that size."""
+        if not self.dynamic:
+            raise ModelError(f"{self.path} takes {self.input_size[0]}x{self.input_size[1]} only")
+        other = copy.copy(self)
+        other.input, other.output = sized_tensors(self.input, self.output, size)
+        return other
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
         """One raw inference of float32 (B, H, W, C); returns (B, h, w, K)."""

@@ -7,6 +7,7 @@ conversion; ``--backend auto`` measures it against the file's own runtime.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from edgeseg.runtime.backends.base import (
     check_raw,
     detail,
     image_model_input,
+    nominal_shapes,
     onnx_metadata,
+    sized_tensors,
 )
 from edgeseg.runtime.backends.registry import Runtime
 
@@ -90,10 +93,15 @@ class OpenVinoBackend(QuantizedModel):
         except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
             raise ModelError(f"{label} cannot be read by {self.runtime}: {detail(exc)}") from exc
         inputs, outputs = list(model.inputs), list(model.outputs)
-        b, h, w, c = image_model_input(
+        shapes_in, shapes_out = [_ov_shape(i) for i in inputs], [_ov_shape(o) for o in outputs]
+        # A model for whole frames of any size (size_multiple) compiles at its nominal size,
+        # and at each frame's size through at_size.
+        meta = None if tflite else onnx_metadata(self.path)
+        shapes_in, shapes_out, self.dynamic = nominal_shapes(shapes_in, shapes_out, meta)
+        b, h, w, _ = image_model_input(
             label,
-            [_ov_shape(i) for i in inputs],
-            [_ov_shape(o) for o in outputs],
+            shapes_in,
+            shapes_out,
             [i.get_element_type().to_dtype().name for i in inputs],
             "convert the model with a fixed input size",
         )
@@ -102,15 +110,8 @@ class OpenVinoBackend(QuantizedModel):
             config["INFERENCE_PRECISION_HINT"] = "f32"
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        try:
-            if b < 1:
-                model.reshape({inputs[0].get_any_name(): [1, h, w, c]})
-            self._compiled = core.compile_model(model, device, config)
-            self._request = self._compiled.create_infer_request()
-        except Exception as exc:
-            raise ModelError(
-                f"{label} cannot be compiled by {self.runtime}: {detail(exc)}"
-            ) from exc
+        self._core, self._config = core, config
+        self._compile(model, (h, w), reshape=b < 1 or self.dynamic)
         try:  # what the plugin computes floats in (f32 asked for on the CPU)
             hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")
             self.precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
@@ -137,6 +138,35 @@ class OpenVinoBackend(QuantizedModel):
                 f"{label}: {self.runtime} presents an {in_type} input without quantization "
                 "parameters, so tiles cannot be mapped to it"
             )
+
+    def _compile(self, model: Any, size: tuple[int, int], *, reshape: bool) -> None:
+        """Compile ``model`` (reshaped to batch 1 and ``size`` when asked) for this device."""
+        try:
+            if reshape:
+                c = _ov_shape(model.inputs[0])[3]
+                model.reshape({model.inputs[0].get_any_name(): [1, size[0], size[1], c]})
+            self._compiled = self._core.compile_model(model, self.device, self._config)
+            self._request = self._compiled.create_infer_request()
+        except Exception as exc:
+            raise ModelError(
+                f"{self.path} cannot be compiled by {self.runtime}: {detail(exc)}"
+            ) from exc
+
+    def at_size(self, size: tuple[int, int]) -> OpenVinoBackend:
+        """This model (dynamic H/W) compiled for input ``size`` (H, W): another compiled
+        model and request, the same file, threads and device."""
+        if not self.dynamic:
+            raise ModelError(f"{self.path} takes {self.input_size[0]}x{self.input_size[1]} only")
+        other = copy.copy(self)
+        try:
+            model = self._core.read_model(str(self.path))
+        except Exception as exc:
+            raise ModelError(
+                f"{self.path} cannot be read by {self.runtime}: {detail(exc)}"
+            ) from exc
+        other._compile(model, size, reshape=True)
+        other.input, other.output = sized_tensors(self.input, self.output, size)
+        return other
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
         """One raw inference: ``x`` in the input's dtype and exact shape (B, H, W, C).
