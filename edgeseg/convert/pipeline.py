@@ -506,7 +506,7 @@ def _imported_plans(
     from edgeseg.model.importers import import_model
     from edgeseg.model.reshape import padded_size
 
-    step = onnx_graph.downsampling(onnx_graph.load_onnx(imported.onnx_path))
+    step = onnx_graph.size_multiple(onnx_graph.load_onnx(imported.onnx_path)) or 1
     multiple = (step, step)
     plans: list[FramePlan] = []
     for size in sizes:

@@ -38,7 +38,6 @@ __all__ = [
     "check_ops",
     "describe",
     "detect_activation",
-    "downsampling",
     "fix_input",
     "keep_output",
     "load_onnx",
@@ -490,39 +489,3 @@ def safe_node_names(model: Any) -> Any:
         node.name = f"n{i}_{_UNSAFE.sub('_', node.name).strip('_')}"[:120]
     return model
 
-
-def downsampling(model: Any) -> int:
-    """The model's total downsampling: the largest stride product from the input to any
-    tensor (strided Conv/MaxPool/AveragePool multiply it; Resize with constant scales and
-    strided ConvTranspose divide it). A whole frame's height and width must be multiples of
-    it. 1 for a graph without downsampling.
-    """
-    numpy_helper = require("onnx").numpy_helper
-    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute:
-            att = node.attribute[0]
-            if att.HasField("t"):
-                consts[node.output[0]] = numpy_helper.to_array(att.t)
-    factor: dict[str, float] = {i.name: 1.0 for i in model.graph.input}
-    deepest = 1.0
-    for node in model.graph.node:  # ONNX graphs are topologically sorted
-        known = [factor[i] for i in node.input if i in factor]
-        if not known:
-            continue
-        f = max(known)
-        strides = next((list(a.ints) for a in node.attribute if a.name == "strides"), [])
-        if node.op_type in ("Conv", "MaxPool", "AveragePool") and strides:
-            f *= max(strides)
-        elif node.op_type == "ConvTranspose" and strides:
-            f /= max(strides)
-        elif node.op_type in ("Resize", "Upsample"):
-            scales = consts.get(node.input[2] if node.op_type == "Resize" and len(node.input) > 2
-                                else node.input[-1])  # fmt: skip
-            if scales is None or np.size(scales) < 4:
-                continue  # sizes from the graph: the factor follows the tensor it is joined to
-            f /= float(np.max(np.asarray(scales, dtype=np.float64)[2:]))
-        for out in node.output:
-            factor[out] = f
-        deepest = max(deepest, f)
-    return max(1, round(deepest))
