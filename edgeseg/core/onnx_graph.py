@@ -488,4 +488,3 @@ def safe_node_names(model: Any) -> Any:
     for i, node in enumerate(model.graph.node):
         node.name = f"n{i}_{_UNSAFE.sub('_', node.name).strip('_')}"[:120]
     return model
-
