@@ -24,7 +24,8 @@ measured artefact (what `edgeseg bench` prints and a device profile records as
 measured median is printed.
 
 Every training, distillation, conversion and scoring runs through the command line in its
-own process. Full scale (the issue's): ``--teacher-minutes 60 --distill-minutes 60``; on a
+own process. ``--work DIR --reuse-teacher`` keeps a teacher an earlier run trained in DIR and
+distils again. Full scale (the issue's): ``--teacher-minutes 60 --distill-minutes 60``; on a
 shared 2-core machine use a reduced scale and say so (the figures then show the path works
 and where it stands, not the targets' verdict at full training).
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -116,8 +118,14 @@ def teacher_case(name: str, filters: int, args: argparse.Namespace, work: Path) 
     """Train a teacher, distil a student to teacher/ratio, convert both, score and time them."""
     instances = name == "bbbc"
     root = work / name
-    root.mkdir(parents=True)
-    if instances:
+    teacher = root / "teacher.keras"
+    kept = args.reuse_teacher and teacher.is_file() and (root / "data").is_dir()
+    root.mkdir(parents=True, exist_ok=kept)
+    if kept:  # a teacher trained by an earlier run in --work: its data split and artefacts
+        held = root / "data" / ("heldout" if instances else "test")
+        train = root / "data" / "train"
+        extra = []
+    elif instances:
         from instances_bbbc039 import make_folders, split_wells
 
         if not (BBBC039 / "labels").is_dir():
@@ -129,16 +137,28 @@ def teacher_case(name: str, filters: int, args: argparse.Namespace, work: Path) 
     else:
         train, held = split(args.isbi, root / "data")
         extra = ["--foreground-value", "0"]
-    teacher = root / "teacher.keras"
-    edgeseg(["train", "--data", str(train), "--base-filters", str(filters), "--epochs", "1000",
-             "--max-minutes", str(args.teacher_minutes), "--seed", str(args.seed), *extra,
-             "--out", str(teacher)], root / "train.log")  # fmt: skip
-    t_art = convert(teacher, train / "images", root / "build_teacher")
+    if not kept:
+        edgeseg(["train", "--data", str(train), "--base-filters", str(filters),
+                 "--epochs", "1000", "--max-minutes", str(args.teacher_minutes),
+                 "--seed", str(args.seed), *extra, "--out", str(teacher)],
+                root / "train.log")  # fmt: skip
+    built = root / "build_teacher"
+    t_art = {
+        "tiled": built / "teacher_int8.tflite",
+        "frame": built / f"teacher_int8_{FRAME}.tflite",
+    }
+    if not (kept and all(p.is_file() for p in t_art.values())):
+        t_art = convert(teacher, train / "images", built)
+    student = root / "student.keras"
+    for old in (student, root / "student.distill.json", root / "build_student"):
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
     # The budget from the median of several measurements: on a shared machine one can be off
     # by 1.6x (measured here: 1538 ms, then 954 ms minutes later).
     teacher_ms = measure({"teacher": t_art["frame"]}, args.rounds, args.runs)["teacher"]
     budget = teacher_ms / args.ratio
-    student = root / "student.keras"
     edgeseg(["distill", str(teacher), "--frames", str(train / "images"), "--frame-size", FRAME,
              "--budget-ms", f"{budget:.3f}", "--max-minutes", str(args.distill_minutes),
              "--backend", "litert", "--arch", args.student_archs, "--val", str(held),
@@ -212,6 +232,10 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="keep everything here")
+    ap.add_argument(
+        "--reuse-teacher", action="store_true",
+        help="keep a teacher (and its artefacts) an earlier run left in --work; distil again",
+    )  # fmt: skip
     args = ap.parse_args()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     print(
