@@ -485,3 +485,36 @@ def test_calibration_set_of_other_mean_std_is_refused(tmp_path: Path) -> None:
     other = meta.with_updates(std=(0.5, 0.5, 0.5))
     with pytest.raises((DataError, ModelError), match="std"):
         calib.check_fits(other)
+
+
+def test_shape_arithmetic_of_a_dynamic_export_folds_once_the_size_is_fixed() -> None:
+    """MONAI's BasicUNet exported with dynamic H/W pads each skip to the upsampled size
+    through Shape -> ConstantOfShape -> ...: allowed before the size is fixed, gone after
+    fix_input + onnxsim (a real export failed on this before), and still named when it
+    does not fold."""
+    pytest.importorskip("onnxsim")
+    h = onnx.helper
+    nodes = [
+        h.make_node("Shape", ["input"], ["shape"]),
+        h.make_node("ConstantOfShape", ["shape"], ["zeros"],
+                    value=onnx.numpy_helper.from_array(np.zeros(1, np.float32))),
+        h.make_node("Add", ["input", "zeros"], ["sum"]),
+        h.make_node("Conv", ["sum", "w"], ["logits"], pads=[1, 1, 1, 1]),
+    ]  # fmt: skip
+    graph = h.make_graph(
+        nodes, "g",
+        [h.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 1, "H", "W"])],
+        [h.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 1, "H", "W"])],
+        [onnx.numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")],
+    )  # fmt: skip
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    with pytest.raises(ModelError, match=r"ConstantOfShape \(node"):
+        onnx_graph.check_ops(model)  # a size-less graph checked as if folded: named
+    onnx_graph.check_ops(model, folded=False)
+    fixed = onnx_graph.fix_input(model, (32, 32))
+    simplified, note = onnx_graph.simplify(fixed)
+    assert note == "simplified by onnxsim"
+    assert "ConstantOfShape" not in {n.op_type for n in simplified.graph.node}
+    onnx_graph.check_ops(simplified)
+    x = np.random.default_rng(3).normal(size=(1, 1, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(_run(simplified, x), _run(model, x), atol=1e-6)

@@ -31,6 +31,7 @@ from edgeseg.optional import require
 
 __all__ = [
     "ACTIVATIONS",
+    "FOLDED_WITH_SIZE",
     "SUPPORTED_OPS",
     "GraphInfo",
     "append_activation",
@@ -59,6 +60,16 @@ SUPPORTED_OPS = frozenset(
         "LeakyRelu", "MaxPool", "Mul", "Pad", "PRelu", "ReduceMean", "Relu", "Reshape",
         "Resize", "Sigmoid", "Shape", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub",
         "Tanh", "Transpose", "Unsqueeze", "Upsample", "Pow", "Erf", "Neg", "Max", "Min",
+    }
+)  # fmt: skip
+
+#: Shape arithmetic a dynamic-size export carries (MONAI's BasicUNet pads each skip to the
+#: upsampled size: Shape, ConstantOfShape, Equal, Where...) and onnxsim folds to constants
+#: once the input size is fixed: allowed in the first check, named if any survive folding.
+FOLDED_WITH_SIZE = frozenset(
+    {
+        "ConstantOfShape", "Equal", "Where", "Expand", "Range", "Floor", "Ceil", "Less",
+        "Greater", "Not", "And", "Or", "Mod", "Size", "Tile", "ReduceProd", "ScatterND",
     }
 )  # fmt: skip
 
@@ -150,14 +161,19 @@ def _shape_txt(dims: tuple[int | None, ...]) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
 
 
-def check_ops(model: Any, *, edgetpu: bool = False, path: str | Path = "<model>") -> None:
+def check_ops(
+    model: Any, *, edgetpu: bool = False, path: str | Path = "<model>", folded: bool = True
+) -> None:
     """Refuse, in one line naming the ops and their nodes, what onnx2tf cannot convert, and
-    with ``edgetpu`` the ops the Edge TPU cannot run (offering the int8 ONNX or int8-cpu)."""
+    with ``edgetpu`` the ops the Edge TPU cannot run (offering the int8 ONNX or int8-cpu).
+    ``folded=False``: the graph's size is not fixed yet, so the shape arithmetic of
+    :data:`FOLDED_WITH_SIZE` passes (check again after :func:`simplify`)."""
     unsupported: dict[str, list[str]] = {}
     tpu: dict[str, list[str]] = {}
+    allowed = SUPPORTED_OPS if folded else SUPPORTED_OPS | FOLDED_WITH_SIZE
     for i, node in enumerate(model.graph.node):
         name = node.name or f"#{i}"
-        if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED_OPS:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in allowed:
             op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
             unsupported.setdefault(op, []).append(name)
         if edgetpu and node.op_type in EDGETPU_REFUSED:

@@ -275,7 +275,7 @@ def import_onnx(
     model = onnx_graph.load_onnx(path)
     info = onnx_graph.describe(model, opts.output, path=path)
     onnx_graph.check_activation(activation, info.output_shape[1], path=path.name)
-    onnx_graph.check_ops(model, edgetpu=opts.edgetpu, path=path)
+    onnx_graph.check_ops(model, edgetpu=opts.edgetpu, path=path, folded=False)
     dynamic = info.input_shape[2] is None or info.input_shape[3] is None
     require("onnxruntime")
     _require_onnx2tf()
@@ -356,6 +356,7 @@ def _prepare(
         notes.append(note)
     model, note = onnx_graph.simplify(model)
     notes.append(note)
+    onnx_graph.check_ops(model, path=path)  # the shape arithmetic folded: what is left
     model, count = onnx_graph.pad_maxpools(model)
     if count:
         notes.append(f"{count} padded MaxPool after ReLU made Pad(0) + MaxPool (exact)")
