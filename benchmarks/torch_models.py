@@ -142,14 +142,23 @@ def main() -> int:
     ap.add_argument(
         "--exports", type=Path, default=None, help="torch_train.py's folder (NAME.onnx, NAME.json)"
     )
+    ap.add_argument(
+        "--only-run", action="store_true",
+        help="with --exports: only the `run` checks, on the conversions --out already holds",
+    )  # fmt: skip
     args = ap.parse_args()
+    if args.only_run and not args.exports:
+        ap.error("--only-run takes --exports")
     if not (args.data / "images").is_dir():
         print(f"ISBI 2012 data not found at {args.data}", file=sys.stderr)
         return 2
     work = args.out or Path(tempfile.mkdtemp(prefix="edgeseg-torch-models-"))
     work.mkdir(parents=True, exist_ok=True)
     build = _builder()
-    train_dir, held_dir = split(args.data, work / "data") if args.exports else (None, None)
+    if args.only_run and (work / "data").is_dir():
+        train_dir, held_dir = work / "data" / "train", work / "data" / "test"
+    else:
+        train_dir, held_dir = split(args.data, work / "data") if args.exports else (None, None)
     calib = train_dir / "images" if train_dir else args.data / "images"
     rows = []
     for name in args.only:
@@ -164,6 +173,11 @@ def main() -> int:
                 flags += ["--foreground-value", "0", "--val", str(held_dir)]
         else:
             build.unet_onnx(onnx_path, size=args.size, base=args.base, depth=args.depth, **spec)
+        if args.only_run:
+            run = _run_checks(name, onnx_path, work, calib, held_dir, flags, spec)
+            print(json.dumps({"model": name, "run": run}), flush=True)
+            rows.append({"model": name, "trained": record, "run": run})
+            continue
         keras_path = work / f"{name}_keras.keras"
         _keras_twin(keras_path, args, spec, record)
         keras_flags = _without(flags, {"--activation": 1, "--input-size": 1})
@@ -203,12 +217,16 @@ def main() -> int:
             "cold_over_keras": med["cold"] / med["keras"],
             "times": times,
         }
+        print(json.dumps(row), flush=True)  # before the run checks: kept if they fail
         if args.exports:
             row["run"] = _run_checks(name, onnx_path, work, calib, held_dir, flags, spec)
+            print(json.dumps({"model": name, "run": row["run"]}), flush=True)
         rows.append(row)
-        print(json.dumps(rows[-1]), flush=True)
     print()
     what = f"trained exports from {args.exports}" if args.exports else "seeded graphs"
+    if args.only_run:
+        _run_table(rows)
+        return 0
     print(f"CPU: {_cpu()}; {what}; tile {args.size}, {args.rounds} rounds, medians")
     print("| model | fp32 max err | int8 Dice | QDQ Dice | Keras twin int8 Dice | Edge TPU | "
           "cold s | warm s | keras s | warm/keras | cold/keras |")  # fmt: skip
@@ -221,21 +239,25 @@ def main() -> int:
             f"{r['keras_s']:.1f} | {r['warm_over_keras']:.2f} | {r['cold_over_keras']:.2f} |"
         )
     if args.exports:
-        print()
-        print("`run` on the held-out slices (512x512) against onnxruntime's float masks of the "
-              "source graph (Dice), beside the parity report's figure:")  # fmt: skip
-        print("| model | held-out Dice of torch | int8 tiled: run / report | "
-              "int8 whole 512x512: run / report | source ONNX (run) |")  # fmt: skip
-        print("|---|---:|---:|---:|---:|")
-        for r in rows:
-            c = r["run"]
-            print(
-                f"| {r['model']} | {r['trained']['heldout_dice_torch']:.4f} | "
-                f"{c['tiled']['run']:.4f} / {c['tiled']['report']:.4f} | "
-                f"{c['whole']['run']:.4f} / {c['whole']['report']:.4f} | {c['source']['run']:.4f} |"
-            )
+        _run_table(rows)
     (work / "torch_models.json").write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def _run_table(rows: list[dict]) -> None:
+    print()
+    print("`run` on the held-out slices (512x512) against onnxruntime's float masks of the "
+          "source graph (Dice), beside the parity report's figure:")  # fmt: skip
+    print("| model | held-out Dice of torch | int8 tiled: run / report | "
+          "int8 whole 512x512: run / report | source ONNX (run) |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        c = r["run"]
+        print(
+            f"| {r['model']} | {r['trained']['heldout_dice_torch']:.4f} | "
+            f"{c['tiled']['run']:.4f} / {c['tiled']['report']:.4f} | "
+            f"{c['whole']['run']:.4f} / {c['whole']['report']:.4f} | {c['source']['run']:.4f} |"
+        )
 
 
 def _without(flags: list[str], drop: dict[str, int]) -> list[str]:
@@ -255,17 +277,25 @@ def _run_checks(
     name: str, onnx_path: Path, work: Path, calib: Path, held: Path, flags: list[str], spec: dict
 ) -> dict[str, dict[str, float]]:
     """`edgeseg run` on the held-out slices: int8 tiled, int8 whole-frame (512x512) and the
-    source ONNX, each scored against onnxruntime on the source graph."""
+    source ONNX, each scored against onnxruntime on the source graph. ``--only-run`` reuses
+    the conversions an earlier run left in ``--out``."""
     out = work / f"{name}-frames"
     cache = work / f"cache-{name}-0"
     frame_flags = _without(flags, {"--val": 1})
-    _convert(onnx_path, out, calib, cache, [*frame_flags, "--val", str(held)],
-             ["--int8", "--frame-size", "512x512"])  # fmt: skip
+    # ISBI's masks (0/255) are truth for a one-class model only; K-class masks hold 0..K-1
+    val = ["--val", str(held)] if spec["classes"] == 1 else []
+    if not (out / f"{name}_parity.json").is_file():
+        _convert(onnx_path, out, calib, cache, [*frame_flags, *val],
+                 ["--int8", "--frame-size", "512x512"])  # fmt: skip
     report = json.loads((out / f"{name}_parity.json").read_text())
     by = {(a["recipe"], bool(a.get("frame_size"))): a for a in report["artefacts"]}
     run_flags = _without(flags, {"--val": 1, "--foreground-value": 1})
     found = {}
-    tiled = out / f"{name}_int8.tflite"
+    # Alone in its folder: beside its whole-frame sibling, `run` would pick that one for
+    # 512x512 frames (as it should on a device).
+    alone = work / f"{name}-tiled-only"
+    alone.mkdir(exist_ok=True)
+    tiled = Path(shutil.copy2(out / f"{name}_int8.tflite", alone))
     for key, model, extra, promised in (
         ("tiled", tiled, [], by[("int8", False)]),
         ("whole", out / f"{name}_int8_512x512.tflite", [], by[("int8", True)]),
