@@ -54,7 +54,13 @@ def test_benchmark_script_imports(script: Path, monkeypatch: pytest.MonkeyPatch)
     spec = importlib.util.spec_from_file_location(f"benchmark_{script.stem}", script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # __name__ is not "__main__": main() does not run
+    try:
+        spec.loader.exec_module(module)  # __name__ is not "__main__": main() does not run
+    except ImportError as exc:
+        if exc.name and exc.name.split(".")[0] not in ("edgeseg", *SIBLINGS):
+            # torch_train.py runs in a scratch environment with torch, never installed here
+            pytest.skip(f"{script.name} needs {exc.name}, which is not installed")
+        raise
 
     broken: list[str] = []
     tree = ast.parse(script.read_text(encoding="utf-8"), filename=str(script))
