@@ -26,7 +26,7 @@ false``: its compiler fails on the large activation tensors of camera frames).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,13 +126,25 @@ def _multiple(loaded: Any, meta: ModelMetadata) -> FrameSize:
 
 
 def plan_frames(
-    loaded: Any, meta: ModelMetadata, sizes: Iterable[FrameSize], *, trust_model: bool = False
+    loaded: Any,
+    meta: ModelMetadata,
+    sizes: Iterable[FrameSize],
+    *,
+    trust_model: bool = False,
+    multiple: FrameSize | None = None,
+    rebuild: Callable[[FrameSize], tuple[Any, dict[str, Any]]] | None = None,
 ) -> list[FramePlan]:
-    """A :class:`FramePlan` per frame size: rebuild the model there, or say why not."""
+    """A :class:`FramePlan` per frame size: rebuild the model there, or say why not.
+
+    ``multiple`` and ``rebuild`` replace, for a model that is not rebuilt from Keras layers
+    (an imported ONNX model), the downsampling read from ``loaded`` and
+    :func:`~edgeseg.model.reshape.rebuild_at`: ``rebuild(padded)`` gives the model at that
+    input size and the plan's other fields, or raises ModelError saying why not.
+    """
     from edgeseg.model.reshape import padded_size, rebuild_at
 
     plans: list[FramePlan] = []
-    multiple = _multiple(loaded, meta)
+    multiple = multiple or _multiple(loaded, meta)
     for size in sizes:
         padded = padded_size(size, multiple)
         if meta.output_border > 0:
@@ -150,12 +162,15 @@ def plan_frames(
             plans.append(FramePlan(size, padded, refused=why))
             continue
         try:
-            rebuilt = rebuild_at(loaded, padded, trust_model=trust_model)
+            if rebuild is None:
+                rebuilt, extra = rebuild_at(loaded, padded, trust_model=trust_model), {}
+            else:
+                rebuilt, extra = rebuild(padded)
         except ModelError as exc:
             plans.append(FramePlan(size, padded, refused=str(exc)))
             continue
         frame_meta = meta.with_updates(input_size=padded, frame_size=size)
-        plans.append(FramePlan(size, padded, frame_meta, rebuilt))
+        plans.append(FramePlan(size, padded, frame_meta, rebuilt, **extra))
     return plans
 
 

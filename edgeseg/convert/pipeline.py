@@ -496,54 +496,31 @@ def _imported_plans(
     sizes: list[Any],
     say: Callable[[str], None],
 ) -> list[FramePlan]:
-    """Whole-frame plans of an imported ONNX model: one with dynamic H/W is imported again
-    at each frame size padded to a multiple of the graph's downsampling (onnx2tf once per
-    size, cached); one
+    """Whole-frame plans of an imported ONNX model (:func:`plan_frames` with the import in
+    place of the Keras rebuild): one with dynamic H/W is imported again at each frame size
+    padded to a multiple of the graph's downsampling (onnx2tf once per size, cached); one
     exported at a fixed size is converted at that size only."""
     from dataclasses import replace
 
     from edgeseg.core import onnx_graph
     from edgeseg.model.importers import import_model
-    from edgeseg.model.reshape import padded_size
 
     step = onnx_graph.size_multiple(onnx_graph.load_onnx(imported.onnx_path)) or 1
-    multiple = (step, step)
-    plans: list[FramePlan] = []
-    for size in sizes:
-        padded = padded_size(size, multiple)
+
+    def rebuild(padded: tuple[int, int]) -> tuple[Any, dict[str, Any]]:
         if not imported.dynamic:
-            why = (
+            raise ModelError(
                 f"the ONNX model was exported at {frame_tag(tuple(meta.input_size))} only; "
                 "export it with dynamic H/W (dynamic_axes) or at the frame size for whole frames"
             )
-            plans.append(FramePlan(size, padded, refused=why))
-            continue
-        if padded == tuple(meta.input_size):
-            why = (
-                f"{frame_tag(size)} pads to the model's own input size "
-                f"{frame_tag(tuple(meta.input_size))}: the tiled artefact already runs it whole"
-            )
-            plans.append(FramePlan(size, padded, refused=why))
-            continue
         opts, channels = _import_options(req)
-        opts = replace(opts, input_size=padded)
-        say(f"--frame-size {frame_tag(size)}: importing the ONNX model at {frame_tag(padded)}")
-        try:
-            again = import_model(req.model, opts, channels=channels, say=say)
-        except ModelError as exc:
-            plans.append(FramePlan(size, padded, refused=str(exc)))
-            continue
-        plans.append(
-            FramePlan(
-                size,
-                padded,
-                meta.with_updates(input_size=padded, frame_size=size),
-                again.loaded,
-                reference=again.predict,
-                source_onnx=again.onnx_path,
-            )
+        say(f"importing the ONNX model at {frame_tag(padded)} for whole frames")
+        again = import_model(
+            req.model, replace(opts, input_size=padded), channels=channels, say=say
         )
-    return plans
+        return again.loaded, {"reference": again.predict, "source_onnx": again.onnx_path}
+
+    return plan_frames(None, meta, sizes, multiple=(step, step), rebuild=rebuild)
 
 
 def _calibrate(
