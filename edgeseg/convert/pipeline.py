@@ -505,6 +505,8 @@ def _imported_plans(
     from edgeseg.core import onnx_graph
     from edgeseg.model.importers import import_model
 
+    if not sizes:  # no --frame-size: nothing to read the graph for
+        return []
     step = onnx_graph.size_multiple(onnx_graph.load_onnx(imported.onnx_path)) or 1
 
     def rebuild(padded: tuple[int, int]) -> tuple[Any, dict[str, Any]]:
